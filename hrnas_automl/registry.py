@@ -1,0 +1,109 @@
+"""Registry of search spaces and named architectures (presets).
+
+Spaces register themselves when ``hrnas_automl.spaces`` is imported; everything else looks them up by
+name, so the CLI, the trial entry point, the NNI tuners and Optuna share one list.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nni.nas.nn.pytorch import ModelSpace
+
+__all__ = [
+    "SpaceSpec", "Preset", "register_space", "get_space", "list_spaces", "get_preset", "list_presets",
+]
+
+Arch = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """A registered search space: how to build it and what it offers.
+
+    Attributes:
+        name: public name (``detnas-small``).
+        factory: builds the NNI ``ModelSpace``; keyword arguments select head / classes / widths.
+        description: one line for ``hrnas-automl spaces``.
+        default_input: (C, H, W) used for costs when the user gives none (the paper's input size).
+        heads: names accepted by ``factory(head=...)``.
+    """
+
+    name: str
+    factory: Callable[..., ModelSpace]
+    description: str
+    default_input: tuple[int, int, int]
+    heads: tuple[str, ...] = ("classifier",)
+
+    def build(self, **kwargs: Any) -> ModelSpace:
+        """Build the space (the supernet) with the given constructor arguments."""
+        return self.factory(**kwargs)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A published architecture: a sample of ``space`` plus where it comes from."""
+
+    name: str
+    space: str
+    arch: Mapping[str, Any]
+    source: str
+
+
+_SPACES: dict[str, SpaceSpec] = {}
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_space(spec: SpaceSpec, presets: Mapping[str, tuple[Arch, str]] = MappingProxyType({})) -> SpaceSpec:
+    """Add a space (and its presets: name -> (arch, source)) to the registry; names must be new."""
+    if spec.name in _SPACES:
+        raise ValueError(f"space {spec.name!r} is already registered")
+    _SPACES[spec.name] = spec
+    for name, (arch, source) in presets.items():
+        if name in _PRESETS:
+            raise ValueError(f"preset {name!r} is already registered")
+        _PRESETS[name] = Preset(name, spec.name, MappingProxyType(dict(arch)), source)
+    return spec
+
+
+def _load_builtin() -> None:
+    import hrnas_automl.spaces  # noqa: F401  (registers the built-in spaces)
+
+
+def get_space(name: str) -> SpaceSpec:
+    """Look a space up by name; an unknown name raises ``KeyError`` listing the known ones."""
+    _load_builtin()
+    try:
+        return _SPACES[name]
+    except KeyError:
+        raise KeyError(f"unknown space {name!r}; registered spaces: {', '.join(sorted(_SPACES))}") from None
+
+
+def list_spaces() -> list[SpaceSpec]:
+    """All registered spaces, sorted by name."""
+    _load_builtin()
+    return [_SPACES[k] for k in sorted(_SPACES)]
+
+
+def get_preset(name: str) -> Preset:
+    """Look a preset up by name; an unknown name raises ``KeyError`` listing the known ones."""
+    _load_builtin()
+    try:
+        return _PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(sorted(_PRESETS))}") from None
+
+
+def list_presets(space: str | None = None) -> list[Preset]:
+    """Presets, optionally only those of one space."""
+    _load_builtin()
+    return [p for k, p in sorted(_PRESETS.items()) if space is None or p.space == space]
+
+
+def space_size(choices: Mapping[str, list[Any]]) -> int:
+    """Number of architectures in a space given its choices (product of candidate counts)."""
+    return math.prod(len(v) for v in choices.values())

@@ -1,0 +1,1 @@
+"""Tasks: train and evaluate a frozen network, report per-epoch and final metrics."""
