@@ -1,0 +1,110 @@
+"""Architecture samples: the choices of a registered space, validation, loading and freezing.
+
+An architecture (``arch``) is a plain ``{label: value}`` dict, so it passes unchanged through nnictl
+JSON, Optuna categoricals and YAML. Freezing turns it into an ordinary ``nn.Module`` with fresh
+weights and no NNI mutables inside.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from hrnas_automl.registry import get_preset, get_space
+
+__all__ = ["ArchitectureError", "choices_of", "validate_arch", "load_arch", "freeze", "build_space"]
+
+
+class ArchitectureError(ValueError):
+    """An architecture dict does not fit its space (unknown/missing label, value not a candidate)."""
+
+
+def _freeze_kwargs(kwargs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in kwargs.items()))
+
+
+def build_space(space: str, **space_args: Any) -> nn.Module:
+    """Build the supernet of a registered space, with NNI's import noise silenced."""
+    from hrnas_automl.nni_compat import quiet_nni
+
+    quiet_nni()
+    return get_space(space).build(**space_args)
+
+
+@lru_cache(maxsize=64)
+def _choices(space: str, frozen_args: tuple[tuple[str, Any], ...]) -> dict[str, list[Any]]:
+    from hrnas_automl.nni_compat import space_choices
+
+    return space_choices(build_space(space, **{k: json.loads(v) for k, v in frozen_args}))
+
+
+def choices_of(space: str, **space_args: Any) -> dict[str, list[Any]]:
+    """``{label: candidates}`` of a registered space (built once per set of arguments, then cached)."""
+    return {k: list(v) for k, v in _choices(space, _freeze_kwargs(space_args)).items()}
+
+
+def _fmt(values: list[Any]) -> str:
+    return ", ".join(json.dumps(v) if not isinstance(v, str) else v for v in values)
+
+
+def validate_arch(arch: Any, choices: Mapping[str, list[Any]], space: str) -> dict[str, Any]:
+    """Check an architecture against a space's choices; return it as a plain dict.
+
+    Raises:
+        ArchitectureError: one line naming the first bad label and its allowed values.
+    """
+    if not isinstance(arch, Mapping):
+        raise ArchitectureError(f"an architecture for {space} must be a {{label: value}} mapping, "
+                                f"got {type(arch).__name__}")
+    for label in arch:
+        if label not in choices:
+            known = list(choices)
+            shown = ", ".join(known[:6]) + (f", ... ({len(known)} labels)" if len(known) > 6 else "")
+            raise ArchitectureError(f"unknown label {label!r} for space {space} (labels: {shown}); "
+                                    f"see `hrnas-automl describe {space}`")
+    for label, values in choices.items():
+        if label not in arch:
+            raise ArchitectureError(f"architecture for {space} is missing label {label!r} "
+                                    f"(allowed values: {_fmt(values)})")
+        if arch[label] not in values:
+            raise ArchitectureError(f"label {label!r} of space {space} has value {arch[label]!r}; "
+                                    f"allowed values: {_fmt(values)}")
+    return {label: arch[label] for label in choices}
+
+
+def load_arch(ref: str) -> tuple[str | None, dict[str, Any]]:
+    """Read an architecture from ``preset:NAME`` or a JSON/YAML file; return (space or None, arch).
+
+    A file may hold the bare ``{label: value}`` dict or ``{"space": ..., "arch": {...}}``.
+    """
+    if ref.startswith("preset:"):
+        preset = get_preset(ref.removeprefix("preset:"))
+        return preset.space, dict(preset.arch)
+    path = Path(ref)
+    if not path.is_file():
+        raise ArchitectureError(f"architecture file {ref} does not exist; give a JSON file or preset:NAME "
+                                "(`hrnas-automl spaces` lists the presets)")
+    try:
+        data = yaml.safe_load(path.read_text())  # JSON is YAML, so one loader reads both
+    except yaml.YAMLError as exc:
+        raise ArchitectureError(f"architecture file {ref} is not valid JSON/YAML: {str(exc).splitlines()[0]}") from None
+    if isinstance(data, Mapping) and "arch" in data:
+        return data.get("space"), dict(data["arch"])
+    if not isinstance(data, Mapping):
+        raise ArchitectureError(f"architecture file {ref} must hold a {{label: value}} mapping, "
+                                f"got {type(data).__name__}")
+    return None, dict(data)
+
+
+def freeze(space: str, arch: Mapping[str, Any], **space_args: Any) -> nn.Module:
+    """Validate ``arch`` and build the fixed network it names (fresh weights, plain torch layers)."""
+    from nni.nas.space import model_context
+
+    arch = validate_arch(arch, choices_of(space, **space_args), space)
+    with model_context(arch):
+        return build_space(space, **space_args)
