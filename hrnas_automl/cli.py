@@ -1,0 +1,247 @@
+"""``hrnas-automl``: list, describe, sample and cost spaces; run trials; run nnictl searches.
+
+Bad input exits with status 2 and one line naming the problem and the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+__all__ = ["main"]
+
+
+def _space_args(pairs: list[str]) -> dict[str, Any]:
+    args = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--space-arg {pair!r} must look like KEY=VALUE, e.g. num_classes=10")
+        args[key] = yaml.safe_load(value)
+    return args
+
+
+def _size_text(choices: dict[str, list[Any]]) -> str:
+    counts = {len(v) for v in choices.values()}
+    size = math.prod(len(v) for v in choices.values())
+    power = f"{counts.pop()}^{len(choices)} = " if len(counts) == 1 else ""
+    return f"{power}{size:.3g}"
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def cmd_spaces(args: argparse.Namespace) -> None:
+    from hrnas_automl.arch import choices_of
+    from hrnas_automl.registry import list_presets, list_spaces
+
+    rows = []
+    for spec in list_spaces():
+        choices = choices_of(spec.name)
+        rows.append({"name": spec.name, "size": math.prod(len(v) for v in choices.values()),
+                     "size_text": _size_text(choices), "labels": len(choices), "heads": list(spec.heads),
+                     "presets": [p.name for p in list_presets(spec.name)], "description": spec.description})
+    if args.json:
+        _print_json(rows)
+        return
+    for r in rows:
+        print(f"{r['name']:<16} {r['size_text']:<22} {r['labels']:>3} labels  {r['description']}")
+        if r["presets"]:
+            print(f"{'':<16} presets: {', '.join(r['presets'])}")
+
+
+def cmd_describe(args: argparse.Namespace) -> None:
+    from hrnas_automl.arch import choices_of
+    from hrnas_automl.registry import get_space, list_presets
+
+    spec = get_space(args.space)
+    choices = choices_of(args.space, **_space_args(args.space_arg))
+    if args.json:
+        _print_json({"name": spec.name, "description": spec.description, "default_input": list(spec.default_input),
+                     "heads": list(spec.heads), "size": math.prod(len(v) for v in choices.values()),
+                     "choices": choices, "presets": [p.name for p in list_presets(spec.name)]})
+        return
+    print(f"{spec.name}: {spec.description}\nsize {_size_text(choices)}, input {'x'.join(map(str, spec.default_input))}"
+          f", heads {', '.join(spec.heads)}")
+    for label, values in choices.items():
+        print(f"  {label:<20} {', '.join(map(str, values))}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from hrnas_automl.arch import choices_of
+    from hrnas_automl.cost import cost_limit, parse_input_shape
+    from hrnas_automl.strategies import RandomSearch
+
+    space_args = _space_args(args.space_arg)
+    shape = parse_input_shape(args.input) if args.input else None
+    limit = cost_limit(args.space, max_macs=args.max_macs, max_params=args.max_params, input_shape=shape,
+                       space_args=space_args)
+    arch = RandomSearch(choices_of(args.space, **space_args), seed=args.seed, constraint=limit,
+                        max_attempts=args.max_attempts).ask()
+    _print_json(arch)
+
+
+def cmd_cost(args: argparse.Namespace) -> None:
+    from hrnas_automl.arch import freeze, load_arch
+    from hrnas_automl.cost import count_cost, parse_input_shape
+    from hrnas_automl.registry import get_space
+
+    space_of_arch, arch = load_arch(args.arch)
+    if space_of_arch is not None and space_of_arch != args.space:
+        raise ValueError(f"{args.arch} is an architecture of {space_of_arch}, not {args.space}")
+    shape = parse_input_shape(args.input) if args.input else get_space(args.space).default_input
+    net = freeze(args.space, arch, **_space_args(args.space_arg))
+    cost = count_cost(net, shape)
+    out: dict[str, Any] = {"space": args.space, "input": list(shape), "macs": cost.macs, "params": cost.params}
+    if args.latency:
+        from hrnas_automl.latency import measure_latency
+
+        out["latency_ms"] = measure_latency(net, shape, threads=args.threads)
+    if args.json:
+        _print_json(out)
+    else:
+        extra = f", latency {out['latency_ms']:.2f} ms" if args.latency else ""
+        print(f"{args.space} at {'x'.join(map(str, shape))}: {cost.params:,} params, {cost.macs / 1e6:,.1f} M MACs"
+              f" (ptflops){extra}")
+
+
+def cmd_export_space(args: argparse.Namespace) -> None:
+    from hrnas_automl.arch import choices_of
+    from hrnas_automl.nni_compat import to_nni_search_space
+
+    text = json.dumps(to_nni_search_space(choices_of(args.space, **_space_args(args.space_arg))), indent=2) + "\n"
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_trial(args: argparse.Namespace) -> None:
+    from hrnas_automl import nni_compat
+    from hrnas_automl.trial import resolve_arch, run_trial
+    from hrnas_automl.trial_config import load_trial_config
+
+    config = load_trial_config(args.config)
+    nni_compat.quiet_nni()
+    if nni_compat.in_nni_trial():
+        run_trial(config, nni_compat.next_parameter(), report_intermediate=nni_compat.report_intermediate,
+                  report_final=nni_compat.report_final)
+        return
+    arch = resolve_arch(config, args.arch)
+
+    def show(row: Any) -> None:
+        print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}))
+
+    print(json.dumps({"space": config.space, "arch": arch}))
+    result = run_trial(config, arch, report_intermediate=show, progress=sys.stderr.isatty())
+    show(result.metrics)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from hrnas_automl.nni_compat import check_pins
+    from hrnas_automl.nni_experiment import NniExperiment, TrialRecord
+
+    check_pins()
+    exp = NniExperiment.create(args.config, port=args.port)
+    print(f"experiment {exp.id} started; web UI: {exp.url}", flush=True)
+
+    def progress(trials: list[TrialRecord]) -> None:
+        ok = [t for t in trials if t.status == "SUCCEEDED"]
+        best = max((t.metrics.get("default", float("-inf")) for t in ok), default=None)
+        print(f"  {len(trials)} trials finished ({len(ok)} succeeded), best default so far: {best}", flush=True)
+
+    try:
+        trials = exp.wait(args.timeout, on_progress=progress)
+    except BaseException:
+        exp.stop()  # never leave a manager running after a failure or Ctrl-C
+        raise
+    print(f"\n{'trial':<8} {'status':<10} {'default':>8} {'MMACs':>9} {'params':>10} {'latency_ms':>10}")
+    for t in sorted(trials, key=lambda t: -t.metrics.get("default", float("-inf"))):
+        m = t.metrics
+        print(f"{t.trial_id:<8} {t.status:<10} {m.get('default', float('nan')):>8.4f} "
+              f"{m.get('macs', float('nan')) / 1e6:>9.2f} {m.get('params', 0):>10,} {m.get('latency_ms', float('nan')):>10.2f}")
+    best = exp.best()
+    if best is not None:
+        print(f"\nbest architecture ({best.trial_id}):\n{json.dumps(best.arch)}\nmetrics: {json.dumps(best.metrics)}")
+    if args.stop:
+        exp.stop()
+        print(f"experiment {exp.id} stopped; reopen it with: nnictl view {exp.id} --port {exp.port}")
+    else:
+        print(f"the web UI stays at {exp.url}; stop the experiment with: nnictl stop {exp.id}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every subcommand."""
+    parser = argparse.ArgumentParser(prog="hrnas-automl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def space_cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("space", help="a registered space (see `hrnas-automl spaces`)")
+        p.add_argument("--space-arg", action="append", default=[], metavar="KEY=VALUE",
+                       help="space constructor argument, e.g. num_classes=10 (repeatable)")
+        return p
+
+    p = sub.add_parser("spaces", help="the registered spaces, their sizes and presets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_spaces)
+
+    p = space_cmd("describe", "labels and candidate values of a space")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_describe)
+
+    p = space_cmd("sample", "a seeded random architecture as JSON, optionally under MACs/params limits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-macs", type=float, help="MACs limit at --input")
+    p.add_argument("--max-params", type=float, help="parameter limit")
+    p.add_argument("--input", help="CxHxW for the limits (default: the space's paper input)")
+    p.add_argument("--max-attempts", type=int, default=2000, help="random draws before giving up on the limits")
+    p.set_defaults(func=cmd_sample)
+
+    p = space_cmd("cost", "params and MACs (ptflops) of a frozen architecture")
+    p.add_argument("--arch", required=True, help="a JSON file or preset:NAME")
+    p.add_argument("--input", help="CxHxW (default: the space's paper input)")
+    p.add_argument("--latency", action="store_true", help="also measure latency on this machine")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for --latency")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_cost)
+
+    p = space_cmd("export-space", "the NNI search-space JSON of a space (for nnictl's searchSpaceFile)")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_export_space)
+
+    p = sub.add_parser("trial", help="train and evaluate one architecture (nnictl's trialCommand)")
+    p.add_argument("--config", required=True, help="trial YAML (space, data, train, latency)")
+    p.add_argument("--arch", help="outside nnictl: a JSON file or preset:NAME (default: config.arch or random)")
+    p.set_defaults(func=cmd_trial)
+
+    p = sub.add_parser("search", help="run an nnictl experiment, wait, print the best architecture")
+    p.add_argument("config", help="an nnictl experiment YAML, e.g. examples/detnas/evolution.yml")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the experiment")
+    p.add_argument("--stop", action="store_true", help="stop the experiment at the end (default: keep the web UI)")
+    p.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hrnas-automl`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"hrnas-automl: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

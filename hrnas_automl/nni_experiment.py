@@ -1,0 +1,166 @@
+"""Run an nnictl experiment, wait for it and read its trials back through NNI's Python API.
+
+Results are joined on ``parameterId`` (not on the trial record's hyper-parameters, which NNI 3.0
+mis-attributes when trialConcurrency > 1, shared/docs/NNI.md §3).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TrialRecord", "NniExperiment", "free_port", "port_is_free", "nni_env"]
+
+_FINISHED = ("DONE", "STOPPED")
+_ERROR = ("ERROR",)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial: its id, status, architecture and final metric dict (empty if it failed)."""
+
+    trial_id: str
+    status: str
+    arch: dict[str, Any]
+    metrics: dict[str, Any]
+    intermediate: list[dict[str, Any]]
+
+
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on ``port`` (nnictl refuses a busy port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def free_port() -> int:
+    """A port the OS reports unused right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nni_env(home: str | os.PathLike[str] | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for nnictl: this interpreter's bin first on PATH (trials run ``hrnas-automl``), quiet
+    warnings, and optionally another HOME (NNI keeps its experiment list in ``$HOME/nni-experiments``)."""
+    env = dict(os.environ if base is None else base)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    if home is not None:
+        env["HOME"] = str(home)
+    return env
+
+
+class NniExperiment:
+    """An nnictl experiment on a port: ``create`` it, ``wait`` for it, read ``trials()``, ``stop`` it.
+
+    Example:
+        >>> exp = NniExperiment.create("examples/detnas/evolution.yml", port=8080)  # doctest: +SKIP
+        >>> exp.wait(timeout=600); best = exp.best(); exp.stop()  # doctest: +SKIP
+    """
+
+    def __init__(self, experiment_id: str, port: int, env: Mapping[str, str]) -> None:
+        self.id, self.port, self.env = experiment_id, port, dict(env)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def create(cls, config: str | os.PathLike[str], *, port: int, env: Mapping[str, str] | None = None,
+               timeout: float = 120) -> NniExperiment:
+        """``nnictl create --config CONFIG --port PORT``; returns once the manager is up."""
+        if not Path(config).is_file():
+            raise FileNotFoundError(f"nnictl config {config} does not exist")
+        if not port_is_free(port):
+            raise RuntimeError(f"port {port} is busy; pass another --port (nnictl needs a free one)")
+        env = dict(env) if env is not None else nni_env()
+        nnictl = str(Path(sys.executable).parent / "nnictl")
+        proc = subprocess.run([nnictl, "create", "--config", str(config), "--port", str(port)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        match = re.search(r"Experiment ID: (\w+)", proc.stdout)
+        if proc.returncode != 0 or match is None:
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            raise RuntimeError(f"nnictl create failed (exit {proc.returncode}): {' | '.join(tail)}")
+        return cls(match.group(1), port, env)
+
+    def _api(self) -> Any:
+        from nni.experiment import Experiment
+
+        return Experiment.connect(self.port)
+
+    def status(self) -> str:
+        """The manager's status: RUNNING, TUNER_NO_MORE_TRIAL, NO_MORE_TRIAL, DONE, ERROR, ..."""
+        return str(self._api().get_status())
+
+    def wait(self, timeout: float, *, poll: float = 2.0,
+             on_progress: Callable[[list[TrialRecord]], None] | None = None) -> list[TrialRecord]:
+        """Block until the experiment is DONE (or raise on ERROR / timeout); returns the trials."""
+        deadline, seen = time.monotonic() + timeout, -1
+        while True:
+            status = self.status()
+            if status in _ERROR:
+                raise RuntimeError(f"experiment {self.id} failed: {self._errors()}; "
+                                   f"see ~/nni-experiments/{self.id}/log/nnimanager.log")
+            trials = self.trials()
+            if on_progress is not None and len(trials) != seen:
+                seen = len(trials)
+                on_progress(trials)
+            if status in _FINISHED:
+                return trials
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"experiment {self.id} still {status} after {timeout:.0f}s; its trials so far "
+                                   f"are in the web UI at {self.url}")
+            time.sleep(poll)
+
+    def _errors(self) -> str:
+        import requests
+
+        info = requests.get(f"{self.url}/api/v1/nni/check-status", timeout=10).json()
+        return "; ".join(str(e) for e in info.get("errors", [])) or "no error message from the manager"
+
+    def trials(self) -> list[TrialRecord]:
+        """Finished trials (succeeded or failed) with their architecture and metrics."""
+        api = self._api()
+        params: dict[int, dict[str, Any]] = {}
+        jobs = api.list_trial_jobs()
+        for job in jobs:
+            for hp in job.hyperParameters or []:
+                params[int(hp.parameter_id)] = dict(hp.parameters)
+        metrics = api.get_job_metrics()  # decoded by NNI (the REST payload is JSON-encoded twice)
+        records = []
+        for job in jobs:
+            if job.status in ("WAITING", "RUNNING", "UNKNOWN"):
+                continue
+            final: dict[str, Any] = {}
+            inter: list[dict[str, Any]] = []
+            arch: dict[str, Any] = {}
+            for m in metrics.get(job.trialJobId, []):
+                value = m.data if isinstance(m.data, dict) else {"default": m.data}
+                if m.type == "FINAL":
+                    final, arch = value, params.get(int(m.parameterId), {})
+                elif m.type == "PERIODICAL":
+                    inter.append(value)
+            if not arch and job.hyperParameters:  # failed before reporting: only the record knows its arch
+                arch = dict(job.hyperParameters[0].parameters)
+            records.append(TrialRecord(job.trialJobId, job.status, arch, final, inter))
+        return records
+
+    def best(self, mode: str = "maximize") -> TrialRecord | None:
+        """The succeeded trial with the best ``default`` metric."""
+        done = [t for t in self.trials() if t.status == "SUCCEEDED" and "default" in t.metrics]
+        if not done:
+            return None
+        key = (lambda t: t.metrics["default"]) if mode == "maximize" else (lambda t: -t.metrics["default"])
+        return max(done, key=key)
+
+    def stop(self) -> None:
+        """``nnictl stop ID`` (idempotent)."""
+        nnictl = str(Path(sys.executable).parent / "nnictl")
+        subprocess.run([nnictl, "stop", self.id], env=self.env, capture_output=True, text=True, timeout=120)

@@ -1,0 +1,130 @@
+"""NNI tuners that run hrnas-automl strategies under nnictl (``tuner: {className: ...}``).
+
+Example (nnictl YAML)::
+
+    tuner:
+      className: hrnas_automl.nni_tuner.EvolutionTuner
+      codeDirectory: .
+      classArgs: {space: detnas-small, seed: 0, max_macs: 6.0e6, input_shape: [3, 32, 32],
+                  space_args: {num_classes: 10}, population_size: 8, select_num: 3}
+
+The tuner only adapts NNI's callbacks to the strategy's ask/tell; the search itself lives in
+:mod:`hrnas_automl.strategies`. A generation-synchronous strategy may have nothing to propose while
+results are pending: the tuner then defers the request and sends the trial later, as NNI's own
+Evolution tuner does (``NoMoreTrialError`` + the dispatcher's ``st_callback``).
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import nni
+from nni.tuner import Tuner
+
+from hrnas_automl.arch import choices_of
+from hrnas_automl.cost import cost_limit
+from hrnas_automl.nni_compat import quiet_nni, to_nni_search_space
+from hrnas_automl.strategies import Evolution, RandomSearch, Strategy
+
+__all__ = ["StrategyTuner", "RandomTuner", "EvolutionTuner"]
+
+_log = logging.getLogger(__name__)
+
+
+class StrategyTuner(Tuner):
+    """Adapts a :class:`~hrnas_automl.strategies.Strategy` to NNI's Tuner interface.
+
+    Args:
+        space: a registered space name; the nnictl search space must be its ``export-space`` output.
+        seed: the strategy's seed (same seed, same proposals).
+        optimize_mode: ``maximize`` or ``minimize`` the ``default`` metric.
+        max_macs / max_params: only propose networks under these limits (counted at ``input_shape``).
+        input_shape: (C, H, W) for the limits; default the space's paper input size.
+        space_args: space constructor arguments used for the limits (e.g. ``num_classes``).
+    """
+
+    def __init__(self, space: str, *, seed: int = 0, optimize_mode: str = "maximize", max_macs: float | None = None,
+                 max_params: float | None = None, input_shape: Sequence[int] | None = None,
+                 space_args: Mapping[str, Any] | None = None, **strategy_args: Any) -> None:
+        quiet_nni()
+        if optimize_mode not in ("maximize", "minimize"):
+            raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
+        self.space, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
+        self.space_args = dict(space_args or {})
+        self.choices = choices_of(space, **self.space_args)
+        self.constraint = cost_limit(space, max_macs=max_macs, max_params=max_params, input_shape=input_shape,
+                                          space_args=self.space_args)
+        self.strategy = self.make_strategy(self.choices, seed=seed, constraint=self.constraint, **strategy_args)
+        self._running: dict[int, dict[str, Any]] = {}
+        self._deferred: deque[int] = deque()
+        self._send: Callable[[int, dict[str, Any]], None] | None = None
+
+    def make_strategy(self, choices: dict[str, list[Any]], **kwargs: Any) -> Strategy:
+        """Build the strategy this tuner drives."""
+        raise NotImplementedError
+
+    def update_search_space(self, search_space: dict[str, Any]) -> None:
+        expected = to_nni_search_space(self.choices)
+        if search_space == expected:
+            return
+        diff = next((k for k in expected if search_space.get(k) != expected[k]), None) or \
+            next(k for k in search_space if k not in expected)
+        raise ValueError(f"the experiment's search space differs from space {self.space} at label {diff!r}; "
+                         f"regenerate it with `hrnas-automl export-space {self.space} -o search_space.json`")
+
+    def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
+        self._send = kwargs.get("st_callback", self._send)
+        return super().generate_multiple_parameters(parameter_id_list, **kwargs)
+
+    def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
+        arch = self.strategy.ask()
+        if arch is None:  # the generation is handed out; propose once its results are in
+            self._deferred.append(parameter_id)
+            raise nni.NoMoreTrialError("waiting for the results of the current generation")
+        self._running[parameter_id] = arch
+        return arch
+
+    def receive_trial_result(self, parameter_id: int, parameters: dict[str, Any], value: Any, **kwargs: Any) -> None:
+        score = value["default"] if isinstance(value, Mapping) else value
+        self._running.pop(parameter_id, None)
+        self.strategy.tell(parameters, self.sign * float(score))
+        self._send_deferred()
+
+    def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
+        arch = self._running.pop(parameter_id, None)
+        if arch is not None:  # ended without a final result: failed, killed or early-stopped
+            self.strategy.tell(arch, None)
+            self._send_deferred()
+
+    def import_data(self, data: list[dict[str, Any]]) -> None:
+        for entry in data:
+            value = entry["value"]
+            self.strategy.tell(entry["parameter"], self.sign * float(value["default"] if isinstance(value, Mapping)
+                                                                      else value))
+
+    def _send_deferred(self) -> None:
+        while self._deferred and self._send is not None:
+            arch = self.strategy.ask()
+            if arch is None:
+                return
+            parameter_id = self._deferred.popleft()
+            self._running[parameter_id] = arch
+            _log.info("sending deferred trial %d", parameter_id)
+            self._send(parameter_id, arch)
+
+
+class RandomTuner(StrategyTuner):
+    """Uniform random architectures under the limits, never the same one twice."""
+
+    def make_strategy(self, choices: dict[str, list[Any]], **kwargs: Any) -> Strategy:
+        return RandomSearch(choices, **kwargs)
+
+
+class EvolutionTuner(StrategyTuner):
+    """DetNAS's evolutionary search; extra classArgs go to :class:`~hrnas_automl.strategies.Evolution`
+    (``population_size``, ``select_num``, ``mutation_num``, ``mutation_prob``, ``crossover_num``)."""
+
+    def make_strategy(self, choices: dict[str, list[Any]], **kwargs: Any) -> Strategy:
+        return Evolution(choices, **kwargs)

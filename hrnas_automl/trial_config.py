@@ -1,0 +1,115 @@
+"""The trial YAML file (``hrnas-automl trial --config trial.yml``), validated with one-line errors.
+
+Example::
+
+    space: detnas-small          # `hrnas-automl spaces` lists them
+    data: {kind: synthetic, num_classes: 10, image_size: 32}
+    train: {epochs: 2, batch_size: 64, lr: 0.05, seed: 0}
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hrnas_automl.tasks.classification import TrainSettings
+
+__all__ = ["ConfigError", "DataConfig", "LatencyConfig", "TrialConfig", "parse_trial_config", "load_trial_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or mapping is invalid; the message names the key and the fix."""
+
+
+class DataConfig(BaseModel):
+    """Which dataset to train on; every key but ``kind`` is an option of that dataset kind."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: Literal["synthetic", "digits", "folder"]
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LatencyConfig(BaseModel):
+    """How the trial measures CPU/GPU latency of the trained network (batch 1, median)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = True
+    repeats: int = Field(10, ge=1)
+    warmup: int = Field(3, ge=0)
+    threads: int | None = Field(1, ge=1)
+
+
+class TrialConfig(BaseModel):
+    """One trial: which space, which data, how to train; the architecture comes from the tuner."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    space: str
+    space_args: dict[str, Any] = Field(default_factory=dict)
+    task: Literal["classification"] = "classification"
+    data: DataConfig
+    train: TrainSettings = TrainSettings()  # train.seed also seeds the random arch of a standalone run
+    arch: str | None = None
+    latency: LatencyConfig = LatencyConfig()
+    output_dir: str | None = None
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    node: Any = TrialConfig
+    for part in loc[:-1]:
+        fields = getattr(node, "model_fields", None) or {f.name: f for f in dataclasses.fields(node)}
+        field = fields.get(part)
+        node = getattr(field, "annotation", None) or getattr(field, "type", None)
+        if node is None:
+            return []
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    if dataclasses.is_dataclass(node):
+        return [f.name for f in dataclasses.fields(node)]
+    return []
+
+
+def _one_line(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        allowed = _allowed_keys(loc)
+        return f"{source}: unknown key {where!r}; allowed keys here: {', '.join(allowed)}"
+    if first["type"] == "missing":
+        return f"{source}: missing required key {where!r}"
+    return f"{source}: {where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def parse_trial_config(data: Any, source: str = "trial config") -> TrialConfig:
+    """Validate a mapping (already loaded from YAML) into a :class:`TrialConfig`."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of keys (space, data, train, ...), got {type(data).__name__}")
+    try:
+        config = TrialConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source)) from None
+    from hrnas_automl.registry import get_space
+
+    try:
+        get_space(config.space)
+    except KeyError as exc:
+        raise ConfigError(f"{source}: space: {exc.args[0]}") from None
+    return config
+
+
+def load_trial_config(path: str | Path) -> TrialConfig:
+    """Read and validate a trial YAML file (``yaml.safe_load``; nothing in it is executed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"trial config {path} does not exist; pass the YAML file with --config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_trial_config(data, str(path))
