@@ -1,0 +1,50 @@
+# hrnas-automl: `make demo` and `make test` work on a fresh clone (they create .venv and install into it).
+PYTHON     ?= python3
+VENV       ?= .venv
+# torch is installed first and on its own, so pip never resolves a CUDA build; pick another build here.
+TORCH_SPEC ?= torch==2.13.0
+PORT       ?= 8080
+PYTEST_ARGS ?=
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install test test-fast demo examples bench clean
+
+help:
+	@echo "make install    create $(VENV) and install torch ($(TORCH_SPEC)) + hrnas-automl with test extras"
+	@echo "make test       install, then run the whole test suite (nnictl end-to-end runs included)"
+	@echo "make test-fast  install, then the tests not marked slow"
+	@echo "make demo       install, then a real nnictl evolution search over DetNAS-small (port PORT=$(PORT))"
+	@echo "make examples   regenerate the examples' search-space JSON from the model spaces"
+	@echo "make bench      run the benchmarks in bench/ (JSON written to bench/results/)"
+	@echo "make clean      remove $(VENV) and build leftovers"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --upgrade "pip>=23"
+	$(BIN)/python -m pip install "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/hrnas-automl search examples/detnas/evolution.yml --port $(PORT)
+
+examples: install
+	$(BIN)/hrnas-automl export-space detnas-small --space-arg num_classes=10 -o examples/detnas/search_space_small.json
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
