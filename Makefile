@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo examples bench clean
+.PHONY: help install test test-fast demo examples clean
 
 help:
 	@echo "make install    create $(VENV) and install torch ($(TORCH_SPEC)) + hrnas-automl with test extras"
@@ -17,7 +17,6 @@ help:
 	@echo "make test-fast  install, then the tests not marked slow"
 	@echo "make demo       install, then a real nnictl evolution search over DetNAS-small (port PORT=$(PORT))"
 	@echo "make examples   regenerate the examples' search-space JSON from the model spaces"
-	@echo "make bench      run the benchmarks in bench/ (JSON written to bench/results/)"
 	@echo "make clean      remove $(VENV) and build leftovers"
 
 $(BIN)/python:
@@ -42,9 +41,6 @@ demo: install
 
 examples: install
 	$(BIN)/hrnas-automl export-space detnas-small --space-arg num_classes=10 -o examples/detnas/search_space_small.json
-
-bench: install
-	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -71,6 +71,9 @@ def register_space(spec: SpaceSpec, presets: Mapping[str, tuple[Arch, str]] = Ma
 
 
 def _load_builtin() -> None:
+    from hrnas_automl.nni_compat import quiet_nni
+
+    quiet_nni()  # the spaces import nni.nas, which warns about torch 2.13 on first import
     import hrnas_automl.spaces  # noqa: F401  (registers the built-in spaces)
 
 
