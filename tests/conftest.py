@@ -1,21 +1,28 @@
-"""Shared fixtures: NNI's experiment list isolated per test (it lives under $HOME/nni-experiments)."""
+"""Shared fixtures. NNI keeps its experiment list in $HOME/nni-experiments and resolves that path when
+``nni.tools.nnictl`` is first imported, so the whole session gets a private HOME before any test module
+imports NNI; experiments started through nnictl get their own HOME per test (``nni_home``)."""
 from __future__ import annotations
 
-import warnings
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from hrnas_automl.nni_compat import quiet_nni
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="hrnas-automl-tests-home-"))
+os.environ["HOME"] = str(SESSION_HOME)
+atexit.register(shutil.rmtree, SESSION_HOME, ignore_errors=True)
+
+from hrnas_automl.nni_compat import quiet_nni  # noqa: E402  (after HOME is set)
 
 quiet_nni()
-warnings.filterwarnings("ignore", category=RuntimeWarning, module="nni")
 
 
 @pytest.fixture
-def nni_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private HOME, so experiments started by a test never touch the user's ~/nni-experiments."""
+def nni_home(tmp_path: Path) -> Path:
+    """A private HOME for one nnictl experiment (pass it to ``nni_env(home=...)``)."""
     home = tmp_path / "home"
     home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
     return home
