@@ -1,1 +1,87 @@
-"""Datasets the tasks train on: generated, bundled (scikit-learn digits) and a user's image folder."""
+"""Datasets the tasks train on: generated, bundled (scikit-learn digits) and a user's image folder.
+
+Every kind returns a :class:`ClassificationData` whose datasets yield ``(float tensor CxHxW, int label)``,
+so the classification task and the cost/latency probes never look at where the images came from.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["ClassificationData", "TensorImageDataset", "DATA_KINDS", "build_classification_data"]
+
+DATA_KINDS: tuple[str, ...] = ("synthetic", "digits", "folder")
+
+
+@dataclass(frozen=True)
+class ClassificationData:
+    """A train/val split of labelled images plus what a model needs to be built for it."""
+
+    train: Dataset
+    val: Dataset
+    num_classes: int
+    classes: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # (C, H, W)
+
+
+class TensorImageDataset(Dataset):
+    """In-memory images ``(N, C, H, W)`` with integer labels ``(N,)``; items are ``(image, int label)``."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"TensorImageDataset needs images (N, C, H, W) and labels (N,), "
+                             f"got {tuple(images.shape)} and {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def _check_option(kind: str, name: str, value: Any, need: str, test: Callable[[Any], bool], *,
+                  integer: bool = False) -> None:
+    """Raise the one-line error of an option that is not a number (an int if ``integer``) passing ``test``."""
+    numeric = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+    if not (numeric and test(value)):
+        raise ValueError(f"{kind} data: option {name}={value!r} is invalid; it must be {need}")
+
+
+def _builder(kind: str) -> Callable[..., ClassificationData]:
+    # Imported on use: each kind pulls in its own dependencies (scikit-learn, Pillow).
+    if kind == "synthetic":
+        from hrnas_automl.data.synthetic import build_synthetic
+        return build_synthetic
+    if kind == "digits":
+        from hrnas_automl.data.digits import build_digits
+        return build_digits
+    if kind == "folder":
+        from hrnas_automl.data.image_folder import build_image_folder
+        return build_image_folder
+    raise ValueError(f"unknown data kind {kind!r}; use one of: {', '.join(DATA_KINDS)}")
+
+
+def build_classification_data(kind: str, **options: Any) -> ClassificationData:
+    """Build the dataset of ``kind`` ("synthetic" | "digits" | "folder") with that kind's options.
+
+    Unknown kinds, unknown options and a missing required option raise a one-line ``ValueError``
+    that lists what is accepted.
+    """
+    build = _builder(kind)
+    params = inspect.signature(build).parameters
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for data kind {kind!r}; "
+                         f"valid options: {', '.join(params)}")
+    missing = [name for name, p in params.items() if p.default is inspect.Parameter.empty and name not in options]
+    if missing:
+        raise ValueError(f"data kind {kind!r} needs option(s) {', '.join(missing)}; "
+                         f"valid options: {', '.join(params)}")
+    return build(**options)
