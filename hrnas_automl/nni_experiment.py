@@ -84,9 +84,10 @@ class NniExperiment:
         nnictl = str(Path(sys.executable).parent / "nnictl")
         proc = subprocess.run([nnictl, "create", "--config", str(config), "--port", str(port)], env=env,
                               capture_output=True, text=True, timeout=timeout)
-        match = re.search(r"Experiment ID: (\w+)", proc.stdout)
+        output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # nnictl colours its output
+        match = re.search(r"Experiment ID: (\w+)", output)
         if proc.returncode != 0 or match is None:
-            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+            tail = output.strip().splitlines()[-3:]
             raise RuntimeError(f"nnictl create failed (exit {proc.returncode}): {' | '.join(tail)}")
         return cls(match.group(1), port, env)
 

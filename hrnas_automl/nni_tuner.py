@@ -33,6 +33,17 @@ __all__ = ["StrategyTuner", "RandomTuner", "EvolutionTuner"]
 _log = logging.getLogger(__name__)
 
 
+def _number(name: str, value: Any) -> float | None:
+    """classArgs come through PyYAML, which reads ``6.9e6`` (no sign in the exponent) as a string."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"tuner classArgs {name} must be a number, got {value!r}; write e.g. 6900000 or 6.9e+6"
+                         ) from None
+
+
 class StrategyTuner(Tuner):
     """Adapts a :class:`~hrnas_automl.strategies.Strategy` to NNI's Tuner interface.
 
@@ -51,6 +62,7 @@ class StrategyTuner(Tuner):
         quiet_nni()
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
+        max_macs, max_params = _number("max_macs", max_macs), _number("max_params", max_params)
         self.space, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
         self.space_args = dict(space_args or {})
         self.choices = choices_of(space, **self.space_args)

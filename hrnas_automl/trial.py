@@ -65,19 +65,29 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     """
     from dataclasses import replace
 
+    import torch
+
     from hrnas_automl.arch import freeze
     from hrnas_automl.cost import count_cost
     from hrnas_automl.data import build_classification_data
     from hrnas_automl.latency import measure_latency
     from hrnas_automl.tasks.classification import train_classifier
 
+    from hrnas_automl.registry import get_space
+
+    heads = get_space(config.space).heads
+    if "classifier" not in heads:
+        raise ConfigError(f"space {config.space} has no single-output classifier head (heads: {', '.join(heads)}), "
+                          "which the classification task needs; pick another space")
     if config.space_args.get("head", "classifier") != "classifier":
         raise ConfigError(f"space_args.head is {config.space_args['head']!r}, but the classification task "
                           "needs the 'classifier' head; remove space_args.head")
     t0 = time.perf_counter()
     data = build_classification_data(config.data.kind, **config.data.options())
-    model = freeze(config.space, arch, num_classes=data.num_classes, in_channels=data.input_shape[0],
-                   **config.space_args)
+    with torch.random.fork_rng():  # initial weights follow train.seed; the caller's RNG state is untouched
+        torch.manual_seed(config.train.seed)
+        model = freeze(config.space, arch, num_classes=data.num_classes, in_channels=data.input_shape[0],
+                       **config.space_args)
     cost = count_cost(model, data.input_shape)
     epochs: list[dict[str, float]] = []
 

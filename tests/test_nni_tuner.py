@@ -92,3 +92,11 @@ def test_no_more_trial_error_is_nni_s() -> None:
     tuner.generate_parameters(0)
     with pytest.raises(nni.NoMoreTrialError):
         tuner.generate_parameters(1)
+
+
+def test_limits_given_as_yaml_strings_are_numbers_or_a_clear_error() -> None:
+    tuner = RandomTuner(space="detnas-small", max_macs="7e6", input_shape=[3, 32, 32], space_args=SPACE_ARGS)
+    tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
+    assert arch_cost("detnas-small", tuner.generate_parameters(0), SHAPE, **SPACE_ARGS).macs <= 7e6  # "7e6": PyYAML
+    with pytest.raises(ValueError, match="classArgs max_macs must be a number, got 'lots'"):
+        RandomTuner(space="detnas-small", max_macs="lots")

@@ -1,0 +1,44 @@
+"""Every example nnictl config names things that exist: its tuner class and arguments, its search-space
+file (current), and a trial config that validates. Catches a broken example without running nnictl."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hrnas_automl.arch import choices_of
+from hrnas_automl.nni_compat import to_nni_search_space
+from hrnas_automl.strategies import Evolution
+from hrnas_automl.trial_config import load_trial_config
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*/*.yml"))
+EXPERIMENTS = [p for p in EXAMPLES if "trialCommand" in yaml.safe_load(p.read_text())]
+
+
+def test_there_are_examples() -> None:
+    assert {p.name for p in EXPERIMENTS} >= {"random.yml", "evolution.yml", "tpe.yml"}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_experiment_config_is_consistent(path: Path) -> None:
+    config = yaml.safe_load(path.read_text())
+    command = config["trialCommand"].split()
+    assert command[:2] == ["hrnas-automl", "trial"]
+    trial = load_trial_config(path.parent / config["trialCodeDirectory"] / command[command.index("--config") + 1])
+    space_file = json.loads((path.parent / config["searchSpaceFile"]).read_text())
+    tuner = config["tuner"]
+    if "className" in tuner:
+        module, _, name = tuner["className"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        args = dict(tuner.get("classArgs", {}))
+        assert args["space"] == trial.space
+        assert args.get("space_args", {}) == {**trial.space_args, "num_classes": trial.data.options()["num_classes"]}
+        known = set(inspect.signature(cls.__init__).parameters) | set(inspect.signature(Evolution.__init__).parameters)
+        assert set(args) <= known, f"unknown classArgs {set(args) - known}"
+        cls(**args)  # builds the strategy: the arguments are valid
+    assert space_file == to_nni_search_space(choices_of(trial.space, **trial.space_args,
+                                                         num_classes=trial.data.options()["num_classes"]))

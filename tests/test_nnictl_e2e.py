@@ -1,0 +1,51 @@
+"""End to end through nnictl: the example experiments, shrunk, run by the NNI manager and read back
+through NNI's Python API. Each test runs under a private HOME and stops its experiment, also on failure."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hrnas_automl.cost import arch_cost
+from hrnas_automl.nni_experiment import NniExperiment, free_port, nni_env
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "detnas"
+
+
+def shrunk_example(name: str, dest: Path, trials: int) -> Path:
+    """Copy an example experiment with tiny data and few trials, keeping its tuner and search space."""
+    shutil.copy(EXAMPLES / "search_space_small.json", dest)
+    trial = yaml.safe_load((EXAMPLES / "trial.yml").read_text())
+    trial["data"].update(train_size=128, val_size=64)
+    trial["train"].update(epochs=2, batch_size=32)
+    trial["latency"].update(repeats=3, warmup=1)
+    (dest / "trial.yml").write_text(yaml.safe_dump(trial))
+    config = yaml.safe_load((EXAMPLES / name).read_text())
+    config.update(maxTrialNumber=trials, trialConcurrency=2, maxExperimentDuration="10m")
+    if config["tuner"].get("className", "").endswith("EvolutionTuner"):  # reach generation 1 within the trials
+        config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
+    (dest / name).write_text(yaml.safe_dump(config))
+    return dest / name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["evolution.yml", "random.yml", "tpe.yml"])
+def test_example_experiment_runs_and_reports_common_keys(example: str, tmp_path: Path, nni_home: Path) -> None:
+    config = shrunk_example(example, tmp_path, trials=3)
+    exp = NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home))
+    try:
+        trials = exp.wait(timeout=420)
+    finally:
+        exp.stop()
+    assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    limit = yaml.safe_load(config.read_text())["tuner"].get("classArgs", {}).get("max_macs")
+    for t in trials:
+        assert {"default", "macs", "params", "latency_ms"} <= set(t.metrics)
+        assert 0.0 <= t.metrics["default"] <= 1.0
+        # the metrics belong to this arch: its MACs, counted again here, match what the trial reported
+        assert t.metrics["macs"] == arch_cost("detnas-small", t.arch, (3, 32, 32), num_classes=10).macs
+        assert limit is None or t.metrics["macs"] <= limit
+        assert [row["epoch"] for row in t.intermediate] == [0, 1]
+    assert (nni_home / "nni-experiments" / exp.id).is_dir()  # the registry went to the private HOME
