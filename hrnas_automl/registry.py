@@ -77,13 +77,17 @@ def _load_builtin() -> None:
     import hrnas_automl.spaces  # noqa: F401  (registers the built-in spaces)
 
 
-def get_space(name: str) -> SpaceSpec:
-    """Look a space up by name; an unknown name raises ``KeyError`` listing the known ones."""
+def _lookup(table: Mapping[str, Any], name: str, what: str, listing: str) -> Any:
     _load_builtin()
     try:
-        return _SPACES[name]
+        return table[name]
     except KeyError:
-        raise KeyError(f"unknown space {name!r}; registered spaces: {', '.join(sorted(_SPACES))}") from None
+        raise KeyError(f"unknown {what} {name!r}; {listing}: {', '.join(sorted(table))}") from None
+
+
+def get_space(name: str) -> SpaceSpec:
+    """Look a space up by name; an unknown name raises ``KeyError`` listing the known ones."""
+    return _lookup(_SPACES, name, "space", "registered spaces")
 
 
 def list_spaces() -> list[SpaceSpec]:
@@ -94,11 +98,7 @@ def list_spaces() -> list[SpaceSpec]:
 
 def get_preset(name: str) -> Preset:
     """Look a preset up by name; an unknown name raises ``KeyError`` listing the known ones."""
-    _load_builtin()
-    try:
-        return _PRESETS[name]
-    except KeyError:
-        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(sorted(_PRESETS))}") from None
+    return _lookup(_PRESETS, name, "preset", "presets")
 
 
 def list_presets(space: str | None = None) -> list[Preset]:
