@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["measure_latency"]
+__all__ = ["measure_latency", "torch_threads"]
 
 
 @contextmanager
-def _threads(n: int | None) -> Iterator[None]:
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with torch's intra-op thread count set to ``n`` (None: unchanged), then restore it."""
     old = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
@@ -37,7 +38,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], *, batc
     model.eval().to(device)
     x = torch.randn(batch_size, *input_shape, device=device)
     times = []
-    with _threads(threads):
+    with torch_threads(threads):
         for _ in range(warmup):
             model(x)
         for _ in range(repeats):

@@ -67,6 +67,7 @@ class NniExperiment:
 
     def __init__(self, experiment_id: str, port: int, env: Mapping[str, str]) -> None:
         self.id, self.port, self.env = experiment_id, port, dict(env)
+        self._connection: Any = None
 
     @property
     def url(self) -> str:
@@ -92,9 +93,14 @@ class NniExperiment:
         return cls(match.group(1), port, env)
 
     def _api(self) -> Any:
-        from nni.experiment import Experiment
+        if self._connection is None:
+            import logging
 
-        return Experiment.connect(self.port)
+            from nni.experiment import Experiment
+
+            self._connection = Experiment.connect(self.port)
+            logging.getLogger("nni").setLevel(logging.WARNING)  # NNI logs every REST call at INFO
+        return self._connection
 
     def status(self) -> str:
         """The manager's status: RUNNING, TUNER_NO_MORE_TRIAL, NO_MORE_TRIAL, DONE, ERROR, ..."""

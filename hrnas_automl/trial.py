@@ -70,7 +70,7 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     from hrnas_automl.arch import freeze
     from hrnas_automl.cost import count_cost
     from hrnas_automl.data import build_classification_data
-    from hrnas_automl.latency import measure_latency
+    from hrnas_automl.latency import measure_latency, torch_threads
     from hrnas_automl.tasks.classification import train_classifier
 
     from hrnas_automl.registry import get_space
@@ -97,7 +97,8 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
         if report_intermediate is not None:
             report_intermediate(row)
 
-    final = train_classifier(model, data, replace(config.train, progress=progress), on_epoch=on_epoch)
+    with torch_threads(config.threads):
+        final = train_classifier(model, data, replace(config.train, progress=progress), on_epoch=on_epoch)
     metrics: dict[str, float] = {"default": final["accuracy"], "accuracy": final["accuracy"], "loss": final["loss"],
                                  "macs": cost.macs, "params": cost.params}
     if config.latency.enabled:

@@ -55,6 +55,9 @@ class TrialConfig(BaseModel):
     data: DataConfig
     train: TrainSettings = TrainSettings()  # train.seed also seeds the random arch of a standalone run
     arch: str | None = None
+    # torch threads for training; under nnictl use cores / trialConcurrency, or concurrent trials
+    # oversubscribe the CPU (2 trials x 2 threads on 2 cores ran 5x slower than one trial).
+    threads: int | None = Field(None, ge=1)
     latency: LatencyConfig = LatencyConfig()
     output_dir: str | None = None
 

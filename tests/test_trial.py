@@ -20,7 +20,7 @@ TINY = {"space": "detnas-small",
 
 
 @pytest.mark.parametrize(("patch", "message"), [
-    ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: space, space_args, task, data, train, arch, latency"),
+    ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: space, space_args, task, data, train, arch, threads, latency"),
     ({"train": {"epoch": 3}}, r"unknown key 'train.epoch'; allowed keys here: epochs, batch_size, lr"),
     ({"train": {"epochs": "many"}}, r"train.epochs: Input should be a valid integer"),
     ({"latency": {"repeats": 0}}, r"latency.repeats: Input should be greater than or equal to 1"),
