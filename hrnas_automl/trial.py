@@ -71,9 +71,8 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     from hrnas_automl.cost import count_cost
     from hrnas_automl.data import build_classification_data
     from hrnas_automl.latency import measure_latency, torch_threads
-    from hrnas_automl.tasks.classification import train_classifier
-
     from hrnas_automl.registry import get_space
+    from hrnas_automl.tasks.classification import train_classifier
 
     heads = get_space(config.space).heads
     if "classifier" not in heads:
