@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,13 +65,19 @@ def evaluate_classifier(model: nn.Module, dataset: Dataset, *, batch_size: int =
 
 
 def train_classifier(model: nn.Module, data: ClassificationData, settings: TrainSettings,
-                     on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, float]:
+                     on_epoch: Callable[[int, dict[str, Any]], None] | None = None, *,
+                     output_loss: Callable[[Any, torch.Tensor, nn.Module], torch.Tensor] | None = None,
+                     evaluate: Callable[[nn.Module], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``data.train``, evaluating on ``data.val`` after every epoch.
 
     SGD with momentum and weight decay, a cosine LR schedule over all steps, cross-entropy with label
     smoothing. ``settings.seed`` seeds torch's global RNG (dropout and the like) and the shuffling, so
     the same seed and the same initial weights give identical metrics. ``on_epoch(index, metrics)`` gets
     ``{"accuracy", "loss", "train_loss"}`` after each epoch; the last epoch's dict is returned.
+
+    Networks with other outputs reuse the recipe: ``output_loss(outputs, labels, criterion)`` turns the
+    model's outputs into the loss (default ``criterion(outputs, labels)``) and ``evaluate(model)`` gives
+    the validation metrics (default :func:`evaluate_classifier` on ``data.val``).
     """
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
@@ -87,7 +94,7 @@ def train_classifier(model: nn.Module, data: ClassificationData, settings: Train
                                 weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * len(loader))
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    metrics: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
     for epoch in range(settings.epochs):
         model.train()
         loss_sum, seen = 0.0, 0
@@ -95,7 +102,8 @@ def train_classifier(model: nn.Module, data: ClassificationData, settings: Train
         for images, labels in bar:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            loss = criterion(model(images), labels)
+            outputs = model(images)
+            loss = criterion(outputs, labels) if output_loss is None else output_loss(outputs, labels, criterion)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -103,8 +111,9 @@ def train_classifier(model: nn.Module, data: ClassificationData, settings: Train
             loss_sum += loss.item() * labels.shape[0]
             seen += labels.shape[0]
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        metrics = {**evaluate_classifier(model, data.val, batch_size=settings.batch_size, device=settings.device),
-                   "train_loss": loss_sum / seen}
+        val = (evaluate_classifier(model, data.val, batch_size=settings.batch_size, device=settings.device)
+               if evaluate is None else evaluate(model))
+        metrics = {**val, "train_loss": loss_sum / seen}
         if settings.progress:
             tqdm.write(f"epoch {epoch + 1}/{settings.epochs}: accuracy {metrics['accuracy']:.4f} "
                        f"loss {metrics['loss']:.4f} train_loss {metrics['train_loss']:.4f}")

@@ -1,0 +1,362 @@
+"""Multi-exit (anytime) networks such as RANet: training, per-exit evaluation and budgeted early exiting.
+
+A multi-exit network returns one logit tensor per exit, cheapest first. This module
+
+* trains it with the sum of the exits' cross-entropies (RANet ``main.py``; REFERENCE §4.1),
+* scores every exit on its own (*anytime* prediction: :func:`anytime_accuracy`),
+* fits per-exit confidence thresholds for *budgeted batch classification* (REFERENCE §4.3): a sample leaves at
+  the first exit whose softmax confidence reaches that exit's threshold, and the thresholds are chosen to maximise
+  accuracy under an average-cost budget. :func:`fit_geometric` is the paper's scan over geometric exit priors;
+  :func:`fit_optuna` searches the thresholds directly with Optuna's constrained TPE, started from the geometric
+  solution. Unlike the official code, which fits on the *test* set (REFERENCE §5.17), the thresholds are meant to
+  be fitted on a held-out validation split and then applied to test data with :func:`apply_thresholds`,
+* runs the fitted policy for real with :class:`EarlyExitRunner`, which stops computing once a sample has exited.
+
+The fitting functions work on precomputed probabilities (:func:`collect_exit_probs`), so a whole budget curve
+costs one forward pass over the data.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from hrnas_automl.cost import count_cost
+from hrnas_automl.data import ClassificationData
+from hrnas_automl.spaces.ranet import RANet, exit_macs
+from hrnas_automl.tasks.classification import TrainSettings, train_classifier
+
+__all__ = ["ThresholdFit", "train_multi_exit", "early_exit_costs", "collect_exit_probs", "anytime_accuracy",
+           "exit_assignment", "apply_thresholds", "geometric_thresholds", "fit_geometric", "fit_optuna",
+           "EarlyExitRunner"]
+
+# The paper's scan of exit priors: q = p / 20 for p = 1..39 (adaptive_inference.py:27-31).
+_GEOMETRIC_QS = tuple(p / 20 for p in range(1, 40))
+
+
+@dataclass(frozen=True)
+class ThresholdFit:
+    """Fitted per-exit thresholds (the last is ``-inf``: every sample left leaves there) and their accuracy and
+    average cost on the data they were fitted on."""
+
+    thresholds: tuple[float, ...]
+    accuracy: float
+    avg_cost: float
+
+
+def _as_exit_list(outputs: Any, model: nn.Module) -> list[torch.Tensor]:
+    """The model's per-exit logits; a model returning a single tensor is not a multi-exit network."""
+    if isinstance(outputs, torch.Tensor) or not outputs:
+        raise ValueError(f"{type(model).__name__} must return a non-empty list of per-exit logits")
+    return list(outputs)
+
+
+def _exit_weights(exit_weights: Sequence[float] | None, n_exits: int) -> list[float]:
+    """The loss weight of every exit (all 1: the official unweighted sum), checked against the exit count."""
+    if exit_weights is None:
+        return [1.0] * n_exits
+    weights = [float(w) for w in exit_weights]
+    if len(weights) != n_exits or any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"exit_weights needs {n_exits} finite non-negative numbers (one per exit), "
+                         f"got {list(exit_weights)}")
+    return weights
+
+
+def train_multi_exit(model: nn.Module, data: ClassificationData, settings: TrainSettings, *,
+                     exit_weights: Sequence[float] | None = None,
+                     on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train a multi-exit ``model`` on ``data.train`` with the (optionally weighted) sum of the exits'
+    cross-entropies, evaluating every exit on ``data.val`` after each epoch.
+
+    The recipe is the classification task's (:func:`hrnas_automl.tasks.classification.train_classifier`): SGD with
+    momentum and weight decay, cosine LR over all steps, label smoothing, ``settings.seed`` seeding torch's global
+    RNG and the shuffling, so the same seed and initial weights give identical metrics; only the loss and the
+    validation metrics differ.
+
+    ``on_epoch(index, metrics)`` gets ``{"accuracy"`` (last exit), ``"exit_accuracy"`` (list, one per exit),
+    ``"loss"`` (validation loss, weighted sum over exits), ``"train_loss"}`` after each epoch; the last epoch's
+    dict is returned.
+    """
+    def summed_loss(outputs: Any, labels: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
+        logits = _as_exit_list(outputs, model)
+        return sum(w * criterion(y, labels) for w, y in zip(_exit_weights(exit_weights, len(logits)), logits))
+
+    def evaluate(net: nn.Module) -> dict[str, Any]:
+        if len(data.val) == 0:
+            raise ValueError("cannot evaluate on an empty dataset; give the validation split at least one image")
+        probs, labels = collect_exit_probs(net, data.val, batch_size=settings.batch_size, device=settings.device)
+        exit_accuracy = anytime_accuracy(probs, labels)
+        # Cross-entropy from the softmax (clamped: a probability that underflowed to 0 would give inf).
+        true_probs = probs.gather(2, labels.view(1, -1, 1).expand(probs.shape[0], -1, 1)).squeeze(2)
+        nll = -true_probs.clamp_min(1e-12).log()
+        weights = _exit_weights(exit_weights, probs.shape[0])
+        val_loss = sum(w * nll[k].mean().item() for k, w in enumerate(weights))
+        return {"accuracy": exit_accuracy[-1], "exit_accuracy": exit_accuracy, "loss": float(val_loss)}
+
+    return train_classifier(model, data, settings, on_epoch, output_loss=summed_loss, evaluate=evaluate)
+
+
+def _find_ranet(model: nn.Module, user: str) -> RANet:
+    net = next((m for m in model.modules() if isinstance(m, RANet)), None)
+    if net is None:
+        raise ValueError(f"{user} needs a RANet (or a module holding one), got {type(model).__name__}")
+    return net
+
+
+@torch.no_grad()
+def early_exit_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> list[int]:
+    """MACs per image of a sample leaving at each exit of a RANet under early exiting: the sub-networks up to
+    that exit plus the heads of that exit *and every earlier one*, which were evaluated and passed over.
+
+    :func:`hrnas_automl.spaces.ranet.exit_macs` counts only the leaving exit's head (the anytime convention), so
+    its values need not grow from exit to exit (the 128-wide CIFAR heads are costly); these always do.
+    """
+    net = _find_ranet(model, "early_exit_costs")
+    was_training = net.training
+    net.eval()
+    try:
+        features = list(net.exit_features(torch.zeros(1, *input_shape)))
+    finally:
+        net.train(was_training)
+    head_macs = [count_cost(head, tuple(f.shape[1:])).macs for head, f in zip(net.exits, features)]
+    return [macs + sum(head_macs[:k]) for k, macs in enumerate(exit_macs(net, input_shape))]
+
+
+@torch.no_grad()
+def collect_exit_probs(model: nn.Module, dataset: Dataset, batch_size: int = 256, *,
+                       device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities of every exit on ``dataset`` (eval mode): ``probs`` ``(E, N, K)`` and ``labels``
+    ``(N,)``, both on the CPU, in dataset order."""
+    if len(dataset) == 0:
+        raise ValueError("cannot evaluate on an empty dataset; give the split at least one image")
+    model.eval().to(device)
+    chunks, targets = [], []
+    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        logits = _as_exit_list(model(images.to(device)), model)
+        chunks.append(torch.stack([y.float().softmax(dim=1) for y in logits]).cpu())
+        targets.append(labels)
+    return torch.cat(chunks, dim=1), torch.cat(targets)
+
+
+def _check_probs(probs: torch.Tensor, labels: torch.Tensor) -> None:
+    if probs.ndim != 3 or labels.ndim != 1 or probs.shape[1] != labels.shape[0] or probs.shape[1] == 0:
+        raise ValueError(f"need probs (exits, N, classes) and labels (N,) with N >= 1, "
+                         f"got {tuple(probs.shape)} and {tuple(labels.shape)}")
+
+
+def anytime_accuracy(probs: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Top-1 accuracy of every exit on its own (anytime prediction, RANet ``main.py:185-252``)."""
+    _check_probs(probs, labels)
+    return (probs.argmax(dim=2) == labels).float().mean(dim=1).tolist()
+
+
+def _check_costs(exit_costs: Sequence[float], n_exits: int) -> torch.Tensor:
+    """Per-exit cumulative costs as a float64 tensor; they must be one per exit and non-decreasing."""
+    costs = torch.tensor([float(c) for c in exit_costs], dtype=torch.float64)
+    if costs.numel() != n_exits or not torch.isfinite(costs).all() or (costs.diff() < 0).any():
+        raise ValueError(f"exit_costs needs {n_exits} finite, non-decreasing (cumulative) costs, "
+                         f"got {list(exit_costs)} (early_exit_costs gives them for a RANet)")
+    return costs
+
+
+def _decide(confidence: torch.Tensor, thresholds: Sequence[float]) -> torch.Tensor:
+    """Exit index of every sample: the first exit ``k`` with ``confidence[k] >= thresholds[k]``; the last exit
+    takes everything left whatever its threshold."""
+    n_exits = confidence.shape[0]
+    if len(thresholds) != n_exits:
+        raise ValueError(f"need {n_exits} thresholds (one per exit; the last is ignored), got {len(thresholds)}")
+    limits = torch.tensor([float(t) for t in thresholds[:-1]] + [-math.inf], dtype=confidence.dtype)
+    passes = confidence >= limits.view(-1, 1)
+    return passes.int().argmax(dim=0)  # argmax returns the first maximum: the first exit passed
+
+
+def exit_assignment(probs: torch.Tensor, thresholds: Sequence[float]) -> torch.Tensor:
+    """The exit every sample leaves at (``(N,)`` int64) under ``thresholds`` (one per exit, last ignored)."""
+    if probs.ndim != 3:
+        raise ValueError(f"need probs (exits, N, classes), got {tuple(probs.shape)}")
+    return _decide(probs.amax(dim=2), thresholds)
+
+
+def _score(confidence: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor,
+           thresholds: Sequence[float]) -> tuple[float, float]:
+    """(accuracy, average cost) of a threshold policy on precomputed confidences and per-exit correctness."""
+    exits = _decide(confidence, thresholds)
+    accuracy = correct.gather(0, exits.view(1, -1)).float().mean().item()
+    return accuracy, costs[exits].mean().item()
+
+
+def _prepare(probs: torch.Tensor, labels: torch.Tensor,
+             exit_costs: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Confidence ``(E, N)``, correctness ``(E, N)`` and costs ``(E,)``, checked."""
+    _check_probs(probs, labels)
+    costs = _check_costs(exit_costs, probs.shape[0])
+    confidence, predicted = probs.max(dim=2)
+    return confidence, predicted == labels, costs
+
+
+def apply_thresholds(probs: torch.Tensor, labels: torch.Tensor, thresholds: Sequence[float],
+                     exit_costs: Sequence[float]) -> tuple[float, float]:
+    """Accuracy and average cost per sample when every sample leaves at the first exit whose max probability
+    is ``>=`` its threshold (the last exit takes the rest; its threshold is ignored, i.e. ``-inf``).
+
+    ``exit_costs[k]`` is the cumulative cost of a sample leaving at exit ``k`` (e.g.
+    :func:`hrnas_automl.spaces.ranet.exit_macs`); the average is the official expected cost
+    ``sum_k fraction_k * cost_k`` (adaptive_inference.py:134-162).
+    """
+    confidence, correct, costs = _prepare(probs, labels, exit_costs)
+    return _score(confidence, correct, costs, thresholds)
+
+
+def _geometric(confidence: torch.Tensor, q: float) -> tuple[float, ...]:
+    """Thresholds for exit prior ``P_k ∝ q^k`` on confidences ``(E, N)`` (adaptive_inference.py:85-132)."""
+    if not (isinstance(q, (int, float)) and not isinstance(q, bool) and q > 0 and math.isfinite(q)):
+        raise ValueError(f"q must be a positive number, got {q!r}")
+    n_exits, n = confidence.shape
+    prior = [q ** k for k in range(1, n_exits + 1)]
+    total = sum(prior)
+    exited = torch.zeros(n, dtype=torch.bool)
+    thresholds = []
+    for k in range(n_exits - 1):
+        out_n = math.floor(n * prior[k] / total)
+        remaining = confidence[k][~exited].sort(descending=True).values
+        # The official code leaves T_k at 1e8 (nobody exits) when fewer than out_n samples remain or out_n is 0.
+        threshold = remaining[out_n - 1].item() if 1 <= out_n <= remaining.numel() else math.inf
+        thresholds.append(threshold)
+        exited |= confidence[k] >= threshold
+    return (*thresholds, -math.inf)
+
+
+def geometric_thresholds(val_probs: torch.Tensor, q: float) -> tuple[float, ...]:
+    """The paper's thresholds for the geometric exit prior ``P_k ∝ q^k`` (k = 1..E, normalised).
+
+    Exit by exit, among the samples that have not exited yet, the threshold is the confidence of the
+    ``floor(N * P_k)``-th most confident one (``inf`` when there is no such sample: nobody exits there); the
+    last threshold is ``-inf``. ``q < 1`` sends most samples to the early exits, ``q > 1`` to the late ones.
+    """
+    if val_probs.ndim != 3 or val_probs.shape[1] == 0:
+        raise ValueError(f"need val_probs (exits, N, classes) with N >= 1, got {tuple(val_probs.shape)}")
+    return _geometric(val_probs.amax(dim=2), q)
+
+
+def _check_budget(budget: float, costs: torch.Tensor) -> None:
+    smallest = costs[0].item()
+    if not budget >= smallest:
+        raise ValueError(f"budget {budget!r} is below the smallest reachable average cost {smallest:g} "
+                         "(every sample leaving at the first exit)")
+
+
+def _better(candidate: ThresholdFit, best: ThresholdFit) -> bool:
+    """Higher accuracy wins; at equal accuracy the cheaper policy."""
+    return (candidate.accuracy, -candidate.avg_cost) > (best.accuracy, -best.avg_cost)
+
+
+def _fit_geometric(confidence: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor,
+                   budget: float) -> ThresholdFit:
+    _check_budget(budget, costs)
+    # Every sample at the first exit is always feasible: the fallback when no geometric prior fits the budget.
+    all_first = (*(0.0,) * (confidence.shape[0] - 1), -math.inf)
+    best = ThresholdFit(all_first, *_score(confidence, correct, costs, all_first))
+    for q in _GEOMETRIC_QS:
+        thresholds = _geometric(confidence, q)
+        candidate = ThresholdFit(thresholds, *_score(confidence, correct, costs, thresholds))
+        if candidate.avg_cost <= budget and _better(candidate, best):
+            best = candidate
+    return best
+
+
+def fit_geometric(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Sequence[float],
+                  budget: float) -> ThresholdFit:
+    """The paper's threshold search: scan ``q = p/20``, ``p = 1..39`` (:func:`geometric_thresholds`) and keep the
+    thresholds with the best validation accuracy whose average cost is ``<= budget`` (ties: the cheaper).
+
+    The trivial policy "every sample at the first exit" is scanned too, so every budget from ``exit_costs[0]`` up
+    has an answer; a smaller budget raises ``ValueError`` naming the smallest reachable cost.
+    """
+    confidence, correct, costs = _prepare(val_probs, val_labels, exit_costs)
+    return _fit_geometric(confidence, correct, costs, budget)
+
+
+def fit_optuna(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Sequence[float], budget: float, *,
+               n_trials: int = 200, seed: int = 0) -> ThresholdFit:
+    """Search the per-exit thresholds (in [0, 1], all but the last) with a seeded Optuna TPE study maximising
+    validation accuracy under the constraint ``average cost <= budget``.
+
+    Every trial records the constraint ``avg_cost - budget`` (feasible when ``<= 0``) with
+    ``Trial.set_constraint``, which the TPE sampler uses to tell feasible trials from infeasible ones (Optuna 5's
+    replacement of the deprecated ``constraints_func``); the best trial is picked among the feasible ones only
+    (ties: the cheaper). The study is warm-started with :func:`fit_geometric`'s thresholds (clipped to [0, 1]) and
+    the geometric solution is kept if no trial beats it, so the result is never worse on validation. Same inputs
+    and seed, same result.
+    """
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
+    confidence, correct, costs = _prepare(val_probs, val_labels, exit_costs)
+    geometric = _fit_geometric(confidence, correct, costs, budget)
+    n_free = confidence.shape[0] - 1
+    names = [f"threshold_{k}" for k in range(n_free)]
+
+    def objective(trial: optuna.Trial) -> float:
+        thresholds = [trial.suggest_float(name, 0.0, 1.0) for name in names] + [-math.inf]
+        accuracy, avg_cost = _score(confidence, correct, costs, thresholds)
+        trial.set_user_attr("avg_cost", avg_cost)
+        trial.set_constraint("avg_cost_over_budget", avg_cost - budget)
+        return accuracy
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    # Clipping can only lower a threshold (inf -> 1), so this trial costs at most the geometric solution: feasible.
+    study.enqueue_trial({name: min(t, 1.0) for name, t in zip(names, geometric.thresholds)})
+    study.optimize(objective, n_trials=n_trials)
+    best = geometric
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if any(value > 0 for value in trial.constraints.values()):
+            continue
+        candidate = ThresholdFit((*(trial.params[name] for name in names), -math.inf), float(trial.value),
+                                 trial.user_attrs["avg_cost"])
+        if _better(candidate, best):
+            best = candidate
+    return best
+
+
+class EarlyExitRunner:
+    """Runs a fitted early-exit policy for real: per sample, the sub-networks run in order through
+    :meth:`RANet.exit_features` and stop at the first exit whose softmax confidence reaches its threshold, so
+    a sample that exits early never computes the later blocks (nor the later exits' heads).
+
+    Args:
+        model: a :class:`~hrnas_automl.spaces.ranet.RANet` or a module holding one (a frozen ``RANetSpace``).
+        thresholds: one per exit (e.g. :attr:`ThresholdFit.thresholds`); the last is ignored (``-inf``).
+    """
+
+    def __init__(self, model: nn.Module, thresholds: Sequence[float]) -> None:
+        net = _find_ranet(model, "EarlyExitRunner")
+        if len(thresholds) != len(net.exits):
+            raise ValueError(f"need {len(net.exits)} thresholds (one per exit; the last is ignored), "
+                             f"got {len(thresholds)}")
+        self.net = net
+        self.thresholds = (*(float(t) for t in thresholds[:-1]), -math.inf)
+
+    def _run_one(self, image: torch.Tensor) -> tuple[torch.Tensor, int]:
+        for k, (head, features) in enumerate(zip(self.net.exits, self.net.exit_features(image))):
+            logits = head(features)
+            if logits.softmax(dim=1).amax().item() >= self.thresholds[k]:
+                return logits[0], k
+        raise ValueError(f"the network yielded fewer exit features than its {len(self.net.exits)} exits")
+
+    @torch.no_grad()
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, int | torch.Tensor]:
+        """Logits and exit index of one image ``(C, H, W)`` -> ``((K,), int)``, or of every image of a batch
+        ``(B, C, H, W)`` -> ``((B, K), (B,) int64)``. Puts the network in eval mode; a batch runs one sample at
+        a time, so each sample pays only for its own exit."""
+        self.net.eval()
+        if x.ndim == 3:
+            return self._run_one(x.unsqueeze(0))
+        if x.ndim != 4 or x.shape[0] == 0:
+            raise ValueError(f"need one image (C, H, W) or a non-empty batch (B, C, H, W), got {tuple(x.shape)}")
+        results = [self._run_one(image.unsqueeze(0)) for image in x]
+        return torch.stack([logits for logits, _ in results]), torch.tensor([k for _, k in results])
