@@ -10,12 +10,14 @@ import json
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from torch import nn
 
 from hrnas_automl.registry import get_preset, get_space
+
+if TYPE_CHECKING:  # torch stays out of the import, so pure-Python strategies can validate with this module
+    from torch import nn
 
 __all__ = ["ArchitectureError", "choices_of", "validate_arch", "load_arch", "freeze", "build_space"]
 
@@ -52,27 +54,30 @@ def _fmt(values: list[Any]) -> str:
     return ", ".join(json.dumps(v) if not isinstance(v, str) else v for v in values)
 
 
-def validate_arch(arch: Any, choices: Mapping[str, list[Any]], space: str) -> dict[str, Any]:
-    """Check an architecture against a space's choices; return it as a plain dict.
+def validate_arch(arch: Any, choices: Mapping[str, list[Any]], space: str | None = None) -> dict[str, Any]:
+    """Check an architecture against a space's choices; return it as a plain dict in choices order.
+
+    ``space`` names the registered space in the messages (and points to ``hrnas-automl describe``).
 
     Raises:
         ArchitectureError: one line naming the first bad label and its allowed values.
     """
+    where = f"space {space}" if space else "these choices"
     if not isinstance(arch, Mapping):
-        raise ArchitectureError(f"an architecture for {space} must be a {{label: value}} mapping, "
+        raise ArchitectureError(f"an architecture for {where} must be a {{label: value}} mapping, "
                                 f"got {type(arch).__name__}")
     for label in arch:
         if label not in choices:
             known = list(choices)
             shown = ", ".join(known[:6]) + (f", ... ({len(known)} labels)" if len(known) > 6 else "")
-            raise ArchitectureError(f"unknown label {label!r} for space {space} (labels: {shown}); "
-                                    f"see `hrnas-automl describe {space}`")
+            hint = f"; see `hrnas-automl describe {space}`" if space else ""
+            raise ArchitectureError(f"unknown label {label!r} for {where} (labels: {shown}){hint}")
     for label, values in choices.items():
         if label not in arch:
-            raise ArchitectureError(f"architecture for {space} is missing label {label!r} "
+            raise ArchitectureError(f"architecture for {where} is missing label {label!r} "
                                     f"(allowed values: {_fmt(values)})")
         if arch[label] not in values:
-            raise ArchitectureError(f"label {label!r} of space {space} has value {arch[label]!r}; "
+            raise ArchitectureError(f"label {label!r} of {where} has value {arch[label]!r}; "
                                     f"allowed values: {_fmt(values)}")
     return {label: arch[label] for label in choices}
 

@@ -23,6 +23,8 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from hrnas_automl.arch import validate_arch
+
 __all__ = [
     "Choices",
     "Constraint",
@@ -152,9 +154,10 @@ class Strategy(abc.ABC):
         is then recorded too, and never proposed later.
 
         Raises:
-            ValueError: ``arch`` has an unknown or missing label, or a value that is not a candidate.
+            ArchitectureError: ``arch`` has an unknown or missing label, or a value that is not a candidate
+                (a ``ValueError``).
         """
-        arch = self._checked_arch(arch)
+        arch = validate_arch(arch, self._choices)
         if score is not None:
             if isinstance(score, bool) or not isinstance(score, (int, float)):
                 raise ValueError(f"score must be a real number or None, got {score!r}")
@@ -210,19 +213,6 @@ class Strategy(abc.ABC):
     def _key(self, arch: Mapping[str, Any]) -> _Key:
         """Hashable identity of an architecture (values in choices order)."""
         return tuple(arch[label] for label in self._choices)
-
-    def _checked_arch(self, arch: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate ``arch`` against the choices; return a copy in choices order."""
-        for label in arch:
-            if label not in self._choices:
-                raise ValueError(f"arch has unknown label {label!r}; expected the labels of choices: "
-                                 f"{', '.join(self._choices)}")
-        for label, candidates in self._choices.items():
-            if label not in arch:
-                raise ValueError(f"arch lacks label {label!r}")
-            if arch[label] not in candidates:
-                raise ValueError(f"arch[{label!r}] = {arch[label]!r} is not a candidate; expected one of {candidates}")
-        return {label: arch[label] for label in self._choices}
 
     def _find(self, generate: Callable[[], dict[str, Any]], tries: int, taken: set[_Key], *,
               dedup: bool = True) -> dict[str, Any] | None:
