@@ -69,37 +69,28 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
 
     from hrnas_automl.arch import freeze
     from hrnas_automl.cost import count_cost
-    from hrnas_automl.data import build_classification_data
     from hrnas_automl.latency import measure_latency, torch_threads
-    from hrnas_automl.registry import get_space
-    from hrnas_automl.tasks.classification import train_classifier
+    from hrnas_automl.tasks import get_task
 
-    heads = get_space(config.space).heads
-    if "classifier" not in heads:
-        raise ConfigError(f"space {config.space} has no single-output classifier head (heads: {', '.join(heads)}), "
-                          "which the classification task needs; pick another space")
-    if config.space_args.get("head", "classifier") != "classifier":
-        raise ConfigError(f"space_args.head is {config.space_args['head']!r}, but the classification task "
-                          "needs the 'classifier' head; remove space_args.head")
+    task = get_task(config.task)  # the config was validated: the space has the task's head
     t0 = time.perf_counter()
-    data = build_classification_data(config.data.kind, **config.data.options())
+    data = task.build_data(config.data.kind, config.data.options())
+    space_args = {**config.space_args, **task.model_args(data), "head": task.head}
     with torch.random.fork_rng():  # initial weights follow train.seed; the caller's RNG state is untouched
         torch.manual_seed(config.train.seed)
-        model = freeze(config.space, arch, num_classes=data.num_classes, in_channels=data.input_shape[0],
-                       **config.space_args)
+        model = freeze(config.space, arch, **space_args)
     cost = count_cost(model, data.input_shape)
     epochs: list[dict[str, float]] = []
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        row = {"default": metrics["accuracy"], "epoch": epoch, **metrics}
+        row = {"default": metrics[task.metric], "epoch": epoch, **metrics}
         epochs.append(row)
         if report_intermediate is not None:
             report_intermediate(row)
 
     with torch_threads(config.threads):
-        final = train_classifier(model, data, replace(config.train, progress=progress), on_epoch=on_epoch)
-    metrics: dict[str, float] = {"default": final["accuracy"], "accuracy": final["accuracy"], "loss": final["loss"],
-                                 "macs": cost.macs, "params": cost.params}
+        final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
+    metrics: dict[str, float] = {"default": final[task.metric], **final, "macs": cost.macs, "params": cost.params}
     if config.latency.enabled:
         metrics["latency_ms"] = measure_latency(model, data.input_shape, warmup=config.latency.warmup,
                                                 repeats=config.latency.repeats, threads=config.latency.threads)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,7 +29,7 @@ class DataConfig(BaseModel):
     """Which dataset to train on; every key but ``kind`` is an option of that dataset kind."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    kind: Literal["synthetic", "digits", "folder"]
+    kind: str  # one of the task's data_kinds (checked in parse_trial_config)
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -51,7 +51,8 @@ class TrialConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     space: str
     space_args: dict[str, Any] = Field(default_factory=dict)
-    task: Literal["classification"] = "classification"
+    task: str = "classification"  # `hrnas_automl.tasks.task_names()`
+    task_args: dict[str, Any] = Field(default_factory=dict)  # options of that task (budgets, loss weights)
     data: DataConfig
     train: TrainSettings = TrainSettings()  # train.seed also seeds the random arch of a standalone run
     arch: str | None = None
@@ -98,11 +99,27 @@ def parse_trial_config(data: Any, source: str = "trial config") -> TrialConfig:
     except ValidationError as exc:
         raise ConfigError(_one_line(exc, source)) from None
     from hrnas_automl.registry import get_space
+    from hrnas_automl.tasks import get_task
 
     try:
-        get_space(config.space)
+        spec = get_space(config.space)
+        task = get_task(config.task)
     except KeyError as exc:
-        raise ConfigError(f"{source}: space: {exc.args[0]}") from None
+        key = "space" if "space" in exc.args[0] else "task"
+        raise ConfigError(f"{source}: {key}: {exc.args[0]}") from None
+    if config.data.kind not in task.data_kinds:
+        raise ConfigError(f"{source}: data.kind {config.data.kind!r} is not a dataset of task {task.name!r}; "
+                          f"use one of: {', '.join(task.data_kinds)}")
+    if task.head not in spec.heads:
+        raise ConfigError(f"{source}: space {spec.name} has no {task.head!r} head, which task {task.name!r} needs "
+                          f"(its heads: {', '.join(spec.heads)}); pick another space or task")
+    if config.space_args.get("head", task.head) != task.head:
+        raise ConfigError(f"{source}: space_args.head is {config.space_args['head']!r}, but task {task.name!r} "
+                          f"trains the {task.head!r} head; remove space_args.head")
+    try:
+        task.check_options(config.task_args)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: task_args: {exc}") from None
     return config
 
 

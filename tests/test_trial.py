@@ -20,12 +20,17 @@ TINY = {"space": "detnas-small",
 
 
 @pytest.mark.parametrize(("patch", "message"), [
-    ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: space, space_args, task, data, train, arch, threads, latency"),
+    ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: space, space_args, task, task_args, data, train, arch, threads, latency"),
     ({"train": {"epoch": 3}}, r"unknown key 'train.epoch'; allowed keys here: epochs, batch_size, lr"),
     ({"train": {"epochs": "many"}}, r"train.epochs: Input should be a valid integer"),
     ({"latency": {"repeats": 0}}, r"latency.repeats: Input should be greater than or equal to 1"),
     ({"space": "detnas-tiny"}, r"space: unknown space 'detnas-tiny'; registered spaces: detnas-large, detnas-small"),
-    ({"data": {"kind": "imagenet"}}, r"data.kind: Input should be 'synthetic', 'digits' or 'folder'"),
+    ({"data": {"kind": "imagenet"}}, r"data.kind 'imagenet' is not a dataset of task 'classification'; "
+                                     r"use one of: synthetic, digits, folder"),
+    ({"task": "detection"}, r"task: unknown task 'detection'; tasks: classification"),
+    ({"space": "ranet"}, r"space ranet has no 'classifier' head, which task 'classification' needs \(its heads: exits\)"),
+    ({"space_args": {"head": "backbone"}}, r"space_args.head is 'backbone', but task 'classification' trains"),
+    ({"task_args": {"budget": 3}}, r"task_args: task 'classification' takes no task_args \(got budget\)"),
 ])
 def test_config_errors_are_one_line_and_name_the_key(patch: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
@@ -79,12 +84,3 @@ def test_trial_command_by_hand_writes_result(tmp_path: Path, capsys: pytest.Capt
     assert lines[0]["arch"] == dict(get_preset("detnas-coco-retinanet-300m").arch)
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved["metrics"]["default"] == lines[-1]["default"] and len(saved["epochs"]) == 2
-
-
-def test_classification_needs_the_classifier_head() -> None:
-    config = parse_trial_config({**TINY, "space_args": {"head": "backbone"}})
-    with pytest.raises(ConfigError, match="needs the 'classifier' head"):
-        run_trial(config, resolve_arch(config))
-    config = parse_trial_config({**TINY, "space": "ranet"})
-    with pytest.raises(ConfigError, match="space ranet has no single-output classifier head"):
-        run_trial(config, resolve_arch(config))

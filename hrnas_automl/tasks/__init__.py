@@ -1,4 +1,82 @@
-"""Tasks: train and evaluate a frozen network, report per-epoch and final metrics."""
-from hrnas_automl.tasks.classification import TrainSettings, evaluate_classifier, train_classifier
+"""Tasks: what a trial trains a frozen network on, and how it scores it.
 
-__all__ = ["TrainSettings", "train_classifier", "evaluate_classifier"]
+A :class:`Task` names the space head it needs, builds its data from the trial config's ``data`` block,
+tells the space what to build for that data (classes, channels, keypoints) and trains + scores the
+network, returning a metric dict whose ``task.metric`` key becomes NNI's ``default``. The trial entry
+point (:mod:`hrnas_automl.trial`) is the same for every task; a new task is one class plus one line in
+``_TASKS`` below.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from hrnas_automl.tasks.classification import TrainSettings
+
+__all__ = ["Task", "EpochCallback", "get_task", "task_names"]
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+# name -> "module:attribute" of its Task instance; imported on first use (each task has its own deps).
+_TASKS: dict[str, str] = {
+    "classification": "hrnas_automl.tasks.classification:TASK",
+}
+
+
+class Task(ABC):
+    """One kind of trial: data, the head it trains and its metric.
+
+    Attributes:
+        name: the trial config's ``task:`` value.
+        head: the space head it trains (``SpaceSpec.heads`` must list it).
+        metric: the metric key reported as ``default`` (higher is better).
+        data_kinds: the ``data.kind`` values it accepts.
+    """
+
+    name: str
+    head: str
+    metric: str
+    data_kinds: tuple[str, ...]
+
+    @abstractmethod
+    def build_data(self, kind: str, options: Mapping[str, Any]) -> Any:
+        """The dataset of ``kind`` with the trial config's data options; it has ``input_shape`` (C, H, W)."""
+
+    @abstractmethod
+    def model_args(self, data: Any) -> dict[str, Any]:
+        """Space constructor arguments this data fixes (``num_classes``, ``in_channels``, ...)."""
+
+    @abstractmethod
+    def fit(self, model: nn.Module, data: Any, settings: TrainSettings, options: Mapping[str, Any],
+            on_epoch: EpochCallback) -> dict[str, Any]:
+        """Train ``model`` and return the final metrics (``self.metric`` among them).
+
+        ``options`` are the trial config's ``task_args``; ``on_epoch(index, metrics)`` is called after
+        every epoch with a dict that also holds ``self.metric``.
+        """
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Raise a one-line ``ValueError`` for ``task_args`` this task does not take (default: none)."""
+        if options:
+            raise ValueError(f"task {self.name!r} takes no task_args (got {', '.join(sorted(options))}); "
+                             "remove task_args")
+
+
+def task_names() -> list[str]:
+    """The registered task names, sorted."""
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; an unknown name raises a ``KeyError`` listing the known ones."""
+    try:
+        target = _TASKS[name]
+    except KeyError:
+        raise KeyError(f"unknown task {name!r}; tasks: {', '.join(task_names())}") from None
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -5,7 +5,7 @@ same, seeded, reproducible recipe; the metric dicts feed NNI's intermediate and 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +14,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from hrnas_automl.data import ClassificationData
+from hrnas_automl.data import DATA_KINDS, ClassificationData, build_classification_data
+from hrnas_automl.tasks import EpochCallback, Task
 
-__all__ = ["TrainSettings", "train_classifier", "evaluate_classifier"]
+__all__ = ["TrainSettings", "train_classifier", "evaluate_classifier", "ClassificationTask", "TASK"]
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,30 @@ def train_classifier(model: nn.Module, data: ClassificationData, settings: Train
                if evaluate is None else evaluate(model))
         metrics = {**val, "train_loss": loss_sum / seen}
         if settings.progress:
-            tqdm.write(f"epoch {epoch + 1}/{settings.epochs}: accuracy {metrics['accuracy']:.4f} "
-                       f"loss {metrics['loss']:.4f} train_loss {metrics['train_loss']:.4f}")
+            tqdm.write(f"epoch {epoch + 1}/{settings.epochs}: "
+                       + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         if on_epoch is not None:
             on_epoch(epoch, dict(metrics))
     return metrics
+
+
+class ClassificationTask(Task):
+    """Image classification on the ``synthetic``, ``digits`` or ``folder`` data; ``default`` = top-1 accuracy."""
+
+    name = "classification"
+    head = "classifier"
+    metric = "accuracy"
+    data_kinds = DATA_KINDS
+
+    def build_data(self, kind: str, options: Mapping[str, Any]) -> ClassificationData:
+        return build_classification_data(kind, **options)
+
+    def model_args(self, data: ClassificationData) -> dict[str, Any]:
+        return {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
+
+    def fit(self, model: nn.Module, data: ClassificationData, settings: TrainSettings, options: Mapping[str, Any],
+            on_epoch: EpochCallback) -> dict[str, Any]:
+        return train_classifier(model, data, settings, on_epoch)
+
+
+TASK = ClassificationTask()
