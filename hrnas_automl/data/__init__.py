@@ -1,19 +1,22 @@
 """Datasets the tasks train on: generated, bundled (scikit-learn digits) and a user's image folder.
 
-Every kind returns a :class:`ClassificationData` whose datasets yield ``(float tensor CxHxW, int label)``,
+Classification kinds live here; the dense tasks' datasets (segmentation masks, COCO keypoints) are in
+their own modules of this package and share :func:`call_builder` and :func:`check_size`. Every
+classification kind returns a :class:`ClassificationData` whose datasets yield ``(float tensor CxHxW, int label)``,
 so the classification task and the cost/latency probes never look at where the images came from.
 """
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ClassificationData", "TensorImageDataset", "DATA_KINDS", "build_classification_data"]
+__all__ = ["ClassificationData", "TensorImageDataset", "DATA_KINDS", "build_classification_data", "call_builder",
+           "check_size"]
 
 DATA_KINDS: tuple[str, ...] = ("synthetic", "digits", "folder")
 
@@ -74,7 +77,11 @@ def build_classification_data(kind: str, **options: Any) -> ClassificationData:
     Unknown kinds, unknown options and a missing required option raise a one-line ``ValueError``
     that lists what is accepted.
     """
-    build = _builder(kind)
+    return call_builder(kind, _builder(kind), options)
+
+
+def call_builder(kind: str, build: Callable[..., Any], options: Mapping[str, Any]) -> Any:
+    """``build(**options)`` after checking ``options`` against its keyword parameters (one-line errors)."""
     params = inspect.signature(build).parameters
     unknown = sorted(set(options) - set(params))
     if unknown:
@@ -85,3 +92,14 @@ def build_classification_data(kind: str, **options: Any) -> ClassificationData:
         raise ValueError(f"data kind {kind!r} needs option(s) {', '.join(missing)}; "
                          f"valid options: {', '.join(params)}")
     return build(**options)
+
+
+def check_size(kind: str, name: str, value: Any, minimum: int = 8) -> tuple[int, int]:
+    """An image size option given as ``S`` or ``[H, W]`` as ``(H, W)``; each side an integer >= ``minimum``."""
+    sides = [value, value] if isinstance(value, int) else value
+    ok = (isinstance(sides, (list, tuple)) and len(sides) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in sides))
+    if not ok:
+        raise ValueError(f"{kind} data: option {name}={value!r} is invalid; give an integer >= {minimum} or "
+                         f"[height, width] of such integers")
+    return int(sides[0]), int(sides[1])

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from hrnas_automl.data import DATA_KINDS, ClassificationData, build_classification_data
 from hrnas_automl.tasks import EpochCallback, Task
 
-__all__ = ["TrainSettings", "train_classifier", "evaluate_classifier", "ClassificationTask", "TASK"]
+__all__ = ["TrainSettings", "train_classifier", "evaluate_classifier", "to_device", "ClassificationTask", "TASK"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,17 @@ class TrainSettings:
         for name, ok, need in checks:
             if not ok:
                 raise ValueError(f"train.{name} must be {need}, got {getattr(self, name)!r}")
+
+
+def to_device(target: Any, device: torch.device | str) -> Any:
+    """``target`` on ``device``: a tensor, or a dict/list/tuple of them (dense tasks' targets), else as is."""
+    if isinstance(target, torch.Tensor):
+        return target.to(device, non_blocking=True)
+    if isinstance(target, Mapping):
+        return {key: to_device(value, device) for key, value in target.items()}
+    if isinstance(target, (list, tuple)):
+        return type(target)(to_device(value, device) for value in target)
+    return target
 
 
 @torch.no_grad()
@@ -78,7 +89,8 @@ def train_classifier(model: nn.Module, data: ClassificationData, settings: Train
 
     Networks with other outputs reuse the recipe: ``output_loss(outputs, labels, criterion)`` turns the
     model's outputs into the loss (default ``criterion(outputs, labels)``) and ``evaluate(model)`` gives
-    the validation metrics (default :func:`evaluate_classifier` on ``data.val``).
+    the validation metrics (default :func:`evaluate_classifier` on ``data.val``). ``labels`` may be any
+    batch the DataLoader collates (a mask tensor, a dict of heatmaps and weights); it is moved to the device.
     """
     device = torch.device(settings.device)
     torch.manual_seed(settings.seed)
@@ -102,15 +114,15 @@ def train_classifier(model: nn.Module, data: ClassificationData, settings: Train
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", disable=not settings.progress, leave=False)
         for images, labels in bar:
             images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
+            labels = to_device(labels, device)
             outputs = model(images)
             loss = criterion(outputs, labels) if output_loss is None else output_loss(outputs, labels, criterion)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.item() * labels.shape[0]
-            seen += labels.shape[0]
+            loss_sum += loss.item() * images.shape[0]
+            seen += images.shape[0]
             bar.set_postfix(loss=f"{loss.item():.3f}")
         val = (evaluate_classifier(model, data.val, batch_size=settings.batch_size, device=settings.device)
                if evaluate is None else evaluate(model))

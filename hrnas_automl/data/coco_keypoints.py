@@ -1,0 +1,173 @@
+"""COCO person keypoints, top-down: one sample per annotated person, cropped from its box.
+
+Layout (https://cocodataset.org/#format-data)::
+
+    root/annotations/person_keypoints_<split>.json
+    root/<split>/<file_name of each image>
+
+Every non-crowd person with at least one labelled keypoint becomes a sample (HRNet's
+``_load_coco_keypoint_annotation_kernal`` keeps the same set); its box is clipped to the image, fixed to
+the input's aspect ratio and padded (:mod:`hrnas_automl.data.topdown`), and its keypoints become
+heatmaps at 1/4 of the input (:mod:`hrnas_automl.data.heatmaps`). Validation uses the ground-truth boxes
+(HRNet's ``use_gt_bbox``), and OKS AP is scored against the split's JSON file itself.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from hrnas_automl.data import _check_option, check_size
+from hrnas_automl.data.heatmaps import encode_heatmaps
+from hrnas_automl.data.topdown import apply_affine, box_to_center_size, crop_image, crop_matrix
+
+__all__ = ["HEATMAP_STRIDE", "PersonInstance", "KeypointData", "TopDownDataset", "read_coco_keypoints",
+           "build_coco_keypoints"]
+
+HEATMAP_STRIDE = 4  # heatmaps at 1/4 of the input, as HRNet (HR-NAS keypoint head, shared/docs/REFERENCE.md)
+
+
+@dataclass(frozen=True)
+class PersonInstance:
+    """One annotated person: its image, clipped box ``[x, y, w, h]`` and keypoints ``(K, 3)`` of x, y, v."""
+
+    image_path: Path
+    image_id: int
+    box: tuple[float, float, float, float]
+    keypoints: np.ndarray
+
+
+@dataclass(frozen=True)
+class KeypointData:
+    """Train/val person crops plus what the keypoint head and the OKS evaluation need."""
+
+    train: Dataset
+    val: Dataset
+    num_keypoints: int
+    keypoint_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # (C, H, W)
+    val_annotations: Path  # the val JSON, ground truth of pycocotools' COCOeval
+
+
+class TopDownDataset(Dataset):
+    """Person crops; items are ``(3 x H x W image, target)``.
+
+    ``target`` holds ``heatmaps`` (K, H/4, W/4), ``weights`` (K,), and what maps predictions back to the
+    image: ``center`` (2,), ``size`` (2,) of the crop box, ``image_id``.
+    """
+
+    def __init__(self, instances: Sequence[PersonInstance], *, size: tuple[int, int], sigma: float) -> None:
+        self.instances = tuple(instances)
+        self.size = size
+        self.sigma = sigma
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        person = self.instances[index]
+        height, width = self.size
+        center, box_size = box_to_center_size(person.box, width / height)
+        matrix = crop_matrix(center, box_size, self.size)
+        try:
+            with Image.open(person.image_path) as image:
+                crop = crop_image(image.convert("RGB"), matrix, self.size)
+        except (OSError, ValueError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"cannot read image {person.image_path} ({reason}); replace or delete the file") from None
+        points = torch.from_numpy(apply_affine(matrix, person.keypoints[:, :2]))
+        heatmaps, weights = encode_heatmaps(points, torch.from_numpy(person.keypoints[:, 2]),
+                                            (height // HEATMAP_STRIDE, width // HEATMAP_STRIDE),
+                                            stride=HEATMAP_STRIDE, sigma=self.sigma)
+        pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        return pixels, {"heatmaps": heatmaps, "weights": weights, "center": torch.from_numpy(center),
+                        "size": torch.from_numpy(box_size), "image_id": person.image_id}
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ValueError(f"coco-keypoints data: annotation file {path} is missing; point data.root at the folder "
+                         f"holding annotations/person_keypoints_<split>.json")
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"coco-keypoints data: {path} is not valid JSON ({str(exc).splitlines()[0]})") from None
+    missing = [key for key in ("images", "annotations", "categories") if key not in content]
+    if not isinstance(content, dict) or missing:
+        raise ValueError(f"coco-keypoints data: {path} lacks {', '.join(missing) or 'a top-level object'}; give a "
+                         f"COCO person_keypoints_*.json file")
+    return content
+
+
+def read_coco_keypoints(root: Path, split: str) -> tuple[list[PersonInstance], tuple[str, ...], Path]:
+    """The split's person instances, the keypoint names and the annotation file; broken files raise one line."""
+    path = root / "annotations" / f"person_keypoints_{split}.json"
+    content = _load_json(path)
+    people = [c for c in content["categories"] if c.get("keypoints")]
+    if not people:
+        raise ValueError(f"coco-keypoints data: {path} has no category with keypoints; give a person_keypoints "
+                         f"file, not instances_*.json")
+    names = tuple(people[0]["keypoints"])
+    category = people[0]["id"]
+    image_dir = root / split
+    if not image_dir.is_dir():
+        raise ValueError(f"coco-keypoints data: image folder {image_dir} is missing; put the {split} images there")
+    images = {img["id"]: img for img in content["images"]}
+    instances = []
+    for ann in content["annotations"]:
+        if ann.get("category_id") != category or ann.get("iscrowd", 0) or "keypoints" not in ann:
+            continue
+        keypoints = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+        if keypoints.shape[0] != len(names):
+            raise ValueError(f"coco-keypoints data: annotation {ann.get('id')} in {path} has {keypoints.shape[0]} "
+                             f"keypoints, the category names {len(names)}; fix the annotation")
+        if not (keypoints[:, 2] > 0).any():
+            continue
+        img = images.get(ann["image_id"])
+        if img is None:
+            raise ValueError(f"coco-keypoints data: annotation {ann.get('id')} in {path} refers to image id "
+                             f"{ann['image_id']}, which is not in its images list; fix the JSON")
+        image_path = image_dir / img["file_name"]
+        if not image_path.is_file():
+            raise ValueError(f"coco-keypoints data: image {image_path} of {path} is missing; add it or remove its "
+                             f"annotations")
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        x1, y1 = max(0.0, x), max(0.0, y)  # HRNet's _load_coco_keypoint_annotation_kernal clipping
+        x2, y2 = (min(img.get("width", np.inf) - 1.0, x1 + max(0.0, w - 1)),
+                  min(img.get("height", np.inf) - 1.0, y1 + max(0.0, h - 1)))
+        if x2 <= x1 or y2 <= y1:
+            continue
+        instances.append(PersonInstance(image_path, int(ann["image_id"]), (x1, y1, x2 - x1, y2 - y1), keypoints))
+    if not instances:
+        raise ValueError(f"coco-keypoints data: {path} has no person with labelled keypoints; give annotations "
+                         f"with num_keypoints > 0")
+    return instances, names, path
+
+
+def build_coco_keypoints(*, root: str | Path, image_size: int | Sequence[int] = (256, 192), sigma: float = 2.0,
+                         train_split: str = "train2017", val_split: str = "val2017") -> KeypointData:
+    """COCO person keypoints under ``root`` as top-down crops of ``image_size`` (H, W), heatmaps at 1/4."""
+    size = check_size("coco-keypoints", "image_size", image_size, minimum=HEATMAP_STRIDE * 4)
+    if size[0] % HEATMAP_STRIDE or size[1] % HEATMAP_STRIDE:
+        raise ValueError(f"coco-keypoints data: option image_size={image_size!r} is invalid; both sides must be "
+                         f"multiples of {HEATMAP_STRIDE}, e.g. [256, 192]")
+    _check_option("coco-keypoints", "sigma", sigma, "a number > 0 (heatmap pixels)", lambda v: v > 0)
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"coco-keypoints data: root {root} does not exist or is not a folder; set data.root to the "
+                         f"COCO folder")
+    train, names, _ = read_coco_keypoints(root, train_split)
+    val, val_names, val_path = read_coco_keypoints(root, val_split)
+    if val_names != names:
+        raise ValueError(f"coco-keypoints data: {train_split} and {val_split} name different keypoints; use one "
+                         f"dataset's splits")
+    return KeypointData(train=TopDownDataset(train, size=size, sigma=float(sigma)),
+                        val=TopDownDataset(val, size=size, sigma=float(sigma)), num_keypoints=len(names),
+                        keypoint_names=names, input_shape=(3, *size), val_annotations=val_path)
