@@ -59,8 +59,9 @@ class KeypointData:
 class TopDownDataset(Dataset):
     """Person crops; items are ``(3 x H x W image, target)``.
 
-    ``target`` holds ``heatmaps`` (K, H/4, W/4), ``weights`` (K,), and what maps predictions back to the
-    image: ``center`` (2,), ``size`` (2,) of the crop box, ``image_id``.
+    ``target`` holds ``heatmaps`` (K, H/4, W/4), ``weights`` (K,), what maps predictions back to the
+    image: ``center`` (2,), ``size`` (2,) of the crop box, ``image_id``, and the truth for PCK:
+    ``keypoints`` (K, 3) in image pixels, ``box`` (4,) ``[x, y, w, h]``.
     """
 
     def __init__(self, instances: Sequence[PersonInstance], *, size: tuple[int, int], sigma: float) -> None:
@@ -88,7 +89,8 @@ class TopDownDataset(Dataset):
                                             stride=HEATMAP_STRIDE, sigma=self.sigma)
         pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
         return pixels, {"heatmaps": heatmaps, "weights": weights, "center": torch.from_numpy(center),
-                        "size": torch.from_numpy(box_size), "image_id": person.image_id}
+                        "size": torch.from_numpy(box_size), "image_id": person.image_id,
+                        "keypoints": torch.from_numpy(person.keypoints), "box": torch.tensor(person.box)}
 
 
 def _load_json(path: Path) -> dict[str, Any]:
