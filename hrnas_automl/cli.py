@@ -1,4 +1,4 @@
-"""``hrnas-automl``: list, describe, sample and cost spaces; run trials; run nnictl searches.
+"""``hrnas-automl``: list, describe, sample and cost spaces; run trials; run nnictl searches; generate data.
 
 Bad input exits with status 2 and one line naming the problem and the fix.
 """
@@ -177,6 +177,26 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(f"the web UI stays at {exp.url}; stop the experiment with: nnictl stop {exp.id}")
 
 
+def cmd_make_data(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {out} is not empty; give a new or empty folder")
+    sizes = {"seed": args.seed, "train_size": args.train_size, "val_size": args.val_size}
+    if args.image_size is not None:
+        sizes["image_size"] = args.image_size
+    if args.dataset == "segmentation":
+        from hrnas_automl.data.shapes import write_shapes
+
+        write_shapes(out, layout=args.layout, **sizes)
+    else:
+        from hrnas_automl.data.stick_figures import write_stick_figures
+
+        write_stick_figures(out, **sizes)
+    print(f"wrote generated {args.dataset} data to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     parser = argparse.ArgumentParser(prog="hrnas-automl", description=__doc__.splitlines()[0])
@@ -221,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="trial YAML (space, data, train, latency)")
     p.add_argument("--arch", help="outside nnictl: a JSON file or preset:NAME (default: config.arch or random)")
     p.set_defaults(func=cmd_trial)
+
+    p = sub.add_parser("make-data", help="write seeded generated data in a real dataset format (for examples, tests)")
+    p.add_argument("dataset", choices=("segmentation", "keypoints"),
+                   help="segmentation: shapes in the Cityscapes or ADE20K layout; keypoints: COCO stick figures")
+    p.add_argument("--out", required=True, help="a new or empty folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", choices=("cityscapes", "ade20k"), default="cityscapes", help="segmentation only")
+    p.add_argument("--train-size", type=int, default=64, help="images in the training split")
+    p.add_argument("--val-size", type=int, default=32, help="images in the validation split")
+    p.add_argument("--image-size", type=int, help="square image side (default 64 segmentation, 128 keypoints)")
+    p.set_defaults(func=cmd_make_data)
 
     p = sub.add_parser("search", help="run an nnictl experiment, wait, print the best architecture")
     p.add_argument("config", help="an nnictl experiment YAML, e.g. examples/detnas/evolution.yml")

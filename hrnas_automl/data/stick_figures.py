@@ -93,9 +93,8 @@ def draw_figures(rng: np.random.Generator, height: int, width: int) -> tuple[np.
                 canvas.ellipse([*(pts[eye] - stroke / 2), *(pts[eye] + stroke / 2)], fill=fill or colour)
         visible = np.full(17, 2.0)
         if rng.random() < 0.5:  # an occluder over part of the figure: keypoints under it are v=1
-            low, high = pts.min(axis=0), pts.max(axis=0)
-            corner = rng.uniform(low, high)
-            extent = rng.uniform(0.2, 0.5, 2) * (high - low)
+            extent = rng.uniform(0.2, 0.5, 2) * (pts.max(axis=0) - pts.min(axis=0))
+            corner = pts[rng.integers(0, 17)] - rng.uniform(0.2, 0.8, 2) * extent  # covers that keypoint
             box = [*corner, *(corner + extent)]
             paint.rectangle(box, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
             ImageDraw.Draw(mask).rectangle(box, fill=0)
