@@ -4,8 +4,8 @@ Each JPEG holds 1-2 stick figures (random height, position, lean, arm and leg an
 or away) on a noisy gradient, limbs coloured by side so left and right are learnable. Half the figures
 are partly covered by an occluder: their keypoints under it are labelled but not visible (v=1); keypoints
 outside the image are unlabelled (v=0, x=y=0), as in COCO. Each annotation has the 17 COCO keypoints,
-``num_keypoints``, a ``bbox`` around the figure and ``area`` = the figure's painted pixel count (COCO's
-area is the person's mask area; it sets the OKS scale). Layout, as COCO 2017::
+``num_keypoints``, the ``bbox`` of a body silhouette around the skeleton and ``area`` = its unoccluded
+pixel count (COCO's area is the person's visible mask area; it sets the OKS scale). Layout, as COCO 2017::
 
     root/annotations/person_keypoints_{train2017,val2017}.json
     root/{train2017,val2017}/000000000001.jpg ...
@@ -61,8 +61,8 @@ def _pose(rng: np.random.Generator) -> np.ndarray:
     return pts
 
 
-def _figure(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A posed figure's keypoints ``(17, 2)`` in image pixels: scaled, leaned, maybe facing away, placed."""
+def _figure(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, float]:
+    """A posed figure's keypoints ``(17, 2)`` in image pixels (scaled, leaned, maybe facing away, placed), its height."""
     pts = _pose(rng)
     if rng.random() < 0.3:  # facing away: the subject's left is now the image left
         pts[:, 0] = -pts[:, 0]
@@ -71,7 +71,21 @@ def _figure(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     pts = (pts - (0.0, 0.5)) @ rotation.T
     scale = rng.uniform(0.45, 0.9) * height
     centre = rng.uniform([0.2 * width, 0.35 * height], [0.8 * width, 0.65 * height])
-    return pts * scale + centre
+    return pts * scale + centre, scale
+
+
+def _silhouette(pts: np.ndarray, scale: float, head: float, height: int, width: int) -> np.ndarray:
+    """The boolean ``(H, W)`` mask of a body around the skeleton: torso, limbs 0.08 of the height wide, head.
+
+    COCO's area is the person's mask area; a body, not the thin sticks, gives OKS its usual scale.
+    """
+    mask = Image.new("1", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    draw.polygon([tuple(pts[i]) for i in (5, 6, 12, 11)], fill=1)  # shoulders and hips
+    for a, b in COCO_SKELETON[:12]:
+        draw.line([tuple(pts[a - 1]), tuple(pts[b - 1])], fill=1, width=max(1, round(0.08 * scale)))
+    draw.ellipse([*(pts[0] - head), *(pts[0] + head)], fill=1)
+    return np.asarray(mask, dtype=bool)
 
 
 def draw_figures(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
@@ -80,34 +94,36 @@ def draw_figures(rng: np.random.Generator, height: int, width: int) -> tuple[np.
     paint = ImageDraw.Draw(image)
     people = []
     for _ in range(rng.integers(1, 3)):
-        pts = _figure(rng, height, width)
-        mask = Image.new("L", (width, height), 0)
+        pts, scale = _figure(rng, height, width)
         stroke = max(2, round(0.02 * height))
-        head = 0.07 * np.linalg.norm(pts[0] - (pts[15] + pts[16]) / 2)
-        for canvas, fill in ((paint, None), (ImageDraw.Draw(mask), 1)):
-            for a, b in COCO_SKELETON[:12]:  # limbs and torso; the face links are drawn as the head
-                side = _LEFT if a % 2 == 0 and b % 2 == 0 else _RIGHT if a % 2 and b % 2 else _BODY
-                canvas.line([tuple(pts[a - 1]), tuple(pts[b - 1])], fill=fill or side, width=stroke)
-            canvas.ellipse([*(pts[0] - head), *(pts[0] + head)], outline=fill or _BODY, width=stroke)
-            for eye, colour in ((1, _LEFT), (2, _RIGHT)):
-                canvas.ellipse([*(pts[eye] - stroke / 2), *(pts[eye] + stroke / 2)], fill=fill or colour)
+        head = 0.065 * scale
+        for a, b in COCO_SKELETON[:12]:  # limbs and torso; the face links are drawn as the head
+            side = _LEFT if a % 2 == 0 and b % 2 == 0 else _RIGHT if a % 2 and b % 2 else _BODY
+            paint.line([tuple(pts[a - 1]), tuple(pts[b - 1])], fill=side, width=stroke)
+        paint.ellipse([*(pts[0] - head), *(pts[0] + head)], outline=_BODY, width=stroke)
+        for eye, colour in ((1, _LEFT), (2, _RIGHT)):
+            paint.ellipse([*(pts[eye] - stroke / 2), *(pts[eye] + stroke / 2)], fill=colour)
+        silhouette = _silhouette(pts, scale, head, height, width)
         visible = np.full(17, 2.0)
         if rng.random() < 0.5:  # an occluder over part of the figure: keypoints under it are v=1
             extent = rng.uniform(0.2, 0.5, 2) * (pts.max(axis=0) - pts.min(axis=0))
             corner = pts[rng.integers(0, 17)] - rng.uniform(0.2, 0.8, 2) * extent  # covers that keypoint
             box = [*corner, *(corner + extent)]
             paint.rectangle(box, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-            ImageDraw.Draw(mask).rectangle(box, fill=0)
             under = np.all((pts >= corner) & (pts <= corner + extent), axis=1)
             visible[under] = 1.0
+            occluder = Image.new("1", (width, height), 0)
+            ImageDraw.Draw(occluder).rectangle(box, fill=1)
+            visible_mask = silhouette & ~np.asarray(occluder)
+        else:
+            visible_mask = silhouette
         inside = np.all((pts >= 0) & (pts < (width, height)), axis=1)
         visible[~inside] = 0.0
         keypoints = np.concatenate([np.where(inside[:, None], pts, 0.0), visible[:, None]], axis=1)
-        margin = head + stroke
-        low = np.clip(pts.min(axis=0) - margin, 0, None)
-        high = np.minimum(pts.max(axis=0) + margin, (width - 1, height - 1))
+        rows, cols = np.nonzero(silhouette)
+        low, high = np.array([cols.min(), rows.min()]), np.array([cols.max() + 1, rows.max() + 1])
         people.append({"keypoints": keypoints, "bbox": [*low, *(high - low)],
-                       "area": float(np.count_nonzero(np.asarray(mask)))})
+                       "area": float(np.count_nonzero(visible_mask))})
     return add_noise(rng, image), people
 
 
