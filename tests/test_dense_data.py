@@ -138,6 +138,10 @@ def test_broken_coco_folders_get_one_line_errors(folders: dict[str, Path], tmp_p
     path.write_text(json.dumps(content))
     with pytest.raises(ValueError, match="has no category with keypoints; give a person_keypoints file"):
         build_coco_keypoints(root=root)
+    content["categories"][0]["keypoints"] = list(COCO_KEYPOINTS[:5])
+    path.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match="names 5 keypoints; OKS AP uses COCO's per-keypoint sigmas"):
+        build_coco_keypoints(root=root)
     root = _copy(folders["coco"], tmp_path / "noimage")
     next((root / "train2017").glob("*.jpg")).unlink()
     with pytest.raises(ValueError, match=r"image .*\.jpg of .* is missing"):

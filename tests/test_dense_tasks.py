@@ -1,7 +1,6 @@
 """The dense tasks through run_trial on any space with a dense head (a test-local one here), plus their losses."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ from hrnas_automl.tasks.segmentation import segmentation_loss
 from hrnas_automl.trial import run_trial
 from hrnas_automl.trial_config import ConfigError, parse_trial_config
 
-sys.path.insert(0, str(Path(__file__).parent))
-from dense_space import SPEC  # noqa: E402
+from dense_space import SPEC  # tests/ is on sys.path (pytest's rootdir-relative "prepend" import mode)
 
 
 @pytest.fixture

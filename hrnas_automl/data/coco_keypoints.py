@@ -28,9 +28,10 @@ from hrnas_automl.data import _check_option, check_size
 from hrnas_automl.data.heatmaps import encode_heatmaps
 from hrnas_automl.data.topdown import apply_affine, box_to_center_size, crop_image, crop_matrix
 
-__all__ = ["HEATMAP_STRIDE", "PersonInstance", "KeypointData", "TopDownDataset", "read_coco_keypoints",
+__all__ = ["COCO_NUM_KEYPOINTS", "HEATMAP_STRIDE", "PersonInstance", "KeypointData", "TopDownDataset", "read_coco_keypoints",
            "build_coco_keypoints"]
 
+COCO_NUM_KEYPOINTS = 17  # pycocotools' COCOeval kpt_oks_sigmas has one sigma per COCO keypoint
 HEATMAP_STRIDE = 4  # heatmaps at 1/4 of the input, as HRNet (HR-NAS keypoint head, shared/docs/REFERENCE.md)
 
 
@@ -117,6 +118,9 @@ def read_coco_keypoints(root: Path, split: str) -> tuple[list[PersonInstance], t
         raise ValueError(f"coco-keypoints data: {path} has no category with keypoints; give a person_keypoints "
                          f"file, not instances_*.json")
     names = tuple(people[0]["keypoints"])
+    if len(names) != COCO_NUM_KEYPOINTS:
+        raise ValueError(f"coco-keypoints data: {path} names {len(names)} keypoints; OKS AP uses COCO's per-keypoint "
+                         f"sigmas, defined for the {COCO_NUM_KEYPOINTS} COCO keypoints, so give those")
     category = people[0]["id"]
     image_dir = root / split
     if not image_dir.is_dir():
