@@ -32,7 +32,7 @@ from hrnas_automl.tune_objective import TuneObjective, TuneParams, as_result, ma
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["make_sampler", "make_pruner", "open_study", "suggest_params", "run_study", "load_study", "front_trials", "front_figure", "plot_front",
+__all__ = ["make_sampler", "make_pruner", "open_study", "open_named_study", "suggest_params", "run_study", "load_study", "front_trials", "front_figure", "plot_front",
            "study_summary", "suggest_choices", "suggest_architecture", "METRIC_ATTR", "MACS_ATTR", "CONSTRAINT_KEY"]
 
 METRIC_ATTR, MACS_ATTR = "metric", "macs"  # user attributes every finished trial carries, whatever the objectives
@@ -67,23 +67,31 @@ def make_pruner(name: str, **args: Any) -> optuna.pruners.BasePruner:
 
 
 def open_study(config: TuneConfig) -> optuna.Study:
-    """Create the study, or load it by name with every trial it already holds.
+    """Create the study a tune config names, or load it by name with every trial it already holds."""
+    return open_named_study(config.study_name, config.storage, multi_objective=config.multi_objective,
+                            sampler=config.sampler_name, seed=config.seed, sampler_args=config.sampler_args,
+                            pruner=make_pruner(config.pruner_name, **config.pruner_args))
+
+
+def open_named_study(study_name: str, storage: str | None, *, multi_objective: bool, sampler: str, seed: int,
+                     sampler_args: Mapping[str, Any] | None = None,
+                     pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create or load (by name) a study of (metric max[, MACs min]) with a seeded sampler.
 
     The sampler is seeded with ``seed + number of trials already stored``, so a resumed study does not
     replay the suggestions it made before the interruption, and a rerun from the same state repeats.
 
     Raises:
-        ValueError: the stored study has other objectives than the config.
+        ValueError: the stored study has other objectives.
     """
-    directions = ["maximize", "minimize"] if config.multi_objective else ["maximize"]
-    study = optuna.create_study(study_name=config.study_name, storage=config.storage, directions=directions,
-                                pruner=make_pruner(config.pruner_name, **config.pruner_args),
+    directions = ["maximize", "minimize"] if multi_objective else ["maximize"]
+    study = optuna.create_study(study_name=study_name, storage=storage, directions=directions, pruner=pruner,
                                 load_if_exists=True)
     stored = [d.name.lower() for d in study.directions]
     if stored != directions:
-        raise ValueError(f"study {config.study_name!r} in {config.storage} optimizes {stored}, but the config asks "
-                         f"for objectives {config.objectives!r} ({directions}); use another study_name")
-    study.sampler = make_sampler(config.sampler_name, config.seed + len(study.trials), **config.sampler_args)
+        raise ValueError(f"study {study_name!r} in {storage} optimizes {stored}, but {directions} was asked for; "
+                         "use another study_name")
+    study.sampler = make_sampler(sampler, seed + len(study.trials), **dict(sampler_args or {}))
     return study
 
 

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hrnas_automl.trial_config import ConfigError, one_line_error
 
-__all__ = ["Range", "TuneRanges", "TuneConfig", "parse_tune_config", "load_tune_config", "default_storage"]
+__all__ = ["Range", "TuneRanges", "TuneConfig", "parse_tune_config", "load_tune_config", "default_storage",
+           "tune_search_space"]
 
 _STORAGE_FILE = "optuna_studies.db"
 
@@ -105,6 +106,16 @@ class TuneConfig(BaseModel):
         if self.multi_objective and self.pruner not in (None, "none"):
             raise ValueError("Optuna prunes single-objective studies only; set objectives: metric or pruner: none")
         return self
+
+
+def tune_search_space(ranges: TuneRanges) -> dict[str, dict[str, Any]]:
+    """The nnictl search-space JSON of ``ranges`` (what :class:`~hrnas_automl.nni_optuna_tuner.OptunaTuner`
+    turns back into the same Optuna distributions)."""
+    def real(r: Range) -> dict[str, Any]:
+        return {"_type": "loguniform" if r.log else "uniform", "_value": [r.low, r.high]}
+
+    return {"lam": real(ranges.lam), "threshold": real(ranges.threshold),
+            "warmup": {"_type": "randint", "_value": [ranges.warmup.low, ranges.warmup.high + 1]}}  # excludes upper
 
 
 def default_storage(directory: str | Path = ".") -> str:
