@@ -85,8 +85,15 @@ def open_named_study(study_name: str, storage: str | None, *, multi_objective: b
         ValueError: the stored study has other objectives.
     """
     directions = ["maximize", "minimize"] if multi_objective else ["maximize"]
-    study = optuna.create_study(study_name=study_name, storage=storage, directions=directions, pruner=pruner,
-                                load_if_exists=True)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, directions=directions, pruner=pruner,
+                                    load_if_exists=True)
+    except (SQLAlchemyError, ImportError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ValueError(f"cannot open Optuna storage {storage!r}: {reason}; give a SQLAlchemy URL such as "
+                         "sqlite:///optuna.db (with its DB driver installed)") from None
     stored = [d.name.lower() for d in study.directions]
     if stored != directions:
         raise ValueError(f"study {study_name!r} in {storage} optimizes {stored}, but {directions} was asked for; "

@@ -21,7 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
-__all__ = ["TuneParams", "TuneResult", "Report", "TuneObjective", "objective_names", "make_objective", "as_result"]
+__all__ = ["TuneParams", "TuneResult", "Report", "TuneObjective", "objective_names", "make_objective",
+           "parse_params", "as_result"]
 
 # One line per objective: name -> "module:factory"; factory(**objective_args) returns a TuneObjective.
 _OBJECTIVES: dict[str, str] = {
@@ -87,6 +88,21 @@ def make_objective(name: str, args: Mapping[str, Any] | None = None) -> TuneObje
         return factory(**dict(args or {}))
     except TypeError as exc:
         raise ValueError(f"objective_args of {name!r}: {exc}") from None
+
+
+def parse_params(value: Any) -> TuneParams:
+    """Check a parameter mapping (from nnictl or the command line) and convert it to :class:`TuneParams`."""
+    keys = ("lam", "threshold", "warmup")
+    if not isinstance(value, Mapping) or set(value) != set(keys):
+        raise ValueError(f"tuning parameters must be a mapping with exactly the keys {', '.join(keys)}, got {value!r}; "
+                         "under nnictl use the search space of `hrnas-automl tune-space`")
+    try:
+        lam, threshold, warmup = float(value["lam"]), float(value["threshold"]), value["warmup"]
+    except (TypeError, ValueError):
+        raise ValueError(f"lam and threshold must be numbers, got {value!r}") from None
+    if not (lam >= 0 and threshold >= 0) or isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"need lam >= 0, threshold >= 0 and an integer warmup >= 0, got {value!r}")
+    return TuneParams(lam=lam, threshold=threshold, warmup=warmup)
 
 
 def as_result(value: Any) -> TuneResult:
