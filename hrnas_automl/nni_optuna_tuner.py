@@ -11,8 +11,9 @@ Example (nnictl YAML; examples/hrnas/optuna_lambda.yml)::
 
 Each trial gets one value per search-space key (``lam``, ``threshold``, ``warmup`` for a tune space;
 any flat space works, architecture spaces included) and must report the final result
-``{"default": metric, "macs": MACs}``. Trials that end without one (failed, killed, early-stopped by an
-assessor) are told to Optuna as FAIL. NNI sends intermediate results to assessors only, never to
+``{"default": metric, "macs": MACs}``. Trials that end unsuccessfully (failed, killed, early-stopped by
+an assessor) without one are told to Optuna as FAIL; a trial that succeeds without reporting one stays
+RUNNING in the study. NNI sends intermediate results to assessors only, never to
 tuners, so under nnictl hopeless trials are stopped by an NNI assessor (e.g. Medianstop), not by an
 Optuna pruner.
 """
@@ -135,6 +136,8 @@ class OptunaTuner(Tuner):
         self.study.tell(trial, [metric, macs] if self.multi else metric)
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
+        if success:  # its final result is told on arrival, also if it arrives after this call
+            return
         trial = self.pending.pop(parameter_id, None)
         if trial is not None:  # ended without a final result: failed, killed or early-stopped
             self.study.tell(trial, state=TrialState.FAIL)

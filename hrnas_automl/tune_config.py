@@ -22,8 +22,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hrnas_automl.trial_config import ConfigError, one_line_error
-
 __all__ = ["Range", "TuneRanges", "TuneConfig", "parse_tune_config", "load_tune_config", "default_storage",
            "tune_search_space"]
 
@@ -125,6 +123,8 @@ def default_storage(directory: str | Path = ".") -> str:
 
 def parse_tune_config(data: Any, source: str = "tune config", directory: str | Path = ".") -> TuneConfig:
     """Validate a mapping (already loaded from YAML) into a :class:`TuneConfig`; fill in the storage."""
+    from hrnas_automl.trial_config import ConfigError, one_line_error  # here: it imports torch, the tuner must not
+
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping of keys (study_name, n_trials, objective, ...), "
                           f"got {type(data).__name__}")
@@ -144,6 +144,8 @@ def parse_tune_config(data: Any, source: str = "tune config", directory: str | P
 
 def load_tune_config(path: str | Path) -> TuneConfig:
     """Read and validate a tune YAML file (``yaml.safe_load``); the default storage sits next to it."""
+    from hrnas_automl.trial_config import ConfigError
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"tune config {path} does not exist; pass the YAML file with --config")

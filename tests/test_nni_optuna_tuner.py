@@ -87,6 +87,15 @@ def test_failed_and_malformed_trials_are_told_as_fail(tmp_path: Path, caplog: py
     assert "lacks ['default', 'macs']" in caplog.text  # the malformed result names the fix
 
 
+def test_result_arriving_after_trial_end_is_still_told(tmp_path: Path) -> None:
+    tuner = OptunaTuner(study_name="late", storage=storage(tmp_path), objectives="metric", seed=0)
+    tuner.update_search_space(tune_search_space(RANGES))
+    params = tuner.generate_parameters(7)
+    tuner.trial_end(7, True)  # the manager's messages may cross
+    tuner.receive_trial_result(7, params, {"default": 0.4, "macs": 1.0})
+    assert [(t.state, t.value) for t in tuner.study.trials] == [(TrialState.COMPLETE, 0.4)] and not tuner.pending
+
+
 def test_budget_constraint_and_resume_on_the_same_study(tmp_path: Path) -> None:
     args = dict(study_name="budget", storage=storage(tmp_path), seed=0, max_macs="4.0e5",  # YAML gives a string
                 sampler_args={"population_size": 4})

@@ -7,6 +7,7 @@ import inspect
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,43 @@ def test_interrupted_tune_command_says_how_to_continue(tmp_path: Path, capsys: p
     with pytest.raises(SystemExit) as info:
         main(["tune", "--config", str(tmp_path / "tune_slimming.yml")])
     assert info.value.code == 130 and "run the same command to continue" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_optuna_tuner_runs_under_nnictl(tmp_path: Path, nni_home: Path) -> None:
+    """The nnictl example with network-slimming in place of fine-grained: NNI runs the trials, the
+    Optuna study (in a storage named here) holds every one of them with what the trial reported."""
+    import optuna
+
+    from hrnas_automl.nni_experiment import NniExperiment, free_port, nni_env
+
+    tune = yaml.safe_load((HRNAS / "tune_slimming.yml").read_text())
+    tune.update(objective_args={"epochs": 2, "train_size": 128, "val_size": 64})
+    (tmp_path / "tune.yml").write_text(yaml.safe_dump(tune))
+    assert main(["tune-space", "--config", str(tmp_path / "tune.yml"), "-o", str(tmp_path / "lambda_space.json")]) == 0
+    experiment = yaml.safe_load((HRNAS / "optuna_lambda.yml").read_text())
+    storage = f"sqlite:///{tmp_path / 'nni_study.db'}"
+    experiment.update(maxTrialNumber=4, trialConcurrency=2, maxExperimentDuration="10m")
+    experiment["tuner"]["classArgs"].update(storage=storage, sampler_args={"population_size": 2},
+                                            max_macs=tune["max_macs"])
+    (tmp_path / "optuna_lambda.yml").write_text(yaml.safe_dump(experiment))
+    exp = NniExperiment.create(tmp_path / "optuna_lambda.yml", port=free_port(), env=nni_env(home=nni_home))
+    study_name = experiment["tuner"]["classArgs"]["study_name"]
+
+    def told() -> dict[str, list[float]]:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+        return {json.dumps(t.params, sort_keys=True): t.values for t in study.trials if t.state.name == "COMPLETE"}
+
+    try:
+        trials = exp.wait(timeout=420)
+        deadline = time.monotonic() + 60  # DONE may come before the dispatcher has told the last results
+        while len(told()) < len(trials) and time.monotonic() < deadline:
+            time.sleep(1)
+    finally:
+        exp.stop()
+    assert len(trials) == 4 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    stored = told()
+    assert len(stored) == 4
+    for t in trials:
+        assert set(t.arch) == {"lam", "threshold", "warmup"} and [row["step"] for row in t.intermediate] == [0, 1]
+        assert stored[json.dumps(t.arch, sort_keys=True)] == [t.metrics["default"], t.metrics["macs"]]
