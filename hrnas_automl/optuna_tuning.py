@@ -32,8 +32,9 @@ from hrnas_automl.tune_objective import TuneObjective, TuneParams, as_result, ma
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["make_sampler", "make_pruner", "open_study", "open_named_study", "suggest_params", "run_study", "load_study", "front_trials", "front_figure", "plot_front",
-           "study_summary", "suggest_choices", "suggest_architecture", "METRIC_ATTR", "MACS_ATTR", "CONSTRAINT_KEY"]
+__all__ = ["make_sampler", "make_pruner", "open_study", "open_named_study", "load_study", "suggest_params", "run_study",
+           "front_trials", "front_figure", "plot_front", "study_summary", "suggest_choices", "suggest_architecture",
+           "METRIC_ATTR", "MACS_ATTR", "CONSTRAINT_KEY"]
 
 METRIC_ATTR, MACS_ATTR = "metric", "macs"  # user attributes every finished trial carries, whatever the objectives
 CONSTRAINT_KEY = "max_macs"  # trial.constraints[CONSTRAINT_KEY] = macs - budget (feasible when <= 0)

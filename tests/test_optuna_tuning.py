@@ -133,7 +133,8 @@ def test_same_seed_same_suggestions(tmp_path: Path) -> None:
 
 def test_stored_study_with_other_objectives_is_refused(tmp_path: Path) -> None:
     run_study(config(tmp_path, n_trials=1), stand_in)
-    with pytest.raises(ValueError, match=r"study 's' .* optimizes \['maximize', 'minimize'\], but \['maximize'\] was asked for; use another study_name"):
+    with pytest.raises(ValueError, match=r"study 's' .* optimizes \['maximize', 'minimize'\], "
+                                         r"but \['maximize'\] was asked for; use another study_name"):
         run_study(config(tmp_path, n_trials=1, objectives="metric"), stand_in)
 
 
