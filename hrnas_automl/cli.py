@@ -1,4 +1,5 @@
-"""``hrnas-automl``: list, describe, sample and cost spaces; run trials; run nnictl searches; generate data.
+"""``hrnas-automl``: list, describe, sample and cost spaces; run trials; run nnictl searches; tune with Optuna;
+generate data.
 
 Bad input exits with status 2 and one line naming the problem and the fix.
 """
@@ -197,6 +198,101 @@ def cmd_make_data(args: argparse.Namespace) -> None:
     print(f"wrote generated {args.dataset} data to {out}")
 
 
+def _print_front(rows: list[dict[str, Any]], max_macs: float | None) -> None:
+    front = [r for r in rows if r["pareto"]]
+    print(f"{len(rows)} finished trials, {len(front)} on the Pareto front (metric max, MACs min"
+          f"{f', under {max_macs:.4g} MACs' if max_macs else ''}):")
+    print(f"{'trial':>5} {'metric':>8} {'MACs':>12} {'lam':>10} {'threshold':>10} {'warmup':>6}")
+    for r in sorted(front, key=lambda r: r["macs"]):
+        p = r["params"]
+        print(f"{r['number']:>5} {r['metric']:>8.4f} {r['macs']:>12.4g} {p.get('lam', float('nan')):>10.3g} "
+              f"{p.get('threshold', float('nan')):>10.3g} {p.get('warmup', '')!s:>6}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from hrnas_automl.optuna_tuning import MACS_ATTR, METRIC_ATTR, plot_front, run_study, study_summary
+    from hrnas_automl.tune_config import load_tune_config
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed below instead
+    config = load_tune_config(args.config)
+    if args.n_trials is not None:
+        config = config.model_copy(update={"n_trials": args.n_trials})
+
+    def progress(study: Any, trial: Any) -> None:
+        metric, macs = trial.user_attrs.get(METRIC_ATTR), trial.user_attrs.get(MACS_ATTR)
+        shown = f"metric {metric:.4f}, MACs {macs:.4g}" if metric is not None else f"value {trial.value}"
+        print(f"trial {trial.number} {trial.state.name.lower()}: {shown}, params {json.dumps(trial.params)}",
+              flush=True)
+
+    print(f"study {config.study_name!r} in {config.storage}: {config.objective}, {config.objectives}, "
+          f"sampler {config.sampler_name}, pruner {config.pruner_name}, target {config.n_trials} trials", flush=True)
+    try:
+        study = run_study(config, callbacks=[progress])
+    except KeyboardInterrupt:
+        print(f"interrupted; finished trials are kept in {config.storage}: run the same command to continue",
+              file=sys.stderr)
+        raise SystemExit(130) from None
+    _print_front(study_summary(study), config.max_macs)
+    if args.plot:
+        print(f"Pareto front plot: {plot_front(study, args.plot, max_macs=config.max_macs)}")
+
+
+def cmd_front(args: argparse.Namespace) -> None:
+    from hrnas_automl.optuna_tuning import load_study, plot_front, study_summary
+    from hrnas_automl.tune_config import load_tune_config
+
+    config = load_tune_config(args.config)
+    study = load_study(config)
+    rows = study_summary(study)
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_front(rows, config.max_macs)
+    if args.output:
+        print(f"Pareto front plot: {plot_front(study, args.output, max_macs=config.max_macs)}", file=sys.stderr)
+
+
+def cmd_tune_space(args: argparse.Namespace) -> None:
+    from hrnas_automl.tune_config import load_tune_config, tune_search_space
+
+    text = json.dumps(tune_search_space(load_tune_config(args.config).ranges), indent=2) + "\n"
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_tune_trial(args: argparse.Namespace) -> None:
+    from hrnas_automl import nni_compat
+    from hrnas_automl.tune_config import load_tune_config
+    from hrnas_automl.tune_objective import as_result, make_objective, parse_params
+
+    config = load_tune_config(args.config)
+    objective = make_objective(config.objective, config.objective_args)
+    nni_compat.quiet_nni()
+    if nni_compat.in_nni_trial():
+        params = parse_params(nni_compat.next_parameter())
+
+        def report(step: int, metric: float, macs: float) -> None:
+            nni_compat.report_intermediate({"default": float(metric), "macs": float(macs), "step": step})
+
+        result = as_result(objective(params, report))
+        nni_compat.report_final({"default": result.metric, "macs": result.macs})
+        return
+    if not args.params:
+        raise ValueError("outside nnictl, give the parameters: --params '{lam: 1e-4, threshold: 1e-3, warmup: 2}'")
+    params = parse_params(yaml.safe_load(args.params))
+
+    def show(step: int, metric: float, macs: float) -> None:
+        print(json.dumps({"step": step, "metric": metric, "macs": macs}), flush=True)
+
+    result = as_result(objective(params, show))
+    print(json.dumps({"params": params, "metric": result.metric, "macs": result.macs}))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     parser = argparse.ArgumentParser(prog="hrnas-automl", description=__doc__.splitlines()[0])
@@ -259,6 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the experiment")
     p.add_argument("--stop", action="store_true", help="stop the experiment at the end (default: keep the web UI)")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("tune", help="run (or resume) an Optuna study over lam, threshold and warm-up")
+    p.add_argument("--config", required=True, help="tune YAML (study_name, n_trials, objective, ranges, ...)")
+    p.add_argument("--n-trials", type=int, help="finished trials the study should hold (overrides n_trials)")
+    p.add_argument("--plot", metavar="PNG", help="also save the Pareto front (MACs vs metric) to this PNG")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("front", help="the Pareto front of a stored study (table, --json, or -o PNG)")
+    p.add_argument("--config", required=True, help="the tune YAML that names the study and its storage")
+    p.add_argument("-o", "--output", metavar="PNG", help="save the plot to this PNG")
+    p.add_argument("--json", action="store_true", help="every finished trial as JSON")
+    p.set_defaults(func=cmd_front)
+
+    p = sub.add_parser("tune-space", help="the nnictl search-space JSON of a tune config's ranges")
+    p.add_argument("--config", required=True)
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_tune_space)
+
+    p = sub.add_parser("tune-trial", help="one tuning trial (the trialCommand of an OptunaTuner experiment)")
+    p.add_argument("--config", required=True, help="the tune YAML naming the objective and its arguments")
+    p.add_argument("--params", help="outside nnictl: YAML/JSON mapping {lam, threshold, warmup}")
+    p.set_defaults(func=cmd_tune_trial)
     return parser
 
 
