@@ -49,14 +49,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import nni
 import torch
 import torch.nn.functional as F
-from nni.mutable import ensure_frozen
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
-from nni.nas.space import current_model, model_context
 from torch import nn
 
+from hrnas_automl.nni_compat import TopLevelChoices
 from hrnas_automl.registry import SpaceSpec, register_space
 
 __all__ = ["LITE_HRNET_BLOCKS", "LITE_HRNET_GRID", "LITE_HRNET_DEPTHS", "LITE_HRNET_HEADS", "LiteHRNetSpace",
@@ -301,11 +299,11 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
-class LiteHRNetSpace(ModelSpace):
+class LiteHRNetSpace(TopLevelChoices, ModelSpace):
     """The Lite-HRNet space (https://arxiv.org/abs/2104.06403): labels in the module docstring.
 
     ``width`` and ``reduce_ratio`` shape every layer, so they are top-level ``nni.choice`` values read once in
-    ``__init__`` (registered only in the un-frozen space); depths are ``Repeat`` choices and block types
+    ``__init__`` (:class:`~hrnas_automl.nni_compat.TopLevelChoices`); depths are ``Repeat`` choices and block types
     ``LayerChoice`` s, so a frozen sample (:meth:`freeze` / ``model_context``) holds only plain torch modules.
 
     Args:
@@ -328,8 +326,8 @@ class LiteHRNetSpace(ModelSpace):
         outputs = _positive_int("num_keypoints" if head == "keypoints" else "num_classes",
                                 num_keypoints if head == "keypoints" else num_classes)
         self.head = head
-        width = self._choose("width")
-        reduce_ratio = self._choose("reduce_ratio")
+        width = self.choose("width", list(LITE_HRNET_GRID["width"]))
+        reduce_ratio = self.choose("reduce_ratio", list(LITE_HRNET_GRID["reduce_ratio"]))
         self.stem = Stem(_positive_int("in_channels", in_channels))
         widths_in = [_STEM_CHANNELS]
         transitions, stages = [], []
@@ -344,17 +342,6 @@ class LiteHRNetSpace(ModelSpace):
         self.head_layer = IterativeHead(widths_in)
         self.final_layer = nn.Conv2d(width, outputs, 1)  # TopDownSimpleHead, num_deconv_layers=0, final kernel 1
         _official_init(self)
-
-    def _choose(self, label: str) -> int:
-        choice = nni.choice(label, list(LITE_HRNET_GRID[label]))
-        if current_model() is None:  # building the space itself: expose the label (dry run = first candidate)
-            self.add_mutable(choice)
-        return ensure_frozen(choice)
-
-    def freeze(self, sample: dict[str, Any]) -> LiteHRNetSpace:
-        """Rebuild the space for ``sample`` (fresh weights); the result is a fixed network."""
-        with model_context(sample):
-            return self.__class__(*self.trace_args, **self.trace_kwargs)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four branches after the last stage (1/4 ... 1/32 resolution)."""
