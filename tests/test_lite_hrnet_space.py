@@ -106,10 +106,14 @@ def test_random_sample_freezes_trains_and_has_no_mutables(head: str, size: tuple
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
-def test_unfrozen_space_runs_its_dry_run_network() -> None:
+def test_unfrozen_space_runs_its_dry_run_network_at_any_input_size() -> None:
     space = LiteHRNetSpace()
     with torch.no_grad():
         assert space(torch.randn(1, 3, 64, 96)).shape == (1, 17, 16, 24)
+        # Not a multiple of 32: branches at 25x19, 13x10, 7x5, 4x3; fusion resizes to each target size.
+        assert space(torch.randn(1, 3, 100, 76)).shape == (1, 17, 25, 19)
+        ccw = freeze("lite-hrnet", get_preset("lite-hrnet-18").arch).eval()  # the dry run has naive blocks only
+        assert ccw(torch.randn(1, 3, 100, 76)).shape == (1, 17, 25, 19)
 
 
 def _randomize(module: nn.Module, seed: int) -> None:
