@@ -46,7 +46,9 @@ head declares 40 input channels although the backbone gives 30, REFERENCE §5.8;
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -65,7 +67,7 @@ __all__ = ["LITE_HRNET_BLOCKS", "LITE_HRNET_GRID", "LITE_HRNET_DEPTHS", "LITE_HR
 LITE_HRNET_BLOCKS: tuple[str, ...] = ("naive", "ccw")
 LITE_HRNET_HEADS: tuple[str, ...] = ("keypoints", "segmentation")
 # Top-level choices (module docstring); the first candidate builds the un-frozen space.
-LITE_HRNET_GRID: dict[str, tuple[int, ...]] = {"width": (20, 30, 40), "reduce_ratio": (4, 8, 16)}
+LITE_HRNET_GRID: Mapping[str, tuple[int, ...]] = MappingProxyType({"width": (20, 30, 40), "reduce_ratio": (4, 8, 16)})
 # Modules per stage: (min, max) covering (2, 4, 2) = Lite-HRNet-18 and (3, 8, 3) = Lite-HRNet-30 (REFERENCE §2.1).
 LITE_HRNET_DEPTHS: tuple[tuple[int, int], ...] = ((2, 3), (4, 8), (2, 3))
 
@@ -366,12 +368,7 @@ def lite_hrnet_arch(*, width: int, modules: Sequence[int], block: str, reduce_ra
 def distinct_networks() -> int:
     """Different networks in the space: block labels of modules past a stage's depth do not change the network."""
     per_stage = [sum(len(LITE_HRNET_BLOCKS) ** d for d in range(low, high + 1)) for low, high in LITE_HRNET_DEPTHS]
-    total = 1
-    for values in LITE_HRNET_GRID.values():
-        total *= len(values)
-    for n in per_stage:
-        total *= n
-    return total
+    return math.prod(len(values) for values in LITE_HRNET_GRID.values()) * math.prod(per_stage)
 
 
 # configs/top_down/{lite_hrnet,naive_litehrnet}/coco/*_coco_256x192.py (REFERENCE §2.1).
