@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nni.nas.nn.pytorch import ModelSpace
 
-__all__ = ["quiet_nni", "check_pins", "TopLevelChoices", "space_choices", "to_nni_search_space", "in_nni_trial", "next_parameter",
+__all__ = ["quiet_nni", "check_pins", "TopLevelChoices", "space_choices", "to_nni_search_space", "in_nni_trial",
+           "next_parameter",
            "report_intermediate", "report_final"]
 
 
