@@ -17,8 +17,7 @@ if TYPE_CHECKING:
     from nni.nas.nn.pytorch import ModelSpace
 
 __all__ = ["quiet_nni", "check_pins", "TopLevelChoices", "space_choices", "to_nni_search_space", "in_nni_trial",
-           "next_parameter",
-           "report_intermediate", "report_final"]
+           "next_parameter", "report_intermediate", "report_final"]
 
 
 def quiet_nni() -> None:
