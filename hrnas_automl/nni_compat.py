@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nni.nas.nn.pytorch import ModelSpace
 
-__all__ = ["quiet_nni", "check_pins", "space_choices", "to_nni_search_space", "in_nni_trial", "next_parameter",
-           "report_intermediate", "report_final"]
+__all__ = ["quiet_nni", "check_pins", "TopLevelChoices", "space_choices", "to_nni_search_space", "in_nni_trial",
+           "next_parameter", "report_intermediate", "report_final"]
 
 
 def quiet_nni() -> None:
@@ -39,6 +39,33 @@ def check_pins() -> None:
     if Version(version("setuptools")) >= Version("81"):
         raise RuntimeError(f"setuptools {version('setuptools')} has no pkg_resources, which nnictl needs; "
                            "install 'setuptools<81'")
+
+
+class TopLevelChoices:
+    """Mixin for a ``ModelSpace`` whose constructor reads choices that shape every layer (widths, depths).
+
+    :meth:`choose` registers the choice only while the space itself is built (so ``simplify()`` lists it and the
+    dry run uses the first candidate); under ``model_context(sample)`` it returns the sample's value and registers
+    nothing, so the frozen network has no mutables. :meth:`freeze` rebuilds the space in that context.
+    """
+
+    def choose(self, label: str, values: list[Any]) -> Any:
+        """The value of choice ``label`` over ``values`` for this build."""
+        import nni
+        from nni.mutable import ensure_frozen
+        from nni.nas.space import current_model
+
+        choice = nni.choice(label, list(values))
+        if current_model() is None:
+            self.add_mutable(choice)  # type: ignore[attr-defined]  (a ModelSpace method)
+        return ensure_frozen(choice)
+
+    def freeze(self, sample: dict[str, Any]) -> Any:
+        """Rebuild the space for ``sample`` (fresh weights); the result is a fixed network."""
+        from nni.nas.space import model_context
+
+        with model_context(sample):
+            return self.__class__(*self.trace_args, **self.trace_kwargs)  # type: ignore[attr-defined]
 
 
 def space_choices(space: ModelSpace) -> dict[str, list[Any]]:
