@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple
 
 import torch
@@ -60,6 +60,7 @@ from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.space import current_model, model_context
 from torch import nn
 
+from hrnas_automl.arch import freeze
 from hrnas_automl.registry import SpaceSpec, register_space
 
 __all__ = ["HEADS", "KERNEL_SIZES", "EXPAND_RATIO", "CHANNEL_STEPS", "TOKEN_GRID", "HRNASSetting", "HRNAS_SETTINGS",
@@ -567,8 +568,7 @@ class HRNASSpace(ModelSpace):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.setting = hrnas_setting(setting)
         if dense_channel is not None:
-            self.setting = HRNASSetting(**{**{f.name: getattr(self.setting, f.name) for f in fields(HRNASSetting)},
-                                           "dense_channel": dense_channel})
+            self.setting = replace(self.setting, dense_channel=dense_channel)
         grid = hrnas_grid(self.setting, head, channel_steps=channel_steps, transformer=transformer)
         arch = {label: self._choose(label, values) for label, values in grid.items()}
         outputs = num_keypoints if head == "keypoints" else num_classes
@@ -607,8 +607,8 @@ def hrnas_supernet(**space_args: Any) -> HRNASSpace:
 
 
 def hrnas_network(arch: Mapping[str, Any], **space_args: Any) -> HRNASSpace:
-    """The fixed network of a sample (validated by NNI against the space's grid)."""
-    return HRNASSpace(**space_args).freeze(dict(arch))
+    """The fixed network of a sample; a sample off the grid raises a one-line ``ArchitectureError``."""
+    return freeze("hrnas", arch, **space_args)  # type: ignore[return-value]
 
 
 # checkpoint.json of dingmyu/HR-NAS (the searched ImageNet network, REFERENCE §5.2): per block in construction
