@@ -596,7 +596,8 @@ class HRNASSpace(ModelSpace):
 def widest_arch(setting: str | Mapping[str, Any] = "official", head: str = "classifier", *,
                 channel_steps: int | None = CHANNEL_STEPS, transformer: bool = True, tokens: bool = True,
                 ) -> dict[str, int]:
-    """Every channel label at its maximum; token labels at 64 (``tokens=True``) or 0 (the official supernet)."""
+    """Every channel label at its maximum; token labels (present unless ``transformer=False``) at 64, or at 0 with
+    ``tokens=False``, which is the official supernet (``use_transformer: False``)."""
     grid = hrnas_grid(hrnas_setting(setting), head, channel_steps=channel_steps, transformer=transformer)
     return {label: (max(v) if tokens or not label.endswith("_tokens") else 0) for label, v in grid.items()}
 
