@@ -552,7 +552,8 @@ class HRNASSpace(ModelSpace):
 
     Example:
         >>> space = HRNASSpace("tiny", head="segmentation", num_classes=5)
-        >>> net = space.freeze({label: values[0] for label, values in hrnas_grid(space.setting, "segmentation").items()})
+        >>> grid = hrnas_grid(space.setting, "segmentation")
+        >>> net = space.freeze({label: values[1] for label, values in grid.items()})  # the narrowest non-zero
     """
 
     def __init__(self, setting: str | Mapping[str, Any] = "official", *, head: str = "classifier",
@@ -668,6 +669,6 @@ register_space(
         "hrnas-searched-cls": (official_searched_arch(),
                                "dingmyu/HR-NAS checkpoint.json (searched ImageNet classifier); hidden widths snapped "
                                "to the nearest grid value (channel_steps=None maps them exactly); the retraining "
-                               "recipe's SE modules, Swish and dropout 0.28 (REFERENCE §5.2) are not part of the space"),
+                               "recipe's SE modules, Swish and dropout 0.28 (REFERENCE §5.2) are not in the space"),
     },
 )
