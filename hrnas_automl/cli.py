@@ -177,6 +177,44 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(f"the web UI stays at {exp.url}; stop the experiment with: nnictl stop {exp.id}")
 
 
+def cmd_oneshot(args: argparse.Namespace) -> None:
+    from hrnas_automl import nni_compat
+    from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
+
+    nni_compat.quiet_nni()
+    nni = nni_compat.in_nni_trial()
+    if nni:
+        nni_compat.next_parameter()  # NNI refuses reports before the trial has asked for its parameters
+
+    def show(row: dict[str, Any]) -> None:
+        print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+    if args.action == "train":
+        from hrnas_automl.oneshot.supernet import train_supernet
+
+        def on_checkpoint(step: int, loss: float) -> None:
+            row = {"default": loss, "step": step, "loss": loss}
+            nni_compat.report_intermediate(row) if nni else show(row)
+
+        metrics = train_supernet(load_config(args.config, SupernetConfig), on_checkpoint=on_checkpoint)
+        final = {"default": metrics["loss"], **metrics}
+        nni_compat.report_final(final) if nni else show(final)
+        return
+    from hrnas_automl.oneshot.search import run_search
+
+    def on_candidate(row: dict[str, Any]) -> None:
+        metrics = {"default": row["map"], **{k: v for k, v in row.items() if k != "arch"}}
+        nni_compat.report_intermediate(metrics) if nni else show({**metrics, "arch": row["arch"]})
+
+    result = run_search(load_config(args.config, SearchConfig), on_candidate=on_candidate)
+    best = {"default": result.best["map"], **{k: v for k, v in result.best.items() if k != "arch"},
+            "candidates": len(result.evaluated)}
+    if nni:
+        nni_compat.report_final(best)
+    else:
+        show({**best, "arch": result.best["arch"]})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     parser = argparse.ArgumentParser(prog="hrnas-automl", description=__doc__.splitlines()[0])
@@ -221,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="trial YAML (space, data, train, latency)")
     p.add_argument("--arch", help="outside nnictl: a JSON file or preset:NAME (default: config.arch or random)")
     p.set_defaults(func=cmd_trial)
+
+    p = sub.add_parser("oneshot", help="DetNAS one-shot: train a detection supernet, search on its weights")
+    p.add_argument("action", choices=("train", "search"), help="train: path-wise supernet training (resumable); "
+                   "search: evolution/random on the supernet's weights (resumable)")
+    p.add_argument("--config", required=True, help="YAML, e.g. examples/detnas/oneshot_supernet.yml")
+    p.set_defaults(func=cmd_oneshot)
 
     p = sub.add_parser("search", help="run an nnictl experiment, wait, print the best architecture")
     p.add_argument("config", help="an nnictl experiment YAML, e.g. examples/detnas/evolution.yml")

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hrnas_automl.tasks.classification import TrainSettings
 
-__all__ = ["ConfigError", "DataConfig", "LatencyConfig", "TrialConfig", "parse_trial_config", "load_trial_config"]
+__all__ = ["ConfigError", "DataConfig", "LatencyConfig", "TrialConfig", "parse_trial_config", "load_trial_config",
+           "one_line_error"]
 
 
 class ConfigError(ValueError):
@@ -63,8 +64,8 @@ class TrialConfig(BaseModel):
     output_dir: str | None = None
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    node: Any = TrialConfig
+def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    node: Any = root
     for part in loc[:-1]:
         fields = getattr(node, "model_fields", None) or {f.name: f for f in dataclasses.fields(node)}
         field = fields.get(part)
@@ -78,12 +79,13 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return []
 
 
-def _one_line(error: ValidationError, source: str) -> str:
+def one_line_error(error: ValidationError, source: str, root: type[BaseModel] = TrialConfig) -> str:
+    """The first validation error of ``root`` as one line naming the key (and, for unknown keys, the allowed ones)."""
     first = error.errors()[0]
     loc = tuple(first["loc"])
     where = ".".join(str(p) for p in loc) or "(top level)"
     if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        allowed = _allowed_keys(loc)
+        allowed = _allowed_keys(loc, root)
         return f"{source}: unknown key {where!r}; allowed keys here: {', '.join(allowed)}"
     if first["type"] == "missing":
         return f"{source}: missing required key {where!r}"
@@ -97,7 +99,7 @@ def parse_trial_config(data: Any, source: str = "trial config") -> TrialConfig:
     try:
         config = TrialConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, source)) from None
+        raise ConfigError(one_line_error(exc, source)) from None
     from hrnas_automl.registry import get_space
     from hrnas_automl.tasks import get_task
 
