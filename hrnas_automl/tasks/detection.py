@@ -208,7 +208,7 @@ def detect(outputs: Mapping[str, torch.Tensor], *, score_thresh: float = 0.05, n
         loc, cls = cand // scores.shape[1], cand % scores.shape[1]
         d = dist[loc]
         boxes = torch.cat((pts[loc] - d[:, :2], pts[loc] + d[:, 2:]), 1)
-        offset = boxes.new_tensor(cls, dtype=boxes.dtype)[:, None] * (boxes.max() + 1 if len(boxes) else 0)
+        offset = cls.to(boxes.dtype)[:, None] * (boxes.max() + 1 if len(boxes) else 0)
         keep = _nms(boxes + offset, flat[cand], nms_iou)[:max_per_image] if len(cand) else cand
         results.append((boxes[keep], flat[cand][keep], cls[keep]))
     return results
