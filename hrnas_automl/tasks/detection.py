@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -177,21 +178,19 @@ def fcos_loss(outputs: Mapping[str, torch.Tensor], targets: torch.Tensor) -> tor
     return cls_loss + box_loss + ctr_loss
 
 
-def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
-    """Greedy non-maximum suppression; indices kept, best first."""
+def _nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float, max_keep: int) -> torch.Tensor:
+    """Greedy non-maximum suppression over a precomputed IoU matrix; at most ``max_keep`` indices, best first."""
     order = scores.argsort(descending=True)
-    keep = []
-    while len(order):
-        i = order[0]
+    b = boxes[order]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    inter = (torch.min(b[:, None, 2:], b[None, :, 2:]) - torch.max(b[:, None, :2], b[None, :, :2])).clamp(min=0).prod(2)
+    overlap = (inter / (area[:, None] + area[None, :] - inter).clamp(min=1e-6) > iou).numpy()
+    keep, remaining = [], np.arange(len(b))
+    while remaining.size and len(keep) < max_keep:
+        i, remaining = remaining[0], remaining[1:]
         keep.append(int(i))
-        rest = order[1:]
-        lt = torch.max(boxes[i, :2], boxes[rest, :2])
-        rb = torch.min(boxes[i, 2:], boxes[rest, 2:])
-        inter = (rb - lt).clamp(min=0).prod(1)
-        area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
-        overlap = inter / (area(boxes[i]) + area(boxes[rest]) - inter).clamp(min=1e-6)
-        order = rest[overlap <= iou]
-    return torch.tensor(keep, dtype=torch.long)
+        remaining = remaining[~overlap[i, remaining]]
+    return order[torch.tensor(keep, dtype=torch.long)]
 
 
 @torch.no_grad()
@@ -209,7 +208,7 @@ def detect(outputs: Mapping[str, torch.Tensor], *, score_thresh: float = 0.05, n
         d = dist[loc]
         boxes = torch.cat((pts[loc] - d[:, :2], pts[loc] + d[:, 2:]), 1)
         offset = cls.to(boxes.dtype)[:, None] * (boxes.max() + 1 if len(boxes) else 0)
-        keep = _nms(boxes + offset, flat[cand], nms_iou)[:max_per_image] if len(cand) else cand
+        keep = _nms(boxes + offset, flat[cand], nms_iou, max_per_image)
         results.append((boxes[keep], flat[cand][keep], cls[keep]))
     return results
 

@@ -1,0 +1,170 @@
+"""DetNAS one-shot: supernet weight sharing, MACs table, path sampling, resumable training and search, and
+evolution on the fine-tuned supernet beating random candidates under the same backbone MACs limit."""
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from hrnas_automl.cli import main
+from hrnas_automl.nni_supernet import path_choices, set_path
+from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
+from hrnas_automl.oneshot.search import SearchResult, run_search
+from hrnas_automl.oneshot.supernet import build_supernet, sample_path, train_supernet
+from hrnas_automl.registry import get_preset
+from hrnas_automl.tasks.detection import fcos_loss
+
+EVOLUTION = {"generations": 3, "population_size": 8, "select_num": 3, "mutation_num": 3, "crossover_num": 3}
+LIMIT = 300e6  # DetNAS's backbone limit (REFERENCE §3.3); the space spans 237-365 M at 224x224
+
+
+def _supernet_config(data_root: Path, checkpoint: str | Path, **train: Any) -> SupernetConfig:
+    return SupernetConfig.model_validate({
+        "data": {"kind": "shapes", "root": str(data_root), "train_size": 48, "val_size": 12, "image_size": 64},
+        "detector": {"fpn_channels": 32}, "checkpoint": str(checkpoint),
+        "train": {"batch_size": 8, "lr": 0.02, "checkpoint_every": 50, **train}})
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("shapes")
+
+
+@pytest.fixture(scope="module")
+def supernet(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A supernet trained path-wise on the shapes data (about a minute on one core)."""
+    checkpoint = tmp_path_factory.mktemp("supernet") / "supernet.pt"
+    train_supernet(_supernet_config(data_root, checkpoint, steps=200))
+    return checkpoint
+
+
+def _search(supernet: Path, state: Path, strategy: str, seed: int, **kw: Any) -> SearchResult:
+    return run_search(SearchConfig.model_validate({"supernet": str(supernet), "state": str(state), "seed": seed,
+                                                   "strategy": strategy, "evolution": EVOLUTION, "max_macs": LIMIT,
+                                                   "bn_batches": 2}), **kw)
+
+
+@pytest.fixture(scope="module")
+def evolution(supernet: Path, tmp_path_factory: pytest.TempPathFactory) -> SearchResult:
+    return _search(supernet, tmp_path_factory.mktemp("evo") / "state.json", "evolution", 0)
+
+
+def test_macs_table_reproduces_detnas_300m(data_root: Path, tmp_path: Path) -> None:
+    net = build_supernet(_supernet_config(data_root, tmp_path / "x.pt"))
+    # REFERENCE §5.11: the COCO-FPN-300M backbone is 288.1 M Conv2d MACs at 224x224.
+    assert round(net.macs(get_preset("detnas-coco-fpn-300m").arch) / 1e6, 1) == 288.1
+    lo, hi = net.macs.bounds()
+    assert lo < LIMIT < hi
+    assert net.macs({label: "k3" for label in net.choices}) == lo
+
+
+def test_one_path_runs_and_only_it_gets_gradients(data_root: Path, tmp_path: Path) -> None:
+    net = build_supernet(_supernet_config(data_root, tmp_path / "x.pt"))
+    images, targets = torch.utils.data.default_collate([net.data.train[i] for i in range(2)])
+    arch = {label: "k3" for label in net.choices}
+    set_path(net.model.backbone, arch)
+    fcos_loss(net.model(images), targets).backward()
+    for choice in path_choices(net.model.backbone):
+        for name in choice.names:
+            grads = [p.grad for p in choice._modules[name].parameters()]
+            assert all(g is not None for g in grads) if name == "k3" else all(g is None for g in grads)
+    net.model.eval()
+    with torch.no_grad():
+        a = net.model(images)["logits"]
+        set_path(net.model.backbone, {label: "xception" for label in net.choices})
+        assert not torch.allclose(a, net.model(images)["logits"])
+    with pytest.raises(ValueError, match="s1_b0='k9' is not a candidate"):
+        set_path(net.model.backbone, {**arch, "s1_b0": "k9"})
+
+
+def test_macs_binned_sampling_covers_the_range(data_root: Path, tmp_path: Path) -> None:
+    net = build_supernet(_supernet_config(data_root, tmp_path / "x.pt"))
+    lo, hi = net.macs.bounds()
+
+    def extreme(bins: int | None) -> int:  # draws in the outer quarters of the MACs range
+        rng = random.Random(0)
+        m = [net.macs(sample_path(net.choices, rng, net.macs, bins)) for _ in range(200)]
+        return sum(x < lo + (hi - lo) / 4 or x > hi - (hi - lo) / 4 for x in m)
+
+    # Uniform paths concentrate around the mean MACs; uniform bins (REFERENCE §3.3) spread them out.
+    assert extreme(4) > 60 > extreme(None)
+
+
+def test_training_resumes_exactly(data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    config = _supernet_config(data_root, "supernet.pt", steps=4, checkpoint_every=2)
+    monkeypatch.chdir(tmp_path / "a")
+    train_supernet(config)
+
+    def stop(step: int, _loss: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(config, on_checkpoint=stop)
+    assert torch.load("supernet.pt", weights_only=True)["step"] == 2
+    steps: list[int] = []
+    train_supernet(config, on_checkpoint=lambda step, _loss: steps.append(step))
+    assert steps == [4]  # resumed at step 2
+    a = torch.load(tmp_path / "a" / "supernet.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "supernet.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    other = _supernet_config(data_root, "supernet.pt", steps=4, checkpoint_every=2, lr=0.1)
+    with pytest.raises(ValueError, match="written by a different supernet config"):
+        train_supernet(other)
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad_ckpt = tmp_path / "garbage.pt"
+    bad_ckpt.write_bytes(b"not a checkpoint")
+    search = tmp_path / "search.yml"
+    search.write_text(yaml.safe_dump({"supernet": str(bad_ckpt), "state": str(tmp_path / "s.json")}))
+    unknown = tmp_path / "train.yml"
+    unknown.write_text(yaml.safe_dump({"data": {"kind": "shapes"}, "checkpoint": "x.pt", "epochs": 3}))
+    cases = [(["oneshot", "search", "--config", str(tmp_path / "missing.yml")], "missing.yml does not exist"),
+             (["oneshot", "train", "--config", str(unknown)], "unknown key 'epochs'"),
+             (["oneshot", "search", "--config", str(search)], "garbage.pt is not a readable supernet checkpoint")]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_evolution_beats_mean_of_random_candidates(evolution: SearchResult, supernet: Path, tmp_path: Path) -> None:
+    random_run = _search(supernet, tmp_path / "random.json", "random", 1)
+    assert len(evolution.evaluated) == len(random_run.evaluated) == 24
+    assert all(row["macs"] <= LIMIT for row in evolution.evaluated + random_run.evaluated)
+    assert [row["generation"] for row in evolution.evaluated] == [g for g in range(3) for _ in range(8)]
+    mean_random = statistics.mean(row["map"] for row in random_run.evaluated)
+    assert evolution.best["map"] > mean_random > 0.05  # the supernet learned to detect
+    # The later generations, bred from the best parents, score higher than random ones on average.
+    assert statistics.mean(row["map"] for row in evolution.evaluated[8:]) > mean_random
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_without_losing_finished_candidates(evolution: SearchResult, supernet: Path,
+                                                                  tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def interrupt_mid_generation(row: dict[str, Any]) -> None:
+        seen.append(row)
+        if len(seen) == 11:  # generation 1, candidate 3 of 8
+            raise KeyboardInterrupt
+
+    state = tmp_path / "state.json"
+    with pytest.raises(KeyboardInterrupt):
+        _search(supernet, state, "evolution", 0, on_candidate=interrupt_mid_generation)
+    resumed: list[dict[str, Any]] = []
+    result = _search(supernet, state, "evolution", 0, on_candidate=resumed.append)
+    assert [r["index"] for r in resumed] == list(range(11, 24))  # nothing finished was evaluated again
+    assert result.evaluated == evolution.evaluated  # the same search as an uninterrupted one
+    with pytest.raises(ValueError, match="belongs to another search"):
+        _search(supernet, state, "evolution", 1)
