@@ -179,11 +179,12 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_oneshot(args: argparse.Namespace) -> None:
     from hrnas_automl import nni_compat
+    from hrnas_automl.arch import load_arch
     from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
 
     nni_compat.quiet_nni()
     nni = nni_compat.in_nni_trial()
-    if nni:
+    if nni and args.action != "eval":
         nni_compat.next_parameter()  # NNI refuses reports before the trial has asked for its parameters
 
     def show(row: dict[str, Any]) -> None:
@@ -199,6 +200,20 @@ def cmd_oneshot(args: argparse.Namespace) -> None:
         metrics = train_supernet(load_config(args.config, SupernetConfig), on_checkpoint=on_checkpoint)
         final = {"default": metrics["loss"], **metrics}
         nni_compat.report_final(final) if nni else show(final)
+        return
+    if args.action == "eval":
+        from hrnas_automl.oneshot.search import evaluate_arch
+
+        config = load_config(args.config, SearchConfig)
+        if nni:
+            arch = nni_compat.next_parameter()
+        elif args.arch:
+            arch = load_arch(args.arch)[1]
+        else:
+            raise ValueError("oneshot eval needs --arch (a JSON file or preset:NAME) outside nnictl")
+        metrics = evaluate_arch(config, arch)
+        final = {"default": metrics["map"], **metrics}
+        nni_compat.report_final(final) if nni else show({**final, "arch": arch})
         return
     from hrnas_automl.oneshot.search import run_search
 
@@ -261,9 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_trial)
 
     p = sub.add_parser("oneshot", help="DetNAS one-shot: train a detection supernet, search on its weights")
-    p.add_argument("action", choices=("train", "search"), help="train: path-wise supernet training (resumable); "
-                   "search: evolution/random on the supernet's weights (resumable)")
+    p.add_argument("action", choices=("train", "search", "eval"), help="train: path-wise supernet training "
+                   "(resumable); search: evolution/random on the supernet's weights (resumable); eval: one "
+                   "architecture on the supernet's weights (an nnictl trial per candidate)")
     p.add_argument("--config", required=True, help="YAML, e.g. examples/detnas/oneshot_supernet.yml")
+    p.add_argument("--arch", help="eval outside nnictl: a JSON file or preset:NAME")
     p.set_defaults(func=cmd_oneshot)
 
     p = sub.add_parser("search", help="run an nnictl experiment, wait, print the best architecture")

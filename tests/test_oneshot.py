@@ -60,7 +60,8 @@ def test_macs_table_reproduces_detnas_300m(data_root: Path, tmp_path: Path) -> N
     assert round(net.macs(get_preset("detnas-coco-fpn-300m").arch) / 1e6, 1) == 288.1
     lo, hi = net.macs.bounds()
     assert lo < LIMIT < hi
-    assert net.macs({label: "k3" for label in net.choices}) == lo
+    k3, k7 = (net.macs({label: op for label in net.choices}) for op in ("k3", "k7"))
+    assert lo <= k3 < k7 <= hi
 
 
 def test_one_path_runs_and_only_it_gets_gradients(data_root: Path, tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from hrnas_automl.strategies import Evolution, RandomSearch
 from hrnas_automl.strategies.base import Strategy
 from hrnas_automl.tasks.detection import evaluate_map
 
-__all__ = ["SearchResult", "recalibrate_bn", "load_supernet", "evaluate_candidate", "run_search"]
+__all__ = ["SearchResult", "recalibrate_bn", "load_supernet", "evaluate_candidate", "evaluate_arch", "run_search"]
 
 _STATE_KIND = "hrnas-automl oneshot search"
 
@@ -70,6 +70,21 @@ def evaluate_candidate(net: Supernet, arch: Mapping[str, Any], bn_batches: list[
     set_path(net.model.backbone, arch)
     recalibrate_bn(net.model, bn_batches)
     return evaluate_map(net.model, net.data.val, batch_size=batch_size)
+
+
+def _bn_batches(config: SearchConfig, net: Supernet) -> list[torch.Tensor]:
+    """The fixed training batches of BN re-statistics (the same for every candidate)."""
+    train = net.data.train
+    return [collate(train, batch_indices(len(train), config.batch_size, step, config.seed))[0]
+            for step in range(config.bn_batches)]
+
+
+def evaluate_arch(config: SearchConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
+    """One candidate in a process of its own (an nnictl trial loading the shared checkpoint): its ``map``,
+    ``map50`` and backbone ``macs``, evaluated exactly as :func:`run_search` does."""
+    with torch_threads(config.threads):
+        net, _ = load_supernet(config.supernet)
+        return {**evaluate_candidate(net, arch, _bn_batches(config, net), config.batch_size), "macs": net.macs(arch)}
 
 
 def _strategy(config: SearchConfig, net: Supernet) -> Strategy:
@@ -124,9 +139,7 @@ def run_search(config: SearchConfig, *,
                                  "differ); delete it or set state: to a new file")
             strategy.load_state_dict(state["strategy"])
             evaluated = state["evaluated"]
-        train = net.data.train
-        bn_batches = [collate(train, batch_indices(len(train), config.batch_size, step, config.seed))[0]
-                      for step in range(config.bn_batches)]
+        bn_batches = _bn_batches(config, net)
         total = config.evolution.generations * config.evolution.population_size
         while len(evaluated) < total:
             arch = strategy.ask()
