@@ -25,9 +25,10 @@ class SupernetTrainSettings(BaseModel):
     momentum: float = Field(0.9, ge=0)
     weight_decay: float = Field(4e-5, ge=0)  # not on BN / biases, as the official train.py
     seed: int = 0
-    # None: uniform paths (DetNAS COCO supernet); N: a MACs bin drawn uniformly out of N equal bins of the
-    # space's MACs range, then paths redrawn (<= 500 tries) until one falls in it (Supernet-ImageNet, §3.3).
-    macs_bins: int | None = Field(None, ge=1)
+    # None: uniform paths (DetNAS COCO supernet); [[lo, hi], ...]: a MACs bin (backbone Conv2d MACs at
+    # macs_input) drawn uniformly, then paths redrawn (<= 500 tries) until one falls in it (Supernet-ImageNet
+    # train.py, bins [290e6, 300e6) ... [350e6, 360e6); REFERENCE §3.3).
+    macs_bins: list[tuple[float, float]] | None = Field(None, min_length=1)
     checkpoint_every: int = Field(50, ge=1)
 
 

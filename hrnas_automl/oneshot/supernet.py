@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,17 +113,15 @@ def build_supernet(config: SupernetConfig) -> Supernet:
 
 
 def sample_path(choices: Mapping[str, list[Any]], rng: random.Random, macs: MacsTable | None = None,
-                bins: int | None = None) -> dict[str, Any]:
-    """A uniform random path or, with ``bins``, one from a uniformly drawn equal-width MACs bin (the last draw
-    when 500 draws miss the bin, as the official loop gives up)."""
-    if bins is None or macs is None:
+                bins: Sequence[tuple[float, float]] | None = None) -> dict[str, Any]:
+    """A uniform random path or, with ``bins``, one whose MACs fall in a uniformly drawn ``[lo, hi)`` bin (the
+    last draw when 500 draws miss the bin, as the official loop gives up)."""
+    if not bins or macs is None:
         return random_arch(choices, rng)
-    lo, hi = macs.bounds()
-    b = rng.randrange(bins)
-    low, high = lo + (hi - lo) * b / bins, lo + (hi - lo) * (b + 1) / bins
+    low, high = bins[rng.randrange(len(bins))]
     for _ in range(_BIN_TRIES):
         arch = random_arch(choices, rng)
-        if low <= macs(arch) <= high:
+        if low <= macs(arch) < high:
             break
     return arch
 
