@@ -167,3 +167,28 @@ def test_killed_search_resumes_without_losing_finished_candidates(evolution: Sea
     assert result.evaluated == evolution.evaluated  # the same search as an uninterrupted one
     with pytest.raises(ValueError, match="belongs to another search"):
         _search(supernet, state, "evolution", 1)
+
+
+@pytest.mark.slow
+def test_nnictl_search_trial_reports_every_candidate(supernet: Path, tmp_path: Path, nni_home: Path) -> None:
+    import shutil
+
+    from hrnas_automl.nni_experiment import NniExperiment, free_port, nni_env
+
+    examples = Path(__file__).resolve().parents[1] / "examples" / "detnas"
+    shutil.copy(examples / "nnictl_oneshot_search.yml", tmp_path)
+    shutil.copy(examples / "oneshot_space.json", tmp_path)
+    search = yaml.safe_load((examples / "oneshot_search.yml").read_text())
+    search.update(supernet=str(supernet), state="state.json", evolution={
+        "generations": 1, "population_size": 3, "select_num": 1, "mutation_num": 1, "crossover_num": 1})
+    (tmp_path / "oneshot_search.yml").write_text(yaml.safe_dump(search))
+    exp = NniExperiment.create(tmp_path / "nnictl_oneshot_search.yml", port=free_port(), env=nni_env(home=nni_home))
+    try:
+        trials = exp.wait(timeout=420)
+    finally:
+        exp.stop()
+    assert [t.status for t in trials] == ["SUCCEEDED"]
+    rows = trials[0].intermediate
+    assert [row["index"] for row in rows] == [0, 1, 2]
+    assert trials[0].metrics["default"] == max(row["default"] for row in rows)
+    assert trials[0].metrics["candidates"] == 3
