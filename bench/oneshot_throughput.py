@@ -59,6 +59,7 @@ def main() -> None:
         "tuner": {"className": "hrnas_automl.nni_tuner.RandomTuner", "codeDirectory": ".",
                   "classArgs": {"space": "detnas-small", "seed": 0}},
         "trainingService": {"platform": "local"}}))
+    (work / "home").mkdir()
     t0 = time.perf_counter()
     exp = NniExperiment.create(work / "experiment.yml", port=free_port(), env=nni_env(home=work / "home"))
     try:
