@@ -115,6 +115,7 @@ def test_training_resumes_exactly(data_root: Path, tmp_path: Path, monkeypatch: 
     b = torch.load(tmp_path / "b" / "supernet.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["loss"] == b["loss"] == train_supernet(config)["loss"]  # a finished run just reports its loss
     other = _supernet_config(data_root, "supernet.pt", steps=4, checkpoint_every=2, lr=0.1)
     with pytest.raises(ValueError, match="written by a different supernet config"):
         train_supernet(other)
@@ -148,25 +149,55 @@ def test_evolution_beats_mean_of_random_candidates(evolution: SearchResult, supe
     assert statistics.mean(row["map"] for row in evolution.evaluated[8:]) > mean_random
 
 
+def _search_yaml(supernet: Path, path: Path, state: Path) -> Path:
+    path.write_text(yaml.safe_dump({"supernet": str(supernet), "state": str(state), "seed": 0, "max_macs": LIMIT,
+                                    "evolution": EVOLUTION, "bn_batches": 2}))
+    return path
+
+
 @pytest.mark.slow
 def test_killed_search_resumes_without_losing_finished_candidates(evolution: SearchResult, supernet: Path,
                                                                   tmp_path: Path) -> None:
-    seen: list[dict[str, Any]] = []
-
-    def interrupt_mid_generation(row: dict[str, Any]) -> None:
-        seen.append(row)
-        if len(seen) == 11:  # generation 1, candidate 3 of 8
-            raise KeyboardInterrupt
+    import json
+    import subprocess
+    import sys
+    import time
 
     state = tmp_path / "state.json"
-    with pytest.raises(KeyboardInterrupt):
-        _search(supernet, state, "evolution", 0, on_candidate=interrupt_mid_generation)
+    config = _search_yaml(supernet, tmp_path / "search.yml", state)
+    cli = [sys.executable, "-m", "hrnas_automl", "oneshot", "search", "--config", str(config)]
+    proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (state.exists() and len(json.loads(state.read_text())["evaluated"]) >= 10):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the search wrote no state in 300 s"
+            time.sleep(0.2)
+    finally:
+        proc.kill()  # SIGKILL mid-search: no cleanup runs
+        proc.wait()
+    finished = json.loads(state.read_text())["evaluated"]
+    assert 10 <= len(finished) < 24
     resumed: list[dict[str, Any]] = []
     result = _search(supernet, state, "evolution", 0, on_candidate=resumed.append)
-    assert [r["index"] for r in resumed] == list(range(11, 24))  # nothing finished was evaluated again
+    assert [r["index"] for r in resumed] == list(range(len(finished), 24))  # nothing finished is evaluated again
+    assert result.evaluated[:len(finished)] == finished
     assert result.evaluated == evolution.evaluated  # the same search as an uninterrupted one
     with pytest.raises(ValueError, match="belongs to another search"):
         _search(supernet, state, "evolution", 1)
+
+
+@pytest.mark.slow
+def test_eval_cli_scores_an_arch_like_the_search(evolution: SearchResult, supernet: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    arch = tmp_path / "best.json"
+    arch.write_text(json.dumps(evolution.best["arch"]))
+    config = _search_yaml(supernet, tmp_path / "search.yml", tmp_path / "unused.json")
+    assert main(["oneshot", "eval", "--config", str(config), "--arch", str(arch)]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["map"] == pytest.approx(evolution.best["map"], abs=1e-6) and out["macs"] == evolution.best["macs"]
 
 
 @pytest.mark.slow

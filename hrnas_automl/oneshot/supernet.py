@@ -172,7 +172,8 @@ def _optimizer(model: nn.Module, settings: Any) -> torch.optim.SGD:
 
 def train_supernet(config: SupernetConfig, *,
                    on_checkpoint: Callable[[int, float], None] | None = None) -> dict[str, float]:
-    """Train (or resume) the supernet of ``config``; returns ``{"loss", "steps"}``.
+    """Train (or resume) the supernet of ``config``; returns ``{"loss", "steps"}`` (loss: mean over the last
+    checkpoint interval, also when the checkpoint was already finished).
 
     The checkpoint holds model, optimizer, scheduler, torch RNG and step; an existing checkpoint of the same
     config is resumed, one of another config is an error. ``on_checkpoint(step, mean_loss)`` follows every save.
@@ -183,7 +184,7 @@ def train_supernet(config: SupernetConfig, *,
         model, data = net.model, net.data
         optimizer = _optimizer(model, settings)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / settings.steps))
-        path, start = Path(config.checkpoint), 0
+        path, start, last_loss = Path(config.checkpoint), 0, float("nan")
         if path.exists():
             ckpt = load_checkpoint(path)
             if ckpt["config"] != config.model_dump(mode="json"):
@@ -193,7 +194,7 @@ def train_supernet(config: SupernetConfig, *,
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             torch.set_rng_state(ckpt["torch_rng"])
-            start = ckpt["step"]
+            start, last_loss = ckpt["step"], ckpt["loss"]
         elif config.init_from is not None:
             source = load_checkpoint(config.init_from)["model"]
             own = model.state_dict()
@@ -217,10 +218,11 @@ def train_supernet(config: SupernetConfig, *,
             losses.append(loss.item())
             done = step + 1
             if done % settings.checkpoint_every == 0 or done == settings.steps:
+                window = losses[-settings.checkpoint_every:]
+                last_loss = sum(window) / len(window)  # mean training loss since the last checkpoint
                 _save_atomic({"kind": _CHECKPOINT_KIND, "config": config.model_dump(mode="json"), "step": done,
-                              "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "loss": last_loss, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, path)
                 if on_checkpoint is not None:
-                    on_checkpoint(done, sum(losses[-settings.checkpoint_every:]) / len(losses[-settings.checkpoint_every:]))
-    window = losses[-settings.checkpoint_every:]
-    return {"loss": sum(window) / len(window) if window else float("nan"), "steps": float(settings.steps)}
+                    on_checkpoint(done, last_loss)
+    return {"loss": last_loss, "steps": float(settings.steps)}

@@ -257,7 +257,9 @@ def check_detector_options(options: Mapping[str, Any]) -> dict[str, int]:
 class DetectionTask(Task):
     """COCO-format detection (``shapes`` generated data or a real ``coco`` download); ``default`` = bbox mAP.
 
-    ``task_args``: ``fpn_channels`` (64) and ``head_depth`` (2) of the FPN + FCOS detector.
+    ``task_args``: ``fpn_channels`` (64) and ``head_depth`` (2) of the FPN + FCOS detector. The trial's
+    ``macs``, ``params`` and ``latency_ms`` are the backbone's (the network the search chooses), as DetNAS
+    constrains backbone MACs.
     """
 
     name = "detection"
