@@ -294,6 +294,59 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
     print(json.dumps({"params": params, "metric": result.metric, "macs": result.macs}))
 
 
+def cmd_oneshot(args: argparse.Namespace) -> None:
+    from hrnas_automl import nni_compat
+    from hrnas_automl.arch import load_arch
+    from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
+
+    nni_compat.quiet_nni()
+    nni = nni_compat.in_nni_trial()
+    if nni and args.action != "eval":
+        nni_compat.next_parameter()  # NNI refuses reports before the trial has asked for its parameters
+
+    def show(row: dict[str, Any]) -> None:
+        print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+    if args.action == "train":
+        from hrnas_automl.oneshot.supernet import train_supernet
+
+        def on_checkpoint(step: int, loss: float) -> None:
+            row = {"default": loss, "step": step, "loss": loss}
+            nni_compat.report_intermediate(row) if nni else show(row)
+
+        metrics = train_supernet(load_config(args.config, SupernetConfig), on_checkpoint=on_checkpoint)
+        final = {"default": metrics["loss"], **metrics}
+        nni_compat.report_final(final) if nni else show(final)
+        return
+    if args.action == "eval":
+        from hrnas_automl.oneshot.search import evaluate_arch
+
+        config = load_config(args.config, SearchConfig)
+        if nni:
+            arch = nni_compat.next_parameter()
+        elif args.arch:
+            arch = load_arch(args.arch)[1]
+        else:
+            raise ValueError("oneshot eval needs --arch (a JSON file or preset:NAME) outside nnictl")
+        metrics = evaluate_arch(config, arch)
+        final = {"default": metrics["map"], **metrics}
+        nni_compat.report_final(final) if nni else show({**final, "arch": arch})
+        return
+    from hrnas_automl.oneshot.search import run_search
+
+    def on_candidate(row: dict[str, Any]) -> None:
+        metrics = {"default": row["map"], **{k: v for k, v in row.items() if k != "arch"}}
+        nni_compat.report_intermediate(metrics) if nni else show({**metrics, "arch": row["arch"]})
+
+    result = run_search(load_config(args.config, SearchConfig), on_candidate=on_candidate)
+    best = {"default": result.best["map"], **{k: v for k, v in result.best.items() if k != "arch"},
+            "candidates": len(result.evaluated)}
+    if nni:
+        nni_compat.report_final(best)
+    else:
+        show({**best, "arch": result.best["arch"]})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     parser = argparse.ArgumentParser(prog="hrnas-automl", description=__doc__.splitlines()[0])
@@ -349,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, default=32, help="images in the validation split")
     p.add_argument("--image-size", type=int, help="square image side (default 64 segmentation, 128 keypoints)")
     p.set_defaults(func=cmd_make_data)
+
+    p = sub.add_parser("oneshot", help="DetNAS one-shot: train a detection supernet, search on its weights")
+    p.add_argument("action", choices=("train", "search", "eval"), help="train: path-wise supernet training "
+                   "(resumable); search: evolution/random on the supernet's weights (resumable); eval: one "
+                   "architecture on the supernet's weights (an nnictl trial per candidate)")
+    p.add_argument("--config", required=True, help="YAML, e.g. examples/detnas/oneshot_supernet.yml")
+    p.add_argument("--arch", help="eval outside nnictl: a JSON file or preset:NAME")
+    p.set_defaults(func=cmd_oneshot)
 
     p = sub.add_parser("search", help="run an nnictl experiment, wait, print the best architecture")
     p.add_argument("config", help="an nnictl experiment YAML, e.g. examples/detnas/evolution.yml")

@@ -12,6 +12,7 @@ import yaml
 
 from hrnas_automl.arch import choices_of
 from hrnas_automl.nni_compat import to_nni_search_space
+from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
 from hrnas_automl.strategies import Evolution
 from hrnas_automl.tasks import get_task
 from hrnas_automl.trial_config import load_trial_config
@@ -29,8 +30,14 @@ def test_there_are_examples() -> None:
 def test_experiment_config_is_consistent(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
     command = config["trialCommand"].split()
+    config_file = path.parent / config["trialCodeDirectory"] / command[command.index("--config") + 1]
+    if command[:2] == ["hrnas-automl", "oneshot"]:  # one trial runs the whole one-shot step
+        model = {"train": SupernetConfig, "search": SearchConfig}[command[2]]
+        load_config(config_file, model)
+        assert config["maxTrialNumber"] == 1
+        return
     assert command[:2] == ["hrnas-automl", "trial"]
-    trial = load_trial_config(path.parent / config["trialCodeDirectory"] / command[command.index("--config") + 1])
+    trial = load_trial_config(config_file)
     space_file = json.loads((path.parent / config["searchSpaceFile"]).read_text())
     task = get_task(trial.task)
     built = {**trial.space_args, **task.model_args(task.build_data(trial.data.kind, trial.data.options())),
