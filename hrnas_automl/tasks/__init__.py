@@ -25,6 +25,7 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 # name -> "module:attribute" of its Task instance; imported on first use (each task has its own deps).
 _TASKS: dict[str, str] = {
     "classification": "hrnas_automl.tasks.classification:TASK",
+    "early-exit": "hrnas_automl.tasks.early_exit_task:TASK",
 }
 
 

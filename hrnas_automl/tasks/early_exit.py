@@ -32,9 +32,9 @@ from hrnas_automl.data import ClassificationData
 from hrnas_automl.spaces.ranet import RANet, exit_macs
 from hrnas_automl.tasks.classification import TrainSettings, train_classifier
 
-__all__ = ["ThresholdFit", "train_multi_exit", "early_exit_costs", "collect_exit_probs", "anytime_accuracy",
+__all__ = ["ThresholdFit", "BudgetPoint", "THRESHOLD_METHODS", "train_multi_exit", "early_exit_costs", "collect_exit_probs", "anytime_accuracy",
            "exit_assignment", "apply_thresholds", "geometric_thresholds", "fit_geometric", "fit_optuna",
-           "EarlyExitRunner"]
+           "fit_thresholds", "budget_curve", "EarlyExitRunner"]
 
 # The paper's scan of exit priors: q = p / 20 for p = 1..39 (adaptive_inference.py:27-31).
 _GEOMETRIC_QS = tuple(p / 20 for p in range(1, 40))
@@ -321,6 +321,55 @@ def fit_optuna(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Se
         if _better(candidate, best):
             best = candidate
     return best
+
+
+THRESHOLD_METHODS = ("geometric", "optuna")
+
+
+def fit_thresholds(method: str, val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Sequence[float],
+                   budget: float, *, n_trials: int = 200, seed: int = 0) -> ThresholdFit:
+    """:func:`fit_geometric` (``method="geometric"``) or :func:`fit_optuna` (``"optuna"``, with ``n_trials`` and
+    ``seed``) by name, as trial configs and command lines give it."""
+    if method == "geometric":
+        return fit_geometric(val_probs, val_labels, exit_costs, budget)
+    if method == "optuna":
+        return fit_optuna(val_probs, val_labels, exit_costs, budget, n_trials=n_trials, seed=seed)
+    raise ValueError(f"unknown threshold method {method!r}; use one of: {', '.join(THRESHOLD_METHODS)}")
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    """One point of a budgeted-classification curve: thresholds fitted for ``budget`` on validation data
+    (``fit``), and the ``accuracy`` and average cost they give on test data."""
+
+    method: str
+    budget: float
+    fit: ThresholdFit
+    accuracy: float
+    avg_cost: float
+
+
+def budget_curve(val_probs: torch.Tensor, val_labels: torch.Tensor, test_probs: torch.Tensor,
+                 test_labels: torch.Tensor, exit_costs: Sequence[float], budgets: Sequence[float], *,
+                 methods: Sequence[str] = THRESHOLD_METHODS, n_trials: int = 200,
+                 seed: int = 0) -> dict[str, list[BudgetPoint]]:
+    """Budgeted batch classification, honestly: for every method and budget, fit the thresholds on the
+    validation probabilities only, then measure accuracy and average cost on the test probabilities.
+
+    Returns ``{method: [BudgetPoint per budget, in the given order]}``.
+    """
+    if test_probs.shape[0] != val_probs.shape[0]:
+        raise ValueError(f"validation and test probabilities need the same number of exits, "
+                         f"got {val_probs.shape[0]} and {test_probs.shape[0]}")
+    curves: dict[str, list[BudgetPoint]] = {}
+    for method in methods:
+        points = []
+        for budget in budgets:
+            fit = fit_thresholds(method, val_probs, val_labels, exit_costs, budget, n_trials=n_trials, seed=seed)
+            accuracy, avg_cost = apply_thresholds(test_probs, test_labels, fit.thresholds, exit_costs)
+            points.append(BudgetPoint(method, float(budget), fit, accuracy, avg_cost))
+        curves[method] = points
+    return curves
 
 
 class EarlyExitRunner:
