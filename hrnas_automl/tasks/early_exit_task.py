@@ -43,7 +43,7 @@ from hrnas_automl.tasks.early_exit import (
     train_multi_exit,
 )
 
-__all__ = ["EarlyExitOptions", "EarlyExitTask", "TASK"]
+__all__ = ["EarlyExitOptions", "EarlyExitTask", "TASK", "hold_out", "train_for_thresholds"]
 
 
 def _number(value: Any) -> bool:
@@ -99,8 +99,8 @@ class EarlyExitOptions:
         return cls(**options)
 
 
-def _hold_out(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """A seeded (train, held-out) split of ``dataset``, both parts non-empty."""
+def hold_out(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """A seeded (train, held-out) split of ``dataset`` with ``round(len * fraction)`` held out, both non-empty."""
     n = len(dataset)
     n_held = round(n * fraction)
     if n < 2 or not 1 <= n_held < n:
@@ -108,6 +108,18 @@ def _hold_out(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Da
                          "give more training images or another holdout")
     train, held = random_split(dataset, [n - n_held, n_held], generator=torch.Generator().manual_seed(seed))
     return train, held
+
+
+def train_for_thresholds(model: nn.Module, data: ClassificationData, settings: TrainSettings, *,
+                         holdout: float = 0.2, exit_weights: tuple[float, ...] | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train a multi-exit ``model`` on ``data.train`` less a held-out part (:func:`hold_out`), then return the exit
+    probabilities and labels of the held-out part (to fit thresholds on) and of ``data.val`` (to report):
+    ``(fit_probs, fit_labels, test_probs, test_labels)``, as :func:`collect_exit_probs` gives them."""
+    train, held_out = hold_out(data.train, holdout, settings.seed)
+    train_multi_exit(model, replace(data, train=train), settings, exit_weights=exit_weights)
+    return (*collect_exit_probs(model, held_out, settings.batch_size, device=settings.device),
+            *collect_exit_probs(model, data.val, settings.batch_size, device=settings.device))
 
 
 @contextlib.contextmanager
@@ -137,7 +149,7 @@ class EarlyExitTask(ClassificationTask):
     def fit(self, model: nn.Module, data: ClassificationData, settings: TrainSettings, options: Mapping[str, Any],
             on_epoch: EpochCallback) -> dict[str, Any]:
         opts = EarlyExitOptions.from_mapping(options)
-        train, held_out = _hold_out(data.train, opts.holdout, settings.seed)
+        train, held_out = hold_out(data.train, opts.holdout, settings.seed)
         costs = early_exit_costs(model, data.input_shape)
         anytime_macs = exit_macs(model, data.input_shape)
         budget = opts.budget_macs if opts.budget_macs is not None else opts.budget_fraction * costs[-1]
