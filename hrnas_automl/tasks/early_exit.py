@@ -33,8 +33,8 @@ from hrnas_automl.spaces.ranet import RANet, exit_macs
 from hrnas_automl.tasks.classification import TrainSettings, train_classifier
 
 __all__ = ["ThresholdFit", "BudgetPoint", "THRESHOLD_METHODS", "train_multi_exit", "early_exit_costs",
-           "collect_exit_probs", "anytime_accuracy", "exit_assignment", "apply_thresholds", "geometric_thresholds", "fit_geometric", "fit_optuna",
-           "fit_thresholds", "budget_curve", "EarlyExitRunner"]
+           "collect_exit_probs", "anytime_accuracy", "exit_assignment", "apply_thresholds", "geometric_thresholds",
+           "fit_geometric", "fit_optuna", "fit_thresholds", "budget_curve", "EarlyExitRunner"]
 
 # The paper's scan of exit priors: q = p / 20 for p = 1..39 (adaptive_inference.py:27-31).
 _GEOMETRIC_QS = tuple(p / 20 for p in range(1, 40))
