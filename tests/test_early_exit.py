@@ -244,3 +244,22 @@ def test_equal_accuracy_ties_go_to_the_surer_policy_not_the_cheapest():
     assert geometric.true_prob == pytest.approx((0.62 + 0.61 + 6 * 0.95) / 8)
     # Under a budget that only cheaper policies meet, the budget wins.
     assert fit_geometric(probs, labels, [10, 20], 12).avg_cost <= 12
+
+
+def test_optuna_replaces_the_geometric_fit_only_for_a_significant_gain():
+    probs, labels = random_probs()
+    geometric = fit_geometric(probs, labels, COSTS, 22.0)
+    free = fit_optuna(probs, labels, COSTS, 22.0, n_trials=80, min_gain_se=0)
+    assert free.accuracy > geometric.accuracy
+    assert fit_optuna(probs, labels, COSTS, 22.0, n_trials=80, min_gain_se=1e6) == geometric
+
+    def right(fit):
+        exits = exit_assignment(probs, fit.thresholds)
+        return probs.argmax(dim=2)[exits, torch.arange(labels.numel())] == labels
+
+    b = int((right(free) & ~right(geometric)).sum())
+    c = int((~right(free) & right(geometric)).sum())
+    expected = free if b - c > 2 * math.sqrt(b + c) else geometric
+    assert fit_optuna(probs, labels, COSTS, 22.0, n_trials=80) == expected
+    with pytest.raises(ValueError, match="min_gain_se must be a number >= 0"):
+        fit_optuna(probs, labels, COSTS, 22.0, min_gain_se=-1)

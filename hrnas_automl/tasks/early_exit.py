@@ -296,8 +296,20 @@ def fit_geometric(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs:
     return _fit_geometric(_prepare(val_probs, val_labels, exit_costs), budget)
 
 
+def _significant_gain(scored: _Scored, candidate: ThresholdFit, reference: ThresholdFit, min_gain_se: float) -> bool:
+    """Whether ``candidate`` gets more fitting samples right than ``reference`` by more than ``min_gain_se`` standard
+    errors of the paired difference (McNemar: samples only it gets right ``b``, only the reference ``c``; gain
+    ``b - c`` against ``sqrt(b + c)``). Identical correctness (``b = c = 0``) counts, so the tie-break decides."""
+    def right(fit: ThresholdFit) -> torch.Tensor:
+        return scored.correct.gather(0, _decide(scored.confidence, fit.thresholds).view(1, -1))[0]
+
+    ours, theirs = right(candidate), right(reference)
+    b, c = int((ours & ~theirs).sum()), int((~ours & theirs).sum())
+    return b + c == 0 or b - c > min_gain_se * math.sqrt(b + c)
+
+
 def fit_optuna(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Sequence[float], budget: float, *,
-               n_trials: int = 200, seed: int = 0) -> ThresholdFit:
+               n_trials: int = 200, seed: int = 0, min_gain_se: float = 2.0) -> ThresholdFit:
     """Search the per-exit thresholds (in [0, 1], all but the last) with a seeded Optuna TPE study maximising
     validation accuracy under the constraint ``average cost <= budget``.
 
@@ -307,9 +319,17 @@ def fit_optuna(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Se
     (ties: as in :func:`fit_geometric`). The study is warm-started with :func:`fit_geometric`'s thresholds (clipped
     to [0, 1]) and the geometric solution is kept if no trial beats it, so the result is never worse on validation.
     Same inputs and seed, same result.
+
+    Searching several thresholds freely overfits the fitting split: the best of hundreds of trials wins there by
+    a few samples that do not carry over (bench/ranet_thresholds.py on digits: +1 to +7 validation images, -1 to
+    -2 test images). So the best trial replaces the geometric solution only when its gain in correctly classified
+    fitting samples exceeds ``min_gain_se`` standard errors of the paired difference (:func:`_significant_gain`;
+    ``0`` keeps any gain).
     """
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if not (isinstance(min_gain_se, (int, float)) and min_gain_se >= 0):
+        raise ValueError(f"min_gain_se must be a number >= 0, got {min_gain_se!r}")
     scored = _prepare(val_probs, val_labels, exit_costs)
     geometric = _fit_geometric(scored, budget)
     names = [f"threshold_{k}" for k in range(scored.confidence.shape[0] - 1)]
@@ -330,7 +350,7 @@ def fit_optuna(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Se
             continue
         if _better(fits[trial.number], best):
             best = fits[trial.number]
-    return best
+    return best if _significant_gain(scored, best, geometric, min_gain_se) else geometric
 
 
 THRESHOLD_METHODS = ("geometric", "optuna")
