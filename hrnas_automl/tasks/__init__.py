@@ -28,6 +28,7 @@ _TASKS: dict[str, str] = {
     "detection": "hrnas_automl.tasks.detection:TASK",
     "keypoints": "hrnas_automl.tasks.keypoints:TASK",
     "segmentation": "hrnas_automl.tasks.segmentation:TASK",
+    "early-exit": "hrnas_automl.tasks.early_exit_task:TASK",
 }
 
 
