@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 __all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "layer_choice_table", "grouped_table", "verify_additive",
@@ -112,10 +113,12 @@ def layer_choice_table(supernet: nn.Module, build: Build, choices: Mapping[str, 
         lambda _m, args, _l=label: shapes[_l].append(tuple(args[0].shape[1:]) if len(args) == 1 else ()))
         for label in choices]
     try:
-        total = measure(net, input_shape)
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()
+    total = measure(net, input_shape)
     bad = [label for label, seen in shapes.items() if len(seen) != 1 or not seen[0]]
     if bad:
         raise ValueError(f"LayerChoices {bad} do not run exactly once on one tensor; give the space cost_groups")
