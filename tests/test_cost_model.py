@@ -2,6 +2,7 @@
 bounds with a clear error for an impossible budget, marginal costs, the latency lookup table."""
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
@@ -181,3 +182,19 @@ def test_latency_limit_below_the_fastest_arch_is_rejected(tmp_path: Any, monkeyp
         cost_limit("detnas-small", max_latency_ms=lo / 2, input_shape=SMALL, space_args=ARGS, threads=1)
     assert predicted_latency("detnas-small", random_archs("detnas-small", 1, **ARGS)[0], SMALL, threads=1,
                              **ARGS) >= lo
+
+
+def test_cli_cost_prints_analytic_and_ptflops_and_latency(capsys: pytest.CaptureFixture[str], tmp_path: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from hrnas_automl.cli import main
+
+    monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path))
+    argv = ["cost", "detnas-small", "--arch", "preset:detnas-coco-fpn-300m", "--input", "3x32x32",
+            "--space-arg", "num_classes=10"]
+    assert main([*argv, "--json", "--latency", "--threads", "1"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["analytic"] == {"macs": data["macs"], "params": data["params"]}
+    assert data["latency_ms"] > 0 and data["predicted_latency_ms"] > 0
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "analytic" in text and "ptflops" in text and f"{data['macs']:,}" in text
