@@ -63,7 +63,8 @@ def bench_space(space: str, shape: tuple[int, ...], space_args: dict[str, Any], 
         per_run.append((time.perf_counter() - t0) / len(archs))
     analytic_s, ptflops_median = statistics.median(per_run), statistics.median(ptflops_s)
     return {"space": space, "input": list(shape), "space_args": space_args, "samples": n,
-            "presets": len(archs) - n, "unique": len(references), "equal": equal, "total": len(archs), "mismatches": mismatches,
+            "presets": len(archs) - n, "unique": len(references), "equal": equal, "total": len(archs),
+            "mismatches": mismatches,
             "compile_s": round(compile_s, 3), "ptflops_ms_per_arch_median": round(ptflops_median * 1e3, 3),
             "analytic_us_per_arch_median": round(analytic_s * 1e6, 3),
             "speed_ratio": round(ptflops_median / analytic_s), "analytic_repeats": repeats}

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "layer_choice_table", "grouped_table", "verify_additive",
-           "cache_dir", "cached_table"]
+__all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "layer_choice_table", "grouped_table",
+           "verify_additive", "cache_dir", "cached_table"]
 
 Measure = Callable[[nn.Module, tuple[int, ...]], tuple[float, ...]]
 """Measures a module at an input shape (C, H, W), e.g. ``(macs, params)``."""
