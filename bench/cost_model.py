@@ -1,7 +1,7 @@
 """Benchmark of the analytic cost model (issue 7): equality with ptflops on random samples of every space,
 speed per candidate (analytic vs freeze + ptflops), and the latency lookup table's prediction error.
 
-    .venv/bin/python bench/cost_model.py                      # 1,000 samples per space, JSON in bench/results/
+    .venv/bin/python bench/cost_model.py                      # 1,000 samples per space, JSON per space in bench/results/
     .venv/bin/python bench/cost_model.py --samples 50 --spaces detnas-small --latency-archs 5
 
 Tables are compiled into a fresh cache directory, so the compile time is measured too. One torch thread.
@@ -99,25 +99,27 @@ def main() -> None:
     parser.add_argument("--latency-input", default="3x224x224")
     parser.add_argument("--latency-archs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "cost_model.json"))
+    parser.add_argument("--output-dir", default=str(Path(__file__).parent / "results"),
+                        help="one JSON per space (cost_model_SPACE.json) and cost_model_latency.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.environ["HRNAS_AUTOML_CACHE"] = tempfile.mkdtemp(prefix="hrnas-cost-bench-")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
+               "torch": torch.__version__}
     shape = parse_input_shape(args.input)
-    spaces = args.spaces or [spec.name for spec in list_spaces()]
-    results: dict[str, Any] = {"machine": f"{platform.processor() or platform.machine()}, 1 torch thread",
-                               "torch": torch.__version__, "cost": [], "latency": []}
-    for space in spaces:
+    for space in args.spaces if args.spaces is not None else [spec.name for spec in list_spaces()]:
         space_args = {"num_classes": 10} if space.startswith("detnas") else {}
         row = bench_space(space, shape, space_args, args.samples, args.repeats, args.seed)
         print(json.dumps({k: v for k, v in row.items() if k != "mismatches"}), file=sys.stderr, flush=True)
-        results["cost"].append(row)
+        (out / f"cost_model_{space}.json").write_text(json.dumps({**machine, **row}, indent=2) + "\n")
+    rows = []
     for space in args.latency_spaces:
-        row = bench_latency(space, parse_input_shape(args.latency_input), {}, args.latency_archs, args.seed)
-        print(json.dumps({k: v for k, v in row.items() if k != "rows"}), file=sys.stderr, flush=True)
-        results["latency"].append(row)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+        rows.append(bench_latency(space, parse_input_shape(args.latency_input), {}, args.latency_archs, args.seed))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "rows"}), file=sys.stderr, flush=True)
+    if rows:
+        (out / "cost_model_latency.json").write_text(json.dumps({**machine, "latency": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

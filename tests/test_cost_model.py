@@ -170,16 +170,25 @@ def test_latency_table_predicts_unseen_archs_and_is_cached(tmp_path: Any, monkey
     lo, hi = table.bounds()
     arch = random_archs("detnas-small", 1, seed=5, **ARGS)[0]
     assert lo[0] <= table.evaluate(arch)[0] <= hi[0]
-    feasible = cost_limit("detnas-small", max_latency_ms=(lo[0] + hi[0]) / 2, input_shape=SMALL, space_args=ARGS,
-                          threads=1)
-    assert feasible is not None
+    limit = (lo[0] + hi[0]) / 2
+    macs_lo, macs_hi = cost_bounds("detnas-small", SMALL, **ARGS)
+    max_macs = (macs_lo.macs + macs_hi.macs) / 2
+    both = cost_limit("detnas-small", max_macs=max_macs, max_latency_ms=limit, input_shape=SMALL, space_args=ARGS,
+                      threads=1)
+    evo = Evolution(choices_of("detnas-small", **ARGS), population_size=4, select_num=2, mutation_num=1,
+                    crossover_num=1, seed=0, constraint=both)
+    for _ in range(8):
+        proposal = evo.ask()
+        assert table.evaluate(proposal)[0] <= limit
+        assert analytic_cost("detnas-small", proposal, SMALL, **ARGS).macs <= max_macs
+        evo.tell(proposal, 1.0)
 
 
 def test_latency_limit_below_the_fastest_arch_is_rejected(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path))
     lo = latency_table("detnas-small", SMALL, threads=1, **ARGS).bounds()[0][0]
     with pytest.raises(InfeasibleConstraintError, match="max_latency_ms .* below the smallest latency_ms"):
-        cost_limit("detnas-small", max_latency_ms=lo / 2, input_shape=SMALL, space_args=ARGS, threads=1)
+        cost_limit("detnas-small", max_latency_ms=lo - 0.5, input_shape=SMALL, space_args=ARGS, threads=1)
     assert predicted_latency("detnas-small", random_archs("detnas-small", 1, **ARGS)[0], SMALL, threads=1,
                              **ARGS) >= lo
 
