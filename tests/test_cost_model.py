@@ -161,12 +161,12 @@ def test_space_without_cost_model_gets_a_clear_error(monkeypatch: pytest.MonkeyP
 
 def test_latency_table_predicts_unseen_archs_and_is_cached(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path))
-    table = latency_table("detnas-small", SMALL, threads=1, warmup=1, repeats=3, **ARGS)
+    table = latency_table("detnas-small", SMALL, threads=1, **ARGS)
     assert table.metrics == ("latency_ms",) and len(table.groups) == len(choices_of("detnas-small", **ARGS))
     assert all(v[0] > 0 for d in table.deltas for v in d.values())
     stored = list(tmp_path.rglob("*.json"))
     assert len(stored) == 1
-    again = latency_table("detnas-small", SMALL, threads=1, warmup=1, repeats=3, **ARGS)
+    again = latency_table("detnas-small", SMALL, threads=1, **ARGS)
     assert again == table  # read back from disk, not measured again (measurements would differ)
     lo, hi = table.bounds()
     arch = random_archs("detnas-small", 1, seed=5, **ARGS)[0]
