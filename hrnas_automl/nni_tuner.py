@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 import nni
 from nni.tuner import Tuner
 
 from hrnas_automl.arch import choices_of
-from hrnas_automl.cost import cost_limit
 from hrnas_automl.nni_compat import quiet_nni, to_nni_search_space
 from hrnas_automl.strategies import Evolution, RandomSearch, Strategy
 
@@ -70,13 +70,27 @@ class StrategyTuner(Tuner):
         max_latency_ms = _number("max_latency_ms", max_latency_ms)
         self.space, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
         self.space_args = dict(space_args or {})
-        self.choices = choices_of(space, **self.space_args)
-        self.constraint = cost_limit(space, max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms,
-                                     input_shape=input_shape, space_args=self.space_args, threads=latency_threads)
-        self.strategy = self.make_strategy(self.choices, seed=seed, constraint=self.constraint, **strategy_args)
+        self._limits = {"max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency_ms,
+                        "input_shape": input_shape, "threads": latency_threads}
+        self._strategy_args = strategy_args
         self._running: dict[int, dict[str, Any]] = {}
         self._deferred: deque[int] = deque()
         self._send: Callable[[int, dict[str, Any]], None] | None = None
+
+    # Built on first use, not in __init__: NNI creates the tuner before its dispatcher connects to the
+    # manager, which gives up after 10 s, and building a space or compiling its cost table can take longer.
+    @cached_property
+    def choices(self) -> dict[str, list[Any]]:
+        """The space's ``{label: candidates}`` (the nnictl search space must be their NNI form)."""
+        return choices_of(self.space, **self.space_args)
+
+    @cached_property
+    def strategy(self) -> Strategy:
+        """The strategy this tuner drives, under the configured limits."""
+        from hrnas_automl.cost import cost_limit  # imports torch
+
+        constraint = cost_limit(self.space, space_args=self.space_args, **self._limits)
+        return self.make_strategy(self.choices, seed=self.seed, constraint=constraint, **self._strategy_args)
 
     def make_strategy(self, choices: dict[str, list[Any]], **kwargs: Any) -> Strategy:
         """Build the strategy this tuner drives."""

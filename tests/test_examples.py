@@ -54,5 +54,5 @@ def test_experiment_config_is_consistent(path: Path) -> None:
         assert {k: built[k] for k in space_args} == space_args, "the tuner's space differs from the trial's"
         known = set(inspect.signature(cls.__init__).parameters) | set(inspect.signature(Evolution.__init__).parameters)
         assert set(args) <= known, f"unknown classArgs {set(args) - known}"
-        cls(**args)  # builds the strategy: the arguments are valid
+        assert cls(**args).strategy is not None  # builds the strategy: the arguments are valid
     assert space_file == to_nni_search_space(choices_of(trial.space, **space_args))
