@@ -42,6 +42,8 @@ demo: install
 examples: install
 	$(BIN)/hrnas-automl export-space detnas-small --space-arg num_classes=10 -o examples/detnas/search_space_small.json
 	$(BIN)/hrnas-automl export-space hrnas --space-arg setting=tiny --space-arg bn_momentum=0.1 --space-arg head=segmentation --space-arg num_classes=4 -o examples/hrnas/search_space_tiny_seg.json
+	$(BIN)/hrnas-automl export-space lite-hrnet --space-arg head=keypoints --space-arg num_keypoints=17 -o examples/lite_hrnet/search_space.json
+	$(BIN)/hrnas-automl export-space ranet --space-arg num_classes=4 -o examples/ranet/search_space.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

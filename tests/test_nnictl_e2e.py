@@ -49,3 +49,28 @@ def test_example_experiment_runs_and_reports_common_keys(example: str, tmp_path:
         assert limit is None or t.metrics["macs"] <= limit
         assert [row["epoch"] for row in t.intermediate] == [0, 1]
     assert (nni_home / "nni-experiments" / exp.id).is_dir()  # the registry went to the private HOME
+
+
+@pytest.mark.slow
+def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_home: Path) -> None:
+    examples = EXAMPLES.parent / "lite_hrnet"
+    shutil.copy(examples / "search_space.json", tmp_path)
+    trial = yaml.safe_load((examples / "trial_kpt.yml").read_text())
+    trial["data"].update(train_size=8, val_size=4, cache_dir=str(tmp_path / "data"))
+    trial["train"].update(epochs=1)
+    trial["latency"].update(repeats=2, warmup=0)
+    (tmp_path / "trial_kpt.yml").write_text(yaml.safe_dump(trial))
+    config = yaml.safe_load((examples / "evolution.yml").read_text())
+    config.update(maxTrialNumber=3, maxExperimentDuration="10m")
+    config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
+    (tmp_path / "evolution.yml").write_text(yaml.safe_dump(config))
+    exp = NniExperiment.create(tmp_path / "evolution.yml", port=free_port(), env=nni_env(home=nni_home))
+    try:
+        trials = exp.wait(timeout=420)
+    finally:
+        exp.stop()
+    assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    for t in trials:
+        assert {"default", "ap", "pck", "macs", "params", "latency_ms"} <= set(t.metrics)
+        assert t.metrics["default"] == t.metrics["ap"] and t.metrics["latency_ms"] > 0
+        assert t.metrics["macs"] == arch_cost("lite-hrnet", t.arch, (3, 64, 48), head="keypoints").macs
