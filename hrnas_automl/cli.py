@@ -10,6 +10,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -31,7 +32,7 @@ def _size_text(choices: dict[str, list[Any]]) -> str:
     counts = {len(v) for v in choices.values()}
     size = math.prod(len(v) for v in choices.values())
     power = f"{counts.pop()}^{len(choices)} = " if len(counts) == 1 else ""
-    return f"{power}{size:.3g}"
+    return f"{power}{Decimal(size):.3g}"  # Decimal: sizes such as 17^268 (hrnas) overflow a float
 
 
 def _print_json(obj: Any) -> None:

@@ -25,6 +25,7 @@ def test_spaces_lists_sizes_and_presets(capsys: pytest.CaptureFixture[str]) -> N
     assert "detnas-coco-fpn-1.3g" in rows["detnas-large"]["presets"]
     _, text, _ = run(capsys, "spaces")
     assert "4^40 = 1.21e+24" in text
+    assert "17^268 = 5.76e+329" in text  # hrnas: beyond a float's range
 
 
 def test_describe_json_matches_space(capsys: pytest.CaptureFixture[str]) -> None:
