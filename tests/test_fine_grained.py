@@ -183,3 +183,46 @@ def test_example_study_reaches_8_trials_plots_and_resumes(tmp_path: Path, capsys
     assert "8 finished trials" in capsys.readouterr().out
     assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
     assert any(t.values[1] <= config["max_macs"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+
+
+def test_prune_command_reports_each_step_and_writes_the_sample(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import yaml
+
+    from hrnas_automl.cli import main
+
+    config = {"space": "hrnas", "space_args": SPACE_ARGS, "task": "segmentation", "data": {"kind": "shapes", **DATA},
+              "train": {"epochs": 2, "batch_size": 8}, "threads": 1, "output_dir": str(tmp_path / "out"),
+              "latency": {"repeats": 2, "warmup": 0}, "prune": {"lam": 10.0, "warmup": 0}}
+    (tmp_path / "prune.yml").write_text(yaml.safe_dump(config))
+    assert main(["prune", "--config", str(tmp_path / "prune.yml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    steps = [json.loads(line) for line in lines[:2]]
+    final = json.loads("\n".join(lines[2:]))
+    assert [s["epoch"] for s in steps] == [0, 1] and steps[1]["macs"] == final["metrics"]["macs"]
+    assert {"default", "miou", "macs", "params", "latency_ms", "trial_s"} <= set(final["metrics"])
+    stored = json.loads((tmp_path / "out" / "result.json").read_text())
+    frozen = hrnas_network(stored["arch"], **model_args())
+    frozen.load_state_dict(torch.load(tmp_path / "out" / "weights.pt", weights_only=True))
+    config["prune"] = {"epochs": 3}
+    (tmp_path / "bad.yml").write_text(yaml.safe_dump(config))
+    assert main(["prune", "--config", str(tmp_path / "bad.yml")]) == 2
+    assert "prune: unknown keys ['epochs']" in capsys.readouterr().err
+
+
+def test_nnictl_example_grids_prune_keys_of_a_valid_prune_config() -> None:
+    import json
+
+    import yaml
+
+    from hrnas_automl.prune_trial import PRUNE_KEYS, load_prune_config
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "hrnas"
+    experiment = yaml.safe_load((folder / "fine_grained.yml").read_text())
+    command = experiment["trialCommand"].split()
+    assert command[:2] == ["hrnas-automl", "prune"]
+    config, prune = load_prune_config(folder / command[command.index("--config") + 1])
+    assert config.space == "hrnas" and set(prune) <= set(PRUNE_KEYS)
+    assert set(json.loads((folder / experiment["searchSpaceFile"]).read_text())) <= set(PRUNE_KEYS)
