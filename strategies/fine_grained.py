@@ -12,10 +12,11 @@ with no channel or a Transformer with no token is removed), BN statistics are re
 
 Grid: a prune step counts the survivors (|α| > threshold) of a unit, rounds that count *up* to the next value
 of the space's grid and keeps that many channels with the largest |α|, so the network is a sample of the space
-after every step (never fewer channels than the threshold keeps). With ``max_macs`` the run is budget-driven:
+after every step (never fewer channels than the threshold keeps). With ``max_macs`` the run is budget-driven
+instead of threshold-driven (the threshold alone overshoots any budget by far or not at all, depending on λ):
 the MACs target falls linearly from the supernet's to the budget over the prune steps, and while a step is
 above its target the unit step (one grid value down) with the least |α| lost per MAC saved is taken, so the
-last step ends under budget.
+last step ends just under budget.
 
 Protocol (any space that has it works): the frozen network, or one of its submodules, has
 ``prunable_units() -> [PrunableUnit(label, kind, module, alpha)]`` and ``arch() -> {label: count}``; its units
@@ -271,11 +272,15 @@ def _ceil_to_grid(count: int, grid: tuple[int, ...]) -> int:
 
 def _plan(model: nn.Module, grids: Mapping[str, tuple[int, ...]], threshold: float,
           deltas: Mapping[str, tuple[float, float]], macs: float, target: float | None) -> dict[str, int]:
-    """New counts: survivors of the threshold rounded up to the grid, then (``target``) cheapest grid steps down
-    by |α| lost per MAC saved until the estimated MACs (``Δ`` per channel removed) reach the target."""
+    """New counts. Without ``target``: the survivors of the threshold rounded up to the grid. With one: from the
+    current counts, the grid steps down with the least |α| lost per MAC saved until the estimated MACs (``Δ``
+    per channel removed) reach the target (units the penalty drove to 0 go first, at no loss)."""
     units = prunable_root(model).prunable_units()
     ranked = {u.label: u.alpha.detach().abs().sort(descending=True).values for u in units}
-    counts = {label: _ceil_to_grid(int((a > threshold).sum()), grids[label]) for label, a in ranked.items()}
+    if target is None:
+        counts = {label: _ceil_to_grid(int((a > threshold).sum()), grids[label]) for label, a in ranked.items()}
+    else:
+        counts = {label: len(a) for label, a in ranked.items()}
     estimate = macs - sum(deltas[k][0] * (len(a) - counts[k]) for k, a in ranked.items())
     while target is not None and estimate > target:
         best, best_score = None, math.inf
