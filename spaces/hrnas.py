@@ -552,7 +552,8 @@ class HRNASSpace(ModelSpace):
 
     Example:
         >>> space = HRNASSpace("tiny", head="segmentation", num_classes=5)
-        >>> net = space.freeze({label: values[0] for label, values in hrnas_grid(space.setting, "segmentation").items()})
+        >>> grid = hrnas_grid(space.setting, "segmentation")
+        >>> net = space.freeze({label: values[1] for label, values in grid.items()})  # the narrowest non-zero
     """
 
     def __init__(self, setting: str | Mapping[str, Any] = "official", *, head: str = "classifier",
@@ -596,7 +597,8 @@ class HRNASSpace(ModelSpace):
 def widest_arch(setting: str | Mapping[str, Any] = "official", head: str = "classifier", *,
                 channel_steps: int | None = CHANNEL_STEPS, transformer: bool = True, tokens: bool = True,
                 ) -> dict[str, int]:
-    """Every channel label at its maximum; token labels at 64 (``tokens=True``) or 0 (the official supernet)."""
+    """Every channel label at its maximum; token labels (present unless ``transformer=False``) at 64, or at 0 with
+    ``tokens=False``, which is the official supernet (``use_transformer: False``)."""
     grid = hrnas_grid(hrnas_setting(setting), head, channel_steps=channel_steps, transformer=transformer)
     return {label: (max(v) if tokens or not label.endswith("_tokens") else 0) for label, v in grid.items()}
 
@@ -667,6 +669,6 @@ register_space(
         "hrnas-searched-cls": (official_searched_arch(),
                                "dingmyu/HR-NAS checkpoint.json (searched ImageNet classifier); hidden widths snapped "
                                "to the nearest grid value (channel_steps=None maps them exactly); the retraining "
-                               "recipe's SE modules, Swish and dropout 0.28 (REFERENCE §5.2) are not part of the space"),
+                               "recipe's SE modules, Swish and dropout 0.28 (REFERENCE §5.2) are not in the space"),
     },
 )

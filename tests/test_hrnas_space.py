@@ -16,7 +16,8 @@ from hrnas_automl.latency import torch_threads
 from hrnas_automl.registry import get_preset, get_space, list_presets, space_size
 from hrnas_automl.spaces.hrnas import (
     HEADS, HRNAS_SETTINGS, TOKEN_GRID, HRNASSpace, KernelPath, SearchingBlock, TokenTransformer, block_specs,
-    channel_grid, hrnas_grid, hrnas_network, official_searched_arch, positional_map, snap_to_grid, widest_arch,
+    channel_grid, hrnas_grid, hrnas_network, hrnas_supernet, official_searched_arch, positional_map, snap_to_grid,
+    widest_arch,
 )
 
 # Counted by building the official dingmyu/HR-NAS models/hrnet.py HighResolutionNet in a scratch directory with the
@@ -66,7 +67,7 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def supernets() -> dict[str, HRNASSpace]:
     """The widest official supernet (every channel at 4x, 64 tokens per block), one per head."""
-    return {head: HRNASSpace(head=head, **_outputs(head)) for head in HEADS}
+    return {head: hrnas_supernet(head=head, **_outputs(head)) for head in HEADS}
 
 
 def test_official_supernets_have_the_official_parameter_counts() -> None:
