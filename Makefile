@@ -41,6 +41,7 @@ demo: install
 
 examples: install
 	$(BIN)/hrnas-automl export-space detnas-small --space-arg num_classes=10 -o examples/detnas/search_space_small.json
+	$(BIN)/hrnas-automl export-space hrnas --space-arg setting=tiny --space-arg bn_momentum=0.1 --space-arg head=segmentation --space-arg num_classes=4 -o examples/hrnas/search_space_tiny_seg.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -82,35 +82,44 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     space_args = _space_args(args.space_arg)
     shape = parse_input_shape(args.input) if args.input else None
-    limit = cost_limit(args.space, max_macs=args.max_macs, max_params=args.max_params, input_shape=shape,
-                       space_args=space_args)
+    limit = cost_limit(args.space, max_macs=args.max_macs, max_params=args.max_params,
+                       max_latency_ms=args.max_latency_ms, input_shape=shape, space_args=space_args,
+                       threads=args.threads)
     arch = RandomSearch(choices_of(args.space, **space_args), seed=args.seed, constraint=limit,
                         max_attempts=args.max_attempts).ask()
     _print_json(arch)
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
-    from hrnas_automl.arch import freeze, load_arch
-    from hrnas_automl.cost import count_cost, parse_input_shape
+    from hrnas_automl.arch import choices_of, freeze, load_arch, validate_arch
+    from hrnas_automl.cost import analytic_cost, count_cost, parse_input_shape
     from hrnas_automl.registry import get_space
 
     space_of_arch, arch = load_arch(args.arch)
     if space_of_arch is not None and space_of_arch != args.space:
         raise ValueError(f"{args.arch} is an architecture of {space_of_arch}, not {args.space}")
+    space_args = _space_args(args.space_arg)
     shape = parse_input_shape(args.input) if args.input else get_space(args.space).default_input
-    net = freeze(args.space, arch, **_space_args(args.space_arg))
+    arch = validate_arch(arch, choices_of(args.space, **space_args), args.space)
+    analytic = analytic_cost(args.space, arch, shape, **space_args)
+    net = freeze(args.space, arch, **space_args)
     cost = count_cost(net, shape)
-    out: dict[str, Any] = {"space": args.space, "input": list(shape), "macs": cost.macs, "params": cost.params}
+    out: dict[str, Any] = {"space": args.space, "input": list(shape), "macs": cost.macs, "params": cost.params,
+                           "analytic": {"macs": analytic.macs, "params": analytic.params}}
     if args.latency:
-        from hrnas_automl.latency import measure_latency
+        from hrnas_automl.latency import measure_latency, predicted_latency
 
         out["latency_ms"] = measure_latency(net, shape, threads=args.threads)
+        out["predicted_latency_ms"] = predicted_latency(args.space, arch, shape, threads=args.threads, **space_args)
     if args.json:
         _print_json(out)
-    else:
-        extra = f", latency {out['latency_ms']:.2f} ms" if args.latency else ""
-        print(f"{args.space} at {'x'.join(map(str, shape))}: {cost.params:,} params, {cost.macs / 1e6:,.1f} M MACs"
-              f" (ptflops){extra}")
+        return
+    print(f"{args.space} at {'x'.join(map(str, shape))}   {'analytic':>15} {'ptflops':>15}")
+    print(f"{'params':<20} {analytic.params:>15,} {cost.params:>15,}")
+    print(f"{'MACs':<20} {analytic.macs:>15,} {cost.macs:>15,}")
+    if args.latency:
+        print(f"{'latency ms':<20} {out['predicted_latency_ms']:>15.2f} {out['latency_ms']:>15.2f}"
+              "   (table prediction | measured)")
 
 
 def cmd_export_space(args: argparse.Namespace) -> None:
@@ -309,6 +318,59 @@ def cmd_prune(args: argparse.Namespace) -> None:
     _print_json({k: record[k] for k in ("space", "arch", "metrics")})
 
 
+def cmd_oneshot(args: argparse.Namespace) -> None:
+    from hrnas_automl import nni_compat
+    from hrnas_automl.arch import load_arch
+    from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
+
+    nni_compat.quiet_nni()
+    nni = nni_compat.in_nni_trial()
+    if nni and args.action != "eval":
+        nni_compat.next_parameter()  # NNI refuses reports before the trial has asked for its parameters
+
+    def show(row: dict[str, Any]) -> None:
+        print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+    if args.action == "train":
+        from hrnas_automl.oneshot.supernet import train_supernet
+
+        def on_checkpoint(step: int, loss: float) -> None:
+            row = {"default": loss, "step": step, "loss": loss}
+            nni_compat.report_intermediate(row) if nni else show(row)
+
+        metrics = train_supernet(load_config(args.config, SupernetConfig), on_checkpoint=on_checkpoint)
+        final = {"default": metrics["loss"], **metrics}
+        nni_compat.report_final(final) if nni else show(final)
+        return
+    if args.action == "eval":
+        from hrnas_automl.oneshot.search import evaluate_arch
+
+        config = load_config(args.config, SearchConfig)
+        if nni:
+            arch = nni_compat.next_parameter()
+        elif args.arch:
+            arch = load_arch(args.arch)[1]
+        else:
+            raise ValueError("oneshot eval needs --arch (a JSON file or preset:NAME) outside nnictl")
+        metrics = evaluate_arch(config, arch)
+        final = {"default": metrics["map"], **metrics}
+        nni_compat.report_final(final) if nni else show({**final, "arch": arch})
+        return
+    from hrnas_automl.oneshot.search import run_search
+
+    def on_candidate(row: dict[str, Any]) -> None:
+        metrics = {"default": row["map"], **{k: v for k, v in row.items() if k != "arch"}}
+        nni_compat.report_intermediate(metrics) if nni else show({**metrics, "arch": row["arch"]})
+
+    result = run_search(load_config(args.config, SearchConfig), on_candidate=on_candidate)
+    best = {"default": result.best["map"], **{k: v for k, v in result.best.items() if k != "arch"},
+            "candidates": len(result.evaluated)}
+    if nni:
+        nni_compat.report_final(best)
+    else:
+        show({**best, "arch": result.best["arch"]})
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     parser = argparse.ArgumentParser(prog="hrnas-automl", description=__doc__.splitlines()[0])
@@ -334,13 +396,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-macs", type=float, help="MACs limit at --input")
     p.add_argument("--max-params", type=float, help="parameter limit")
     p.add_argument("--input", help="CxHxW for the limits (default: the space's paper input)")
+    p.add_argument("--max-latency-ms", type=float, help="latency limit (lookup table measured on this machine)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for the latency table")
     p.add_argument("--max-attempts", type=int, default=2000, help="random draws before giving up on the limits")
     p.set_defaults(func=cmd_sample)
 
-    p = space_cmd("cost", "params and MACs (ptflops) of a frozen architecture")
+    p = space_cmd("cost", "params and MACs of an architecture: analytic table and ptflops side by side")
     p.add_argument("--arch", required=True, help="a JSON file or preset:NAME")
     p.add_argument("--input", help="CxHxW (default: the space's paper input)")
-    p.add_argument("--latency", action="store_true", help="also measure latency on this machine")
+    p.add_argument("--latency", action="store_true",
+                   help="also measure latency on this machine and predict it from the latency table")
     p.add_argument("--threads", type=int, default=None, help="torch threads for --latency")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cost)
@@ -367,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, default=32, help="images in the validation split")
     p.add_argument("--image-size", type=int, help="square image side (default 64 segmentation, 128 keypoints)")
     p.set_defaults(func=cmd_make_data)
+
+    p = sub.add_parser("oneshot", help="DetNAS one-shot: train a detection supernet, search on its weights")
+    p.add_argument("action", choices=("train", "search", "eval"), help="train: path-wise supernet training "
+                   "(resumable); search: evolution/random on the supernet's weights (resumable); eval: one "
+                   "architecture on the supernet's weights (an nnictl trial per candidate)")
+    p.add_argument("--config", required=True, help="YAML, e.g. examples/detnas/oneshot_supernet.yml")
+    p.add_argument("--arch", help="eval outside nnictl: a JSON file or preset:NAME")
+    p.set_defaults(func=cmd_oneshot)
 
     p = sub.add_parser("search", help="run an nnictl experiment, wait, print the best architecture")
     p.add_argument("config", help="an nnictl experiment YAML, e.g. examples/detnas/evolution.yml")

@@ -1,21 +1,40 @@
-"""What a network costs: parameters and MACs of a frozen network, counted by ptflops.
+"""What a network costs: parameters and MACs, counted by ptflops or read from an analytic table.
 
-MACs are multiply-accumulates as ptflops' PyTorch backend reports them: conv and linear MACs plus
-one per element for BatchNorm, ReLU, pooling and upsampling (shared/docs/REFERENCE.md, unit notes).
-Parameters are counted directly from the module, so they are exact.
+MACs are multiply-accumulates as ptflops' PyTorch backend (0.7.x) reports them. It counts modules: Conv1/2/3d
+and ConvTranspose (``out elements x in/groups x kernel`` + bias), Linear (+ bias), BatchNorm/InstanceNorm/
+GroupNorm/LayerNorm (2 per element when affine), ReLU/ReLU6/PReLU/ELU/LeakyReLU/GELU (1 per element),
+max/avg/adaptive pooling (1 per input element), Upsample (1 per output element), RNN/LSTM/GRU and
+MultiheadAttention; and functionals: F.relu & co., pooling, softmax, F.interpolate (1 per output element),
+matmul/mm/bmm/addmm, torch.add/mul. Not counted: Identity, Dropout, cat, view/transpose/slicing (channel
+shuffle), sigmoid/tanh modules, the ``+`` operator. Parameters are counted directly from the module.
+
+The analytic cost (:func:`analytic_cost`) never builds a network: it reads a
+:class:`~hrnas_automl.cost_table.CostTable` compiled once per (space, input size, space arguments) *from
+ptflops itself*, so it counts exactly the op kinds above. How a space is compiled (:func:`space_table`):
+
+* every label a ``LayerChoice`` (DetNAS): each candidate block counted alone at its input shape, plus the rest
+  of the network (one network and one small count per candidate);
+* ``SpaceSpec.cost_groups`` given (RANet: one group, all 576 networks): whole networks per group value.
+
+Each table is checked against direct counts of random networks when compiled, and stored on disk
+(:func:`hrnas_automl.cost_table.cached_table`) keyed by space, input, space arguments and package version.
 """
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-__all__ = ["Cost", "count_cost", "arch_cost", "cost_limit", "parse_input_shape"]
+if TYPE_CHECKING:
+    from hrnas_automl.cost_table import CostTable, Measure
+
+__all__ = ["Cost", "count_cost", "arch_cost", "cost_limit", "parse_input_shape", "space_table", "cost_table",
+           "analytic_cost", "cost_bounds", "marginal_cost"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +54,7 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def count_cost(model: nn.Module, input_shape: tuple[int, int, int]) -> Cost:
+def count_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     """Count a network's MACs (ptflops, PyTorch backend) at ``input_shape`` and its parameters."""
     from ptflops import get_model_complexity_info
 
@@ -50,34 +69,147 @@ def count_cost(model: nn.Module, input_shape: tuple[int, int, int]) -> Cost:
     return Cost(macs=int(macs), params=sum(p.numel() for p in model.parameters()))
 
 
+def _default_shape(space: str, input_shape: Sequence[int] | None) -> tuple[int, ...]:
+    from hrnas_automl.registry import get_space
+
+    return tuple(input_shape) if input_shape is not None else get_space(space).default_input
+
+
 @lru_cache(maxsize=4096)
-def _arch_cost(space: str, arch_json: str, input_shape: tuple[int, int, int], args_json: str) -> Cost:
+def _arch_cost(space: str, arch_json: str, input_shape: tuple[int, ...], args_json: str) -> Cost:
     from hrnas_automl.arch import freeze
 
     return count_cost(freeze(space, json.loads(arch_json), **json.loads(args_json)), input_shape)
 
 
-def arch_cost(space: str, arch: Mapping[str, Any], input_shape: tuple[int, int, int] | None = None,
+def arch_cost(space: str, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
               **space_args: Any) -> Cost:
-    """Cost of an architecture of a registered space (frozen and counted once, then cached)."""
+    """ptflops cost of an architecture of a registered space (frozen and counted, then cached in memory):
+    the reference :func:`analytic_cost` is checked against."""
+    return _arch_cost(space, json.dumps(dict(arch), sort_keys=True), _default_shape(space, input_shape),
+                      json.dumps(space_args, sort_keys=True))
+
+
+def space_table(space: str, input_shape: tuple[int, ...], space_args: Mapping[str, Any], measure: Measure,
+                metrics: tuple[str, ...], *, kind: str, verify: bool) -> CostTable:
+    """Compile (or load from the disk cache) ``space``'s additive table of ``measure`` (module docstring).
+
+    ``kind`` names the measure in the cache key (``ptflops``, ``latency-cpu-1t``...); ``verify`` checks the
+    table against two random networks (for exact measures only).
+
+    Raises:
+        ValueError: the space has no analytic model (labels that are not LayerChoices and no cost_groups).
+        NotAdditiveError: the space's groups interact, so the table would be wrong.
+    """
+    from hrnas_automl import __version__
+    from hrnas_automl.arch import build_space, choices_of, freeze
+    from hrnas_automl.cost_table import cached_table, grouped_table, layer_choice_table, verify_additive
     from hrnas_automl.registry import get_space
 
-    shape = tuple(input_shape) if input_shape is not None else get_space(space).default_input
-    return _arch_cost(space, json.dumps(dict(arch), sort_keys=True), shape, json.dumps(space_args, sort_keys=True))
+    spec, choices = get_space(space), choices_of(space, **space_args)
+
+    def build(arch: Mapping[str, Any]) -> nn.Module:
+        return freeze(space, arch, **space_args)
+
+    def compile_table() -> CostTable:
+        if spec.cost_groups is not None:
+            table = grouped_table(build, choices, spec.cost_groups(choices), input_shape, measure, metrics)
+        else:
+            try:
+                table = layer_choice_table(build_space(space, **space_args), build, choices, input_shape, measure,
+                                           metrics)
+            except ValueError as exc:
+                raise ValueError(f"space {space} has no analytic cost model ({exc}); register it with "
+                                 "SpaceSpec(cost_groups=...), see hrnas_automl/cost.py") from None
+        if verify:
+            verify_additive(table, build, choices, input_shape, measure)
+        return table
+
+    key = {"space": space, "input": list(input_shape), "space_args": dict(space_args), "kind": kind,
+           "version": __version__}
+    return cached_table(key, compile_table)
+
+
+def _ptflops_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, ...]:
+    return astuple(count_cost(module, input_shape))
+
+
+@lru_cache(maxsize=64)
+def _cost_table(space: str, input_shape: tuple[int, ...], args_json: str) -> CostTable:
+    return space_table(space, input_shape, json.loads(args_json), _ptflops_measure, ("macs", "params"),
+                       kind="ptflops", verify=True)
+
+
+def cost_table(space: str, input_shape: Sequence[int] | None = None, **space_args: Any) -> CostTable:
+    """The compiled (macs, params) table of a space at ``input_shape`` (default: the space's paper input)."""
+    return _cost_table(space, _default_shape(space, input_shape), json.dumps(space_args, sort_keys=True))
+
+
+def analytic_cost(space: str, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
+                  **space_args: Any) -> Cost:
+    """MACs and params of ``arch``, equal to ptflops' count of the frozen network, without building it."""
+    macs, params = cost_table(space, input_shape, **space_args).evaluate(arch)
+    return Cost(int(macs), int(params))
+
+
+def cost_bounds(space: str, input_shape: Sequence[int] | None = None, **space_args: Any) -> tuple[Cost, Cost]:
+    """Exact smallest and largest MACs and params over the space (each metric on its own)."""
+    lo, hi = cost_table(space, input_shape, **space_args).bounds()
+    return Cost(int(lo[0]), int(lo[1])), Cost(int(hi[0]), int(hi[1]))
+
+
+def marginal_cost(space: str, arch: Mapping[str, Any], label: str, value: Any,
+                  input_shape: Sequence[int] | None = None, **space_args: Any) -> Cost:
+    """How MACs and params change when ``label`` of ``arch`` becomes ``value`` (negative when cheaper).
+
+    This is the per-unit cost a penalty weighs (the fine-grained strategy's Δi): for a channel-count label,
+    ``-marginal_cost(..., label, c - 1)`` is the cost of one channel of that path.
+    """
+    macs, params = cost_table(space, input_shape, **space_args).marginal(arch, label, value)
+    return Cost(int(macs), int(params))
+
+
+def _check_limit(space: str, metric: str, limit: float, lo: float, hi: float, where: str) -> None:
+    if limit < lo:
+        from hrnas_automl.strategies.base import InfeasibleConstraintError
+
+        raise InfeasibleConstraintError(f"max_{metric} {limit:.6g} is below the smallest {metric} of {space} {where} "
+                                        f"({lo:.6g}; the largest is {hi:.6g}); raise the limit to at least {lo:.6g}")
 
 
 def cost_limit(space: str, *, max_macs: float | None = None, max_params: float | None = None,
-               input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None
+               max_latency_ms: float | None = None, input_shape: Sequence[int] | None = None,
+               space_args: Mapping[str, Any] | None = None, threads: int | None = None, device: str = "cpu"
                ) -> Callable[[dict[str, Any]], bool] | None:
-    """A feasibility test for strategies: the frozen network's MACs/params at ``input_shape`` are within
-    the limits. None when no limit is given (every architecture is feasible)."""
-    if max_macs is None and max_params is None:
+    """A feasibility test for strategies: the analytic MACs/params and the latency predicted by the table
+    measured on this machine (``threads``, ``device``) are within every limit given. None without limits.
+
+    Raises:
+        InfeasibleConstraintError: a limit is below the smallest value the space can reach (the message
+            names the smallest and the largest), so no search spins on an impossible budget.
+    """
+    if max_macs is None and max_params is None and max_latency_ms is None:
         return None
-    shape = tuple(input_shape) if input_shape is not None else None
+    shape = _default_shape(space, input_shape)
     args = dict(space_args or {})
+    where = f"at {'x'.join(map(str, shape))}"
+    checks: list[tuple[CostTable, int, float]] = []  # (table, metric index, limit)
+    if max_macs is not None or max_params is not None:
+        table = cost_table(space, shape, **args)
+        lo, hi = table.bounds()
+        for i, (metric, limit) in enumerate((("macs", max_macs), ("params", max_params))):
+            if limit is not None:
+                _check_limit(space, metric, limit, lo[i], hi[i], where)
+                checks.append((table, i, limit))
+    if max_latency_ms is not None:
+        from hrnas_automl.latency import latency_table
+
+        table = latency_table(space, shape, threads=threads, device=device, **args)
+        lo, hi = table.bounds()
+        _check_limit(space, "latency_ms", max_latency_ms, lo[0], hi[0], f"{where} on {device} (predicted)")
+        checks.append((table, 0, max_latency_ms))
 
     def feasible(arch: dict[str, Any]) -> bool:
-        cost = arch_cost(space, arch, shape, **args)
-        return (max_macs is None or cost.macs <= max_macs) and (max_params is None or cost.params <= max_params)
+        return all(table.evaluate(arch)[i] <= limit for table, i, limit in checks)
 
     return feasible

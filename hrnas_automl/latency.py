@@ -1,15 +1,20 @@
-"""Measured latency of a frozen network on the current machine (median over repeated runs)."""
+"""Latency: measured for a frozen network on this machine (median over repeated runs), and predicted for
+unseen candidates by a lookup table measured once per space, device and input size."""
 from __future__ import annotations
 
 import statistics
 import time
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-__all__ = ["measure_latency", "torch_threads"]
+if TYPE_CHECKING:
+    from hrnas_automl.cost_table import CostTable
+
+__all__ = ["measure_latency", "torch_threads", "latency_table", "predicted_latency"]
 
 
 @contextmanager
@@ -55,3 +60,37 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, int, int], *, batc
                 times.append((time.perf_counter() - t0) * 1000.0)
     model.train(was_training)
     return statistics.median(times)
+
+
+def _device_name(device: str, threads: int | None) -> str:
+    """The machine a latency table belongs to: GPU name, or CPU model and thread count."""
+    import platform
+
+    if device.startswith("cuda"):
+        return f"{device}:{torch.cuda.get_device_name(torch.device(device))}"
+    return f"cpu:{platform.processor() or platform.machine()}:{threads or torch.get_num_threads()}t"
+
+
+def latency_table(space: str, input_shape: Sequence[int] | None = None, *, threads: int | None = None,
+                  device: str = "cpu", warmup: int = 3, repeats: int = 10, **space_args: Any) -> CostTable:
+    """Per-op latency lookup table of a space, measured once on this machine and cached per device and
+    input size: ``latency_ms`` of a candidate = base + the latency of each chosen block measured alone
+    (DetNAS), or whole networks per group (RANet). It predicts candidates never measured; ``bench/
+    cost_model.py`` reports its error against :func:`measure_latency`.
+    """
+    from hrnas_automl.cost import _default_shape, space_table
+
+    shape = _default_shape(space, input_shape)
+
+    def measure(module: nn.Module, module_shape: tuple[int, ...]) -> tuple[float, ...]:
+        return (measure_latency(module, module_shape, warmup=warmup, repeats=repeats, threads=threads,
+                                device=device),)
+
+    return space_table(space, shape, space_args, measure, ("latency_ms",),
+                       kind=f"latency-{_device_name(device, threads)}-w{warmup}r{repeats}", verify=False)
+
+
+def predicted_latency(space: str, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None, *,
+                      threads: int | None = None, device: str = "cpu", **space_args: Any) -> float:
+    """Latency of ``arch`` in ms predicted by :func:`latency_table` (no network is built)."""
+    return latency_table(space, input_shape, threads=threads, device=device, **space_args).evaluate(arch)[0]

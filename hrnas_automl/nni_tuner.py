@@ -51,23 +51,28 @@ class StrategyTuner(Tuner):
         space: a registered space name; the nnictl search space must be its ``export-space`` output.
         seed: the strategy's seed (same seed, same proposals).
         optimize_mode: ``maximize`` or ``minimize`` the ``default`` metric.
-        max_macs / max_params: only propose networks under these limits (counted at ``input_shape``).
+        max_macs / max_params: only propose networks under these limits (analytic cost at ``input_shape``).
+        max_latency_ms: only propose networks whose latency, predicted by the lookup table measured on the
+            tuner's machine (:func:`hrnas_automl.latency.latency_table`), is under this limit.
+        latency_threads: torch threads for that table (match the trials' ``threads``).
         input_shape: (C, H, W) for the limits; default the space's paper input size.
         space_args: space constructor arguments used for the limits (e.g. ``num_classes``).
     """
 
     def __init__(self, space: str, *, seed: int = 0, optimize_mode: str = "maximize", max_macs: float | None = None,
-                 max_params: float | None = None, input_shape: Sequence[int] | None = None,
+                 max_params: float | None = None, max_latency_ms: float | None = None,
+                 latency_threads: int | None = None, input_shape: Sequence[int] | None = None,
                  space_args: Mapping[str, Any] | None = None, **strategy_args: Any) -> None:
         quiet_nni()
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
         max_macs, max_params = _number("max_macs", max_macs), _number("max_params", max_params)
+        max_latency_ms = _number("max_latency_ms", max_latency_ms)
         self.space, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
         self.space_args = dict(space_args or {})
         self.choices = choices_of(space, **self.space_args)
-        self.constraint = cost_limit(space, max_macs=max_macs, max_params=max_params, input_shape=input_shape,
-                                          space_args=self.space_args)
+        self.constraint = cost_limit(space, max_macs=max_macs, max_params=max_params, max_latency_ms=max_latency_ms,
+                                     input_shape=input_shape, space_args=self.space_args, threads=latency_threads)
         self.strategy = self.make_strategy(self.choices, seed=seed, constraint=self.constraint, **strategy_args)
         self._running: dict[int, dict[str, Any]] = {}
         self._deferred: deque[int] = deque()

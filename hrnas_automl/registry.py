@@ -31,6 +31,9 @@ class SpaceSpec:
         description: one line for ``hrnas-automl spaces``.
         default_input: (C, H, W) used for costs when the user gives none (the paper's input size).
         heads: names accepted by ``factory(head=...)``.
+        cost_groups: for the analytic cost (:mod:`hrnas_automl.cost`), ``choices -> groups of labels`` whose
+            effects on MACs/params/latency add up independently (one group holding every label: an exhaustive
+            table, for small spaces). None: every label is a ``LayerChoice`` and counts on its own.
     """
 
     name: str
@@ -38,6 +41,7 @@ class SpaceSpec:
     description: str
     default_input: tuple[int, int, int]
     heads: tuple[str, ...] = ("classifier",)
+    cost_groups: Callable[[Mapping[str, list[Any]]], list[list[str]]] | None = None
 
     def build(self, **kwargs: Any) -> ModelSpace:
         """Build the space (the supernet) with the given constructor arguments."""

@@ -37,9 +37,12 @@ def resolve_arch(config: TrialConfig, arch_ref: str | None = None) -> dict[str, 
     from hrnas_automl.arch import choices_of, load_arch
     from hrnas_automl.strategies import RandomSearch
 
+    from hrnas_automl.tasks import get_task
+
     ref = arch_ref or config.arch
-    if ref is None:
-        return RandomSearch(choices_of(config.space, **config.space_args), seed=config.train.seed).ask()
+    if ref is None:  # the task's head decides the head labels (HR-NAS: head_incre* vs head_transform)
+        choices = choices_of(config.space, **{**config.space_args, "head": get_task(config.task).head})
+        return RandomSearch(choices, seed=config.train.seed).ask()
     space, arch = load_arch(ref)
     if space is not None and space != config.space:
         raise ConfigError(f"architecture {ref} belongs to space {space}, but the trial config searches "

@@ -79,9 +79,8 @@ def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
     return []
 
 
-def one_line_error(error: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
-    """The first error of a pydantic validation of ``root`` (default TrialConfig) as one line naming the key."""
-    root = root or TrialConfig
+def one_line_error(error: ValidationError, source: str, root: type[BaseModel] = TrialConfig) -> str:
+    """The first validation error of ``root`` as one line naming the key (and, for unknown keys, the allowed ones)."""
     first = error.errors()[0]
     loc = tuple(first["loc"])
     where = ".".join(str(p) for p in loc) or "(top level)"

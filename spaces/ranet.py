@@ -494,6 +494,8 @@ _PRESETS = {
 register_space(
     SpaceSpec(name="ranet", factory=RANetSpace,
               description="RANet: dense sub-networks from low to high resolution, with early exits",
-              default_input=(3, 32, 32), heads=("exits",)),
+              default_input=(3, 32, 32), heads=("exits",),
+              # Every label changes the topology, so costs interact: one group, an exhaustive table of the grid.
+              cost_groups=lambda choices: [list(choices)]),
     presets=_PRESETS,
 )

@@ -14,7 +14,7 @@ from hrnas_automl.tasks import get_task
 from hrnas_automl.tasks.keypoint_metrics import oks_ap, pck
 from hrnas_automl.tasks.keypoints import heatmap_loss, predict_keypoints
 from hrnas_automl.tasks.segmentation import segmentation_loss
-from hrnas_automl.trial import run_trial
+from hrnas_automl.trial import resolve_arch, run_trial
 from hrnas_automl.trial_config import ConfigError, parse_trial_config
 
 from dense_space import SPEC  # tests/ is on sys.path (pytest's rootdir-relative "prepend" import mode)
@@ -115,3 +115,19 @@ def test_heatmap_loss_weights_and_shape_check() -> None:
     assert heatmap_loss(pred, {"heatmaps": truth, "weights": weights}).item() == pytest.approx(0.5 * 16 / (2 * 3 * 16))
     with pytest.raises(ValueError, match=r"the keypoints head gave heatmaps \(2, 3, 8, 8\).*must output"):
         heatmap_loss(torch.zeros(2, 3, 8, 8), {"heatmaps": truth, "weights": weights})
+
+
+@pytest.mark.parametrize(("task", "data", "metric"), [
+    ("segmentation", {"kind": "shapes", "train_size": 16, "val_size": 8, "image_size": 64}, "miou"),
+    ("keypoints", {"kind": "stick-figures", "train_size": 8, "val_size": 4, "image_size": 96,
+                   "input_size": [64, 48]}, "ap"),
+])
+def test_hrnas_random_samples_run_as_dense_trials(task: str, data: dict[str, Any], metric: str, tmp_path: Path) -> None:
+    # no arch given: the seeded random sample must come from the task head's labels (head_transform_*)
+    config = _config("hrnas", task, {**data, "cache_dir": str(tmp_path)}, epochs=1)
+    config = config.model_copy(update={"space_args": {"setting": "tiny", "bn_momentum": 0.1}})
+    arch = resolve_arch(config)
+    assert "head_transform_k3" in arch and not any(label.startswith("head_incre") for label in arch)
+    metrics = run_trial(config, arch).metrics
+    assert metrics["default"] == metrics[metric] and 0.0 <= metrics[metric] <= 1.0
+    assert metrics["macs"] > 0 and metrics["params"] > 0

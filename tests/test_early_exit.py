@@ -226,3 +226,40 @@ def test_runner_agrees_with_the_offline_policy(trained, data):
     expected = exit_assignment(probs, [*thresholds, 0.0])
     assert exits.tolist() == expected.tolist()
     assert set(expected.tolist()) == {0, 1, 2}
+
+
+def test_equal_accuracy_ties_go_to_the_surer_policy_not_the_cheapest():
+    # Both exits are always right, exit 0 barely (true class 0.55..0.62), exit 1 surely (0.95): every policy has
+    # accuracy 1, the cheapest sends everyone to exit 0 (cost 10), the surest everyone to exit 1 (cost 20).
+    n = 8
+    labels = torch.zeros(n, dtype=torch.long)
+    first = 0.55 + 0.01 * torch.arange(n, dtype=torch.float32)
+    probs = torch.stack([torch.stack([first, 1 - first], dim=1), torch.tensor([[0.95, 0.05]] * n)])
+    optimised = fit_optuna(probs, labels, [10, 20], 20, n_trials=20)
+    assert (optimised.accuracy, optimised.avg_cost) == (1.0, 20) and optimised.true_prob == pytest.approx(0.95)
+    # The geometric scan sends at least floor(8 / (1 + 1.95)) = 2 samples to exit 0 (q = 1.95, the largest prior);
+    # that is its surest policy: the 2 most confident at exit 0, the other 6 at exit 1.
+    geometric = fit_geometric(probs, labels, [10, 20], 20)
+    assert geometric.avg_cost == pytest.approx((2 * 10 + 6 * 20) / 8)
+    assert geometric.true_prob == pytest.approx((0.62 + 0.61 + 6 * 0.95) / 8)
+    # Under a budget that only cheaper policies meet, the budget wins.
+    assert fit_geometric(probs, labels, [10, 20], 12).avg_cost <= 12
+
+
+def test_optuna_replaces_the_geometric_fit_only_for_a_significant_gain():
+    probs, labels = random_probs()
+    geometric = fit_geometric(probs, labels, COSTS, 22.0)
+    free = fit_optuna(probs, labels, COSTS, 22.0, n_trials=80, min_gain_se=0)
+    assert free.accuracy > geometric.accuracy
+    assert fit_optuna(probs, labels, COSTS, 22.0, n_trials=80, min_gain_se=1e6) == geometric
+
+    def right(fit):
+        exits = exit_assignment(probs, fit.thresholds)
+        return probs.argmax(dim=2)[exits, torch.arange(labels.numel())] == labels
+
+    b = int((right(free) & ~right(geometric)).sum())
+    c = int((~right(free) & right(geometric)).sum())
+    expected = free if b - c > 2 * math.sqrt(b + c) else geometric
+    assert fit_optuna(probs, labels, COSTS, 22.0, n_trials=80) == expected
+    with pytest.raises(ValueError, match="min_gain_se must be a number >= 0"):
+        fit_optuna(probs, labels, COSTS, 22.0, min_gain_se=-1)

@@ -12,7 +12,9 @@ import yaml
 
 from hrnas_automl.arch import choices_of
 from hrnas_automl.nni_compat import to_nni_search_space
+from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
 from hrnas_automl.strategies import Evolution
+from hrnas_automl.tasks import get_task
 from hrnas_automl.trial_config import load_trial_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*/*.yml"))
@@ -28,18 +30,29 @@ def test_there_are_examples() -> None:
 def test_experiment_config_is_consistent(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
     command = config["trialCommand"].split()
+    config_file = path.parent / config["trialCodeDirectory"] / command[command.index("--config") + 1]
+    if command[:2] == ["hrnas-automl", "oneshot"]:  # one trial runs the whole one-shot step
+        model = {"train": SupernetConfig, "search": SearchConfig}[command[2]]
+        load_config(config_file, model)
+        assert config["maxTrialNumber"] == 1
+        return
     assert command[:2] == ["hrnas-automl", "trial"]
-    trial = load_trial_config(path.parent / config["trialCodeDirectory"] / command[command.index("--config") + 1])
+    trial = load_trial_config(config_file)
     space_file = json.loads((path.parent / config["searchSpaceFile"]).read_text())
+    task = get_task(trial.task)
+    built = {**trial.space_args, **task.model_args(task.build_data(trial.data.kind, trial.data.options())),
+             "head": task.head}  # the space the trial builds (trial.run_trial)
+    space_args = built
     tuner = config["tuner"]
     if "className" in tuner:
         module, _, name = tuner["className"].rpartition(".")
         cls = getattr(importlib.import_module(module), name)
         args = dict(tuner.get("classArgs", {}))
         assert args["space"] == trial.space
-        assert args.get("space_args", {}) == {**trial.space_args, "num_classes": trial.data.options()["num_classes"]}
+        space_args = args.get("space_args", {})
+        assert trial.space_args.items() <= space_args.items()
+        assert {k: built[k] for k in space_args} == space_args, "the tuner's space differs from the trial's"
         known = set(inspect.signature(cls.__init__).parameters) | set(inspect.signature(Evolution.__init__).parameters)
         assert set(args) <= known, f"unknown classArgs {set(args) - known}"
         cls(**args)  # builds the strategy: the arguments are valid
-    assert space_file == to_nni_search_space(choices_of(trial.space, **trial.space_args,
-                                                         num_classes=trial.data.options()["num_classes"]))
+    assert space_file == to_nni_search_space(choices_of(trial.space, **space_args))

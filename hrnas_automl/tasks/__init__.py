@@ -25,8 +25,10 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 # name -> "module:attribute" of its Task instance; imported on first use (each task has its own deps).
 _TASKS: dict[str, str] = {
     "classification": "hrnas_automl.tasks.classification:TASK",
+    "detection": "hrnas_automl.tasks.detection:TASK",
     "keypoints": "hrnas_automl.tasks.keypoints:TASK",
     "segmentation": "hrnas_automl.tasks.segmentation:TASK",
+    "early-exit": "hrnas_automl.tasks.early_exit_task:TASK",
 }
 
 

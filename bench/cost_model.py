@@ -1,0 +1,126 @@
+"""Benchmark of the analytic cost model (issue 7): equality with ptflops on random samples of every space,
+speed per candidate (analytic vs freeze + ptflops), and the latency lookup table's prediction error.
+
+    .venv/bin/python bench/cost_model.py                      # 1,000 samples per space, JSON per space in bench/results/
+    .venv/bin/python bench/cost_model.py --samples 50 --spaces detnas-small --latency-archs 5
+
+Tables are compiled into a fresh cache directory, so the compile time is measured too. One torch thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hrnas_automl.arch import choices_of, freeze
+from hrnas_automl.cost import analytic_cost, cost_table, count_cost, parse_input_shape
+from hrnas_automl.latency import latency_table, measure_latency
+from hrnas_automl.registry import list_presets, list_spaces
+
+
+def random_archs(choices: dict[str, list[Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [{label: rng.choice(values) for label, values in choices.items()} for _ in range(n)]
+
+
+def bench_space(space: str, shape: tuple[int, ...], space_args: dict[str, Any], n: int, repeats: int,
+                seed: int) -> dict[str, Any]:
+    """Equality on ``n`` random archs + the presets, and the per-candidate speed of both ways."""
+    choices = choices_of(space, **space_args)
+    t0 = time.perf_counter()
+    cost_table(space, shape, **space_args)
+    compile_s = time.perf_counter() - t0
+    archs = random_archs(choices, n, seed) + [dict(p.arch) for p in list_presets(space)]
+    equal, mismatches, ptflops_s = 0, [], []
+    references: dict[str, Any] = {}  # small spaces repeat archs among 1,000 samples: count each once
+    for arch in archs:
+        key = json.dumps(arch, sort_keys=True)
+        if key not in references:
+            t0 = time.perf_counter()
+            references[key] = count_cost(freeze(space, arch, **space_args), shape)
+            ptflops_s.append(time.perf_counter() - t0)
+        reference = references[key]
+        analytic = analytic_cost(space, arch, shape, **space_args)
+        if analytic == reference:
+            equal += 1
+        elif len(mismatches) < 5:
+            mismatches.append({"arch": arch, "analytic": vars(analytic), "ptflops": vars(reference)})
+    per_run = []  # seconds per candidate of one pass of the analytic cost over all archs
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for arch in archs:
+            analytic_cost(space, arch, shape, **space_args)
+        per_run.append((time.perf_counter() - t0) / len(archs))
+    analytic_s, ptflops_median = statistics.median(per_run), statistics.median(ptflops_s)
+    return {"space": space, "input": list(shape), "space_args": space_args, "samples": n,
+            "presets": len(archs) - n, "unique": len(references), "equal": equal, "total": len(archs),
+            "mismatches": mismatches,
+            "compile_s": round(compile_s, 3), "ptflops_ms_per_arch_median": round(ptflops_median * 1e3, 3),
+            "analytic_us_per_arch_median": round(analytic_s * 1e6, 3),
+            "speed_ratio": round(ptflops_median / analytic_s), "analytic_repeats": repeats}
+
+
+def bench_latency(space: str, shape: tuple[int, ...], space_args: dict[str, Any], n: int, seed: int
+                  ) -> dict[str, Any]:
+    """Latency predicted by the lookup table vs measured (median of 10 after 3 warm-ups) on ``n`` unseen archs."""
+    t0 = time.perf_counter()
+    table = latency_table(space, shape, threads=1, **space_args)
+    compile_s = time.perf_counter() - t0
+    rows = []
+    for arch in random_archs(choices_of(space, **space_args), n, seed + 1):
+        measured = measure_latency(freeze(space, arch, **space_args), shape, threads=1, repeats=20)
+        predicted = table.evaluate(arch)[0]
+        rows.append({"measured_ms": round(measured, 3), "predicted_ms": round(predicted, 3),
+                     "error_pct": round(100 * (predicted - measured) / measured, 2)})
+    errors = [abs(r["error_pct"]) for r in rows]
+    return {"space": space, "input": list(shape), "archs": n, "compile_s": round(compile_s, 2),
+            "mean_abs_error_pct": round(statistics.mean(errors), 2),
+            "median_abs_error_pct": round(statistics.median(errors), 2), "max_abs_error_pct": round(max(errors), 2),
+            "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spaces", nargs="*", help="default: every registered space")
+    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--input", default="3x32x32", help="CxHxW for the cost comparison (CIFAR size by default)")
+    parser.add_argument("--repeats", type=int, default=5, help="passes of the analytic cost over the samples")
+    parser.add_argument("--latency-spaces", nargs="*", default=["detnas-small"])
+    parser.add_argument("--latency-input", default="3x224x224")
+    parser.add_argument("--latency-archs", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", default=str(Path(__file__).parent / "results"),
+                        help="one JSON per space (cost_model_SPACE.json) and cost_model_latency.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    os.environ["HRNAS_AUTOML_CACHE"] = tempfile.mkdtemp(prefix="hrnas-cost-bench-")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
+               "torch": torch.__version__}
+    shape = parse_input_shape(args.input)
+    for space in args.spaces if args.spaces is not None else [spec.name for spec in list_spaces()]:
+        space_args = {"num_classes": 10} if space.startswith("detnas") else {}
+        row = bench_space(space, shape, space_args, args.samples, args.repeats, args.seed)
+        print(json.dumps({k: v for k, v in row.items() if k != "mismatches"}), file=sys.stderr, flush=True)
+        (out / f"cost_model_{space}.json").write_text(json.dumps({**machine, **row}, indent=2) + "\n")
+    rows = []
+    for space in args.latency_spaces:
+        rows.append(bench_latency(space, parse_input_shape(args.latency_input), {}, args.latency_archs, args.seed))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "rows"}), file=sys.stderr, flush=True)
+    if rows:
+        (out / "cost_model_latency.json").write_text(json.dumps({**machine, "latency": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

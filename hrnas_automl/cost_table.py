@@ -1,0 +1,189 @@
+"""Additive cost tables: a network metric as ``base + sum of per-group deltas``, compiled once per space.
+
+A space's labels are split into *groups* whose effects on a metric do not interact: the metric of an
+architecture is ``base + Σ_g delta_g[values of g's labels]``. Compiling measures the networks (or modules)
+once; evaluating is a few dict look-ups, so strategies can ask for the cost of thousands of candidates.
+
+Two compilers, both measuring with the caller's ``measure(module, input_shape) -> tuple of floats`` (ptflops
+MACs and params in :mod:`hrnas_automl.cost`, latency in :mod:`hrnas_automl.latency`), so the table counts
+exactly what the measure counts:
+
+* :func:`layer_choice_table`: every label is an NNI ``LayerChoice`` whose candidates map the same input shape
+  to the same output shape (DetNAS). One group per label; each candidate module of the supernet is measured
+  alone at the input shape it sees in the network; ``base`` is the network minus its chosen candidates.
+* :func:`grouped_table`: any space and any grouping; ``delta_g[v]`` is the measure of the network with group
+  ``g`` set to ``v`` (all other labels at their first candidate) minus the base network. One group holding
+  every label is the exhaustive table of a small space (RANet: 576 networks).
+
+Min and max over the space are exact for an additive table: each group's deltas are chosen independently.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "layer_choice_table", "grouped_table",
+           "verify_additive", "cache_dir", "cached_table"]
+
+Measure = Callable[[nn.Module, tuple[int, ...]], tuple[float, ...]]
+"""Measures a module at an input shape (C, H, W), e.g. ``(macs, params)``."""
+
+Build = Callable[[Mapping[str, Any]], nn.Module]
+"""Builds the frozen network of an architecture."""
+
+
+class NotAdditiveError(ValueError):
+    """A compiled table disagrees with a direct measurement: the space's groups interact."""
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """``metrics`` of an architecture as ``base + Σ_g deltas[g][tuple(arch[label] for label in groups[g])]``."""
+
+    metrics: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]
+    base: tuple[float, ...]
+    deltas: tuple[dict[tuple[Any, ...], tuple[float, ...]], ...]
+
+    def evaluate(self, arch: Mapping[str, Any]) -> tuple[float, ...]:
+        """The metrics of ``arch`` (a valid sample of the space)."""
+        total = list(self.base)
+        for group, delta in zip(self.groups, self.deltas):
+            for i, value in enumerate(delta[tuple(arch[label] for label in group)]):
+                total[i] += value
+        return tuple(total)
+
+    def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Exact (smallest, largest) value of each metric over the whole space (each metric on its own)."""
+        lo, hi = list(self.base), list(self.base)
+        for delta in self.deltas:
+            for i in range(len(self.metrics)):
+                lo[i] += min(v[i] for v in delta.values())
+                hi[i] += max(v[i] for v in delta.values())
+        return tuple(lo), tuple(hi)
+
+    def marginal(self, arch: Mapping[str, Any], label: str, value: Any) -> tuple[float, ...]:
+        """Change of every metric when ``label`` of ``arch`` is set to ``value`` (the Δ a penalty weighs)."""
+        g = next(i for i, group in enumerate(self.groups) if label in group)
+        group, delta = self.groups[g], self.deltas[g]
+        new = tuple(value if lab == label else arch[lab] for lab in group)
+        return tuple(a - b for a, b in zip(delta[new], delta[tuple(arch[lab] for lab in group)]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metrics": list(self.metrics), "groups": [list(g) for g in self.groups], "base": list(self.base),
+                "deltas": [[[list(k), list(v)] for k, v in d.items()] for d in self.deltas]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CostTable:
+        return cls(tuple(data["metrics"]), tuple(tuple(g) for g in data["groups"]), tuple(data["base"]),
+                   tuple({tuple(k): tuple(v) for k, v in d} for d in data["deltas"]))
+
+
+def _sub(a: Sequence[float], b: Sequence[float]) -> tuple[float, ...]:
+    return tuple(x - y for x, y in zip(a, b))
+
+
+def layer_choice_table(supernet: nn.Module, build: Build, choices: Mapping[str, Sequence[Any]],
+                       input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...]) -> CostTable:
+    """One group per ``LayerChoice`` label: each candidate measured alone at the input shape it sees.
+
+    Raises:
+        ValueError: a label is not a LayerChoice, or its module runs other than once on one tensor.
+    """
+    from nni.nas.nn.pytorch import LayerChoice
+
+    paths = {m.label: name for name, m in supernet.named_modules() if isinstance(m, LayerChoice)}
+    missing = [label for label in choices if label not in paths]
+    if missing:
+        raise ValueError(f"labels {missing} are not LayerChoices; give the space a cost_groups function instead")
+    base_arch = {label: values[0] for label, values in choices.items()}
+    net = build(base_arch)
+    shapes: dict[str, list[tuple[int, ...]]] = {label: [] for label in choices}
+    hooks = [net.get_submodule(paths[label]).register_forward_pre_hook(
+        lambda _m, args, _l=label: shapes[_l].append(tuple(args[0].shape[1:]) if len(args) == 1 else ()))
+        for label in choices]
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    total = measure(net, input_shape)
+    bad = [label for label, seen in shapes.items() if len(seen) != 1 or not seen[0]]
+    if bad:
+        raise ValueError(f"LayerChoices {bad} do not run exactly once on one tensor; give the space cost_groups")
+    base, deltas = total, []
+    for label, values in choices.items():
+        layer = supernet.get_submodule(paths[label])
+        delta = {(v,): measure(layer[v], shapes[label][0]) for v in values}
+        base = _sub(base, delta[(values[0],)])
+        deltas.append(delta)
+    return CostTable(metrics, tuple((label,) for label in choices), base, tuple(deltas))
+
+
+def grouped_table(build: Build, choices: Mapping[str, Sequence[Any]], groups: Sequence[Sequence[str]],
+                  input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...]) -> CostTable:
+    """Deltas of whole networks: ``delta_g[v] = measure(base with g := v) - measure(base)``.
+
+    Costs ``1 + Σ_g (combinations of g - 1)`` network measurements.
+    """
+    covered = [label for group in groups for label in group]
+    if sorted(covered) != sorted(choices):
+        raise ValueError(f"cost groups must hold every label exactly once; got {covered} for {list(choices)}")
+    base_arch = {label: values[0] for label, values in choices.items()}
+    base = measure(build(base_arch), input_shape)
+    deltas = []
+    for group in groups:
+        delta = {}
+        for combo in itertools.product(*(choices[label] for label in group)):
+            arch = {**base_arch, **dict(zip(group, combo))}
+            delta[combo] = _sub(measure(build(arch), input_shape), base) if arch != base_arch else (0.0,) * len(base)
+        deltas.append(delta)
+    return CostTable(metrics, tuple(tuple(g) for g in groups), base, tuple(deltas))
+
+
+def verify_additive(table: CostTable, build: Build, choices: Mapping[str, Sequence[Any]],
+                    input_shape: tuple[int, ...], measure: Measure, *, samples: int = 2, seed: int = 0) -> None:
+    """Compare the table with direct measurements of ``samples`` random networks (exact equality).
+
+    Raises:
+        NotAdditiveError: the groups interact, so the table would be wrong.
+    """
+    rng = random.Random(seed)
+    for _ in range(samples):
+        arch = {label: rng.choice(list(values)) for label, values in choices.items()}
+        direct, table_value = measure(build(arch), input_shape), table.evaluate(arch)
+        if direct != table_value:
+            raise NotAdditiveError(f"the cost table gives {table_value} but the network measures {direct} for "
+                                   f"{arch}: its labels interact; group the interacting labels in cost_groups")
+
+
+def cache_dir() -> Path:
+    """Where compiled tables are kept: ``$HRNAS_AUTOML_CACHE`` or ``~/.cache/hrnas-automl``."""
+    return Path(os.environ.get("HRNAS_AUTOML_CACHE") or Path.home() / ".cache" / "hrnas-automl")
+
+
+def cached_table(key: Mapping[str, Any], compile_table: Callable[[], CostTable]) -> CostTable:
+    """Load the table stored under ``key`` (any JSON mapping) or compile and store it."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir() / "tables" / f"{digest}.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if data.get("key") == json.loads(json.dumps(key, sort_keys=True)):
+            return CostTable.from_json(data["table"])
+    table = compile_table()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"key": key, "table": table.to_json()}))
+    tmp.replace(path)  # atomic: concurrent trials never read half a file
+    return table

@@ -1,0 +1,94 @@
+"""The one-shot YAML files: ``hrnas-automl oneshot train --config supernet.yml`` and ``... search --config
+search.yml``, validated into pydantic models with the same one-line errors as the trial config."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hrnas_automl.trial_config import ConfigError, DataConfig
+
+__all__ = ["SupernetTrainSettings", "SupernetConfig", "EvolutionSettings", "SearchConfig", "load_config"]
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class SupernetTrainSettings(BaseModel):
+    """Path-wise training: one sampled path per step, SGD with linear LR decay to 0 (REFERENCE §3.3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(4e-5, ge=0)  # not on BN / biases, as the official train.py
+    seed: int = 0
+    # None: uniform paths (DetNAS COCO supernet); [[lo, hi], ...]: a MACs bin (backbone Conv2d MACs at
+    # macs_input) drawn uniformly, then paths redrawn (<= 500 tries) until one falls in it (Supernet-ImageNet
+    # train.py, bins [290e6, 300e6) ... [350e6, 360e6); REFERENCE §3.3).
+    macs_bins: list[tuple[float, float]] | None = Field(None, min_length=1)
+    checkpoint_every: int = Field(50, ge=1)
+
+
+class SupernetConfig(BaseModel):
+    """Supernet training on detection data; ``init_from`` starts from another supernet checkpoint's weights
+    (fine-tuning), ``checkpoint`` is written every ``train.checkpoint_every`` steps and resumed from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    space: str = "detnas-small"
+    space_args: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig
+    detector: dict[str, int] = Field(default_factory=dict)  # fpn_channels, head_depth
+    train: SupernetTrainSettings = SupernetTrainSettings()
+    macs_input: tuple[int, int, int] = (3, 224, 224)  # DetNAS's constraint: backbone Conv2d MACs at 224
+    checkpoint: str
+    init_from: str | None = None
+    threads: int | None = Field(1, ge=1)
+
+
+class EvolutionSettings(BaseModel):
+    """DetNAS's EA (arch_search_config.py:24-36, REFERENCE §3.3): 20 generations of 50."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    generations: int = Field(20, ge=1)
+    population_size: int = Field(50, ge=1)
+    select_num: int = Field(10, ge=1)
+    mutation_num: int = Field(20, ge=0)
+    mutation_prob: float = Field(0.1, ge=0, le=1)
+    crossover_num: int = Field(20, ge=0)
+
+
+class SearchConfig(BaseModel):
+    """Search on a trained supernet; ``state`` is the resumable search state (JSON, rewritten atomically)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    supernet: str
+    state: str
+    strategy: Literal["evolution", "random"] = "evolution"  # random: the same budget, for comparison
+    evolution: EvolutionSettings = EvolutionSettings()
+    seed: int = 0
+    max_macs: float | None = Field(None, gt=0)  # backbone Conv2d MACs at the supernet's macs_input
+    bn_batches: int = Field(10, ge=1)  # DetNAS: 500 training iterations of BN re-statistics
+    batch_size: int = Field(8, ge=1)
+    threads: int | None = Field(1, ge=1)
+
+
+def load_config(path: str | Path, model: type[_Model]) -> _Model:
+    """Read a YAML file (``yaml.safe_load``) into ``model``; any problem is a one-line :class:`ConfigError`."""
+    from hrnas_automl.trial_config import one_line_error
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config {path} does not exist; pass the YAML file with --config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(one_line_error(exc, str(path), model)) from None

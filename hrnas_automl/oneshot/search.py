@@ -1,0 +1,156 @@
+"""Search on a trained supernet: every candidate's fitness is its mAP with the supernet's weights after
+BatchNorm re-statistics on training batches (DetNAS ``test_server.py:211-277``, REFERENCE §3.3), in-process.
+
+The search state (the strategy's ``state_dict`` plus every evaluated candidate) is rewritten atomically after
+each candidate, so a killed search restarted with the same config continues where it stopped and loses nothing
+it finished; the generation structure lives in the strategy state, so a resumed evolution proposes exactly
+what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hrnas_automl.latency import torch_threads
+from hrnas_automl.nni_supernet import set_path
+from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
+from hrnas_automl.oneshot.supernet import Supernet, batch_indices, build_supernet, collate, load_checkpoint
+from hrnas_automl.strategies import Evolution, RandomSearch
+from hrnas_automl.strategies.base import Strategy
+from hrnas_automl.tasks.detection import evaluate_map
+
+__all__ = ["SearchResult", "recalibrate_bn", "load_supernet", "evaluate_candidate", "evaluate_arch", "run_search"]
+
+_STATE_KIND = "hrnas-automl oneshot search"
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Every evaluated candidate (dicts with arch, map, map50, macs, generation) and the best one."""
+
+    evaluated: list[dict[str, Any]]
+    best: dict[str, Any]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> None:
+    """Reset every BatchNorm's running statistics and re-estimate them as a cumulative average over
+    ``batches`` in train mode (DetNAS resets mean/var to 0/1 and forwards training iterations)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    for images in batches:
+        model(images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
+def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:
+    """The supernet of a checkpoint with its trained weights, and the checkpoint itself."""
+    ckpt = load_checkpoint(path)
+    net = build_supernet(SupernetConfig.model_validate(ckpt["config"]))
+    net.model.load_state_dict(ckpt["model"])
+    return net, ckpt
+
+
+def evaluate_candidate(net: Supernet, arch: Mapping[str, Any], bn_batches: list[torch.Tensor],
+                       batch_size: int) -> dict[str, float]:
+    """``map`` / ``map50`` of ``arch`` on the validation split with the supernet's weights, after BN re-statistics."""
+    set_path(net.model.backbone, arch)
+    recalibrate_bn(net.model, bn_batches)
+    return evaluate_map(net.model, net.data.val, batch_size=batch_size)
+
+
+def _bn_batches(config: SearchConfig, net: Supernet) -> list[torch.Tensor]:
+    """The fixed training batches of BN re-statistics (the same for every candidate)."""
+    train = net.data.train
+    return [collate(train, batch_indices(len(train), config.batch_size, step, config.seed))[0]
+            for step in range(config.bn_batches)]
+
+
+def evaluate_arch(config: SearchConfig, arch: Mapping[str, Any]) -> dict[str, Any]:
+    """One candidate in a process of its own (an nnictl trial loading the shared checkpoint): its ``map``,
+    ``map50`` and backbone ``macs``, evaluated exactly as :func:`run_search` does."""
+    with torch_threads(config.threads):
+        net, _ = load_supernet(config.supernet)
+        return {**evaluate_candidate(net, arch, _bn_batches(config, net), config.batch_size), "macs": net.macs(arch)}
+
+
+def _strategy(config: SearchConfig, net: Supernet) -> Strategy:
+    limit = config.max_macs
+    constraint = None if limit is None else (lambda arch: net.macs(arch) <= limit)
+    lo = net.macs.bounds()[0]
+    if limit is not None and lo > limit:
+        raise ValueError(f"max_macs {limit:.4g} is below the smallest architecture of the space ({lo:.4g} backbone "
+                         "Conv2d MACs at the supernet's macs_input); raise max_macs")
+    if config.strategy == "random":
+        return RandomSearch(net.choices, seed=config.seed, constraint=constraint)
+    evo = config.evolution.model_dump(exclude={"generations"})
+    return Evolution(net.choices, seed=config.seed, constraint=constraint, **evo)
+
+
+def _fingerprint(config: SearchConfig, ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """What a state file must match to be resumed: the search settings and the supernet it ran on."""
+    return {"search": config.model_dump(mode="json", exclude={"state", "threads"}), "supernet_step": ckpt["step"],
+            "supernet_config": ckpt["config"]}
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def run_search(config: SearchConfig, *,
+               on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+    """Run (or resume) the search of ``config``: ``evolution.generations * population_size`` candidates.
+
+    ``on_candidate(row)`` is called after each newly evaluated candidate is saved (NNI intermediate results).
+    """
+    with torch_threads(config.threads):
+        net, ckpt = load_supernet(config.supernet)
+        strategy = _strategy(config, net)
+        fingerprint = _fingerprint(config, ckpt)
+        state_path = Path(config.state)
+        evaluated: list[dict[str, Any]] = []
+        if state_path.exists():
+            try:
+                state = json.loads(state_path.read_text())
+                ok = state.get("kind") == _STATE_KIND
+            except (json.JSONDecodeError, AttributeError):
+                ok = False
+            if not ok:
+                raise ValueError(f"search state {state_path} is not a hrnas-automl search state; delete it or set "
+                                 "state: to a new file")
+            if state["fingerprint"] != fingerprint:
+                raise ValueError(f"search state {state_path} belongs to another search (settings or supernet "
+                                 "differ); delete it or set state: to a new file")
+            strategy.load_state_dict(state["strategy"])
+            evaluated = state["evaluated"]
+        bn_batches = _bn_batches(config, net)
+        total = config.evolution.generations * config.evolution.population_size
+        while len(evaluated) < total:
+            arch = strategy.ask()
+            metrics = evaluate_candidate(net, arch, bn_batches, config.batch_size)
+            strategy.tell(arch, metrics["map"])
+            row = {"index": len(evaluated), "generation": getattr(strategy, "generation", 0), "arch": arch,
+                   **metrics, "macs": net.macs(arch)}
+            evaluated.append(row)
+            _write_json_atomic({"kind": _STATE_KIND, "fingerprint": fingerprint, "strategy": strategy.state_dict(),
+                                "evaluated": evaluated}, state_path)
+            if on_candidate is not None:
+                on_candidate(dict(row))
+    best = max(evaluated, key=lambda r: r["map"])  # earliest on ties
+    return SearchResult(evaluated, dict(best))

@@ -1,0 +1,228 @@
+"""The weight-sharing detection supernet: building it, its backbone MACs table, path sampling and path-wise
+training with resumable checkpoints.
+
+Training follows DetNAS (REFERENCE §3.3): every step runs **one** path, drawn uniformly (the COCO supernet,
+``engine/trainer.py:101-114``) or from a uniformly drawn MACs bin (the ImageNet supernet, ``train.py:210-231``);
+the candidates off the path get no gradient, so SGD leaves them (and their momentum) untouched, as the official
+code does by setting zero gradients to None. The step's path and batch are functions of ``(seed, step)``, so a
+resumed run continues exactly where the checkpoint left off.
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+from hrnas_automl.arch import build_space, choices_of
+from hrnas_automl.data.coco_detection import DetectionData, build_detection_data
+from hrnas_automl.latency import torch_threads
+from hrnas_automl.nni_supernet import path_choices, set_path, to_supernet
+from hrnas_automl.oneshot.config import SupernetConfig
+from hrnas_automl.strategies.base import random_arch
+from hrnas_automl.tasks.detection import Detector, check_detector_options, fcos_loss
+
+__all__ = ["MacsTable", "Supernet", "build_supernet", "conv_macs_table", "sample_path", "batch_indices",
+           "load_checkpoint", "train_supernet"]
+
+_CHECKPOINT_KIND = "hrnas-automl detection supernet"
+_BIN_TRIES = 500  # Supernet-ImageNet/train.py: at most 500 draws per MACs bin
+
+
+@dataclass(frozen=True)
+class MacsTable:
+    """Backbone Conv2d MACs of every candidate at a fixed input: ``base`` (stem, ...) + one entry per choice."""
+
+    base: int
+    ops: dict[str, dict[str, int]]
+
+    def __call__(self, arch: Mapping[str, Any]) -> int:
+        return self.base + sum(self.ops[label][arch[label]] for label in self.ops)
+
+    def bounds(self) -> tuple[int, int]:
+        """The space's smallest and largest MACs."""
+        return (self.base + sum(min(v.values()) for v in self.ops.values()),
+                self.base + sum(max(v.values()) for v in self.ops.values()))
+
+
+@dataclass
+class Supernet:
+    """The detector over the supernet backbone, its data, choices and MACs table."""
+
+    model: Detector
+    data: DetectionData
+    choices: dict[str, list[Any]]
+    macs: MacsTable
+
+
+@torch.no_grad()
+def conv_macs_table(backbone: nn.Module, choices: Mapping[str, list[Any]],
+                    input_shape: tuple[int, int, int]) -> MacsTable:
+    """Conv2d MACs per candidate, as DetNAS's ``Complexity`` counter (hooks on ``nn.Conv2d`` only, backbone only,
+    REFERENCE §3.3 and §5.11); a block's input shape does not depend on the choices, so MACs add up per choice."""
+    owner = {}  # conv module -> (label, candidate) or None for the fixed layers
+    for choice in path_choices(backbone):
+        for name in choice.names:
+            for module in choice._modules[name].modules():
+                owner[module] = (choice.label, name)
+    ops: dict[str, dict[str, int]] = {label: {} for label in choices}
+    fixed: list[int] = []  # fixed-layer MACs of the first pass (the same on every pass)
+    first_pass = [True]
+
+    def hook(module: nn.Conv2d, _inputs: Any, output: torch.Tensor) -> None:
+        k = module.kernel_size[0] * module.kernel_size[1]
+        macs = output[0].numel() * (module.in_channels // module.groups) * k
+        where = owner.get(module)
+        if where is None:
+            if first_pass[0]:
+                fixed.append(macs)
+        else:
+            ops[where[0]][where[1]] = ops[where[0]].get(where[1], 0) + macs
+
+    handles = [m.register_forward_hook(hook) for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for j in range(max(len(v) for v in choices.values())):
+            set_path(backbone, {label: values[j % len(values)] for label, values in choices.items()})
+            backbone(torch.zeros(1, *input_shape))
+            first_pass[0] = False
+    finally:
+        for h in handles:
+            h.remove()
+        backbone.train(was_training)
+    return MacsTable(sum(fixed), ops)
+
+
+def build_supernet(config: SupernetConfig) -> Supernet:
+    """The config's data and a freshly initialised (seeded) supernet detector on it."""
+    data = build_detection_data(config.data.kind, config.data.options())
+    space_args = {**config.space_args, "in_channels": data.input_shape[0]}
+    choices = choices_of(config.space, **space_args, head="backbone")
+    with torch.random.fork_rng():
+        torch.manual_seed(config.train.seed)
+        backbone = to_supernet(build_space(config.space, **space_args, head="backbone"))
+        model = Detector(backbone, data.num_classes, data.input_shape, **check_detector_options(config.detector))
+    return Supernet(model, data, choices, conv_macs_table(backbone, choices, config.macs_input))
+
+
+def sample_path(choices: Mapping[str, list[Any]], rng: random.Random, macs: MacsTable | None = None,
+                bins: Sequence[tuple[float, float]] | None = None) -> dict[str, Any]:
+    """A uniform random path or, with ``bins``, one whose MACs fall in a uniformly drawn ``[lo, hi)`` bin (the
+    last draw when 500 draws miss the bin, as the official loop gives up)."""
+    if not bins or macs is None:
+        return random_arch(choices, rng)
+    low, high = bins[rng.randrange(len(bins))]
+    for _ in range(_BIN_TRIES):
+        arch = random_arch(choices, rng)
+        if low <= macs(arch) < high:
+            break
+    return arch
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
+    """Dataset indices of training step ``step``: epoch-wise seeded permutations, last partial batch dropped."""
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return perm[k * batch_size:(k + 1) * batch_size].tolist()
+
+
+def collate(dataset: Dataset, indices: list[int]) -> Any:
+    """One batch of ``dataset`` items."""
+    return default_collate([dataset[i] for i in indices])
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a supernet checkpoint (``weights_only=True``); a one-line ``ValueError`` for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"supernet checkpoint {path} does not exist; train one with "
+                                "`hrnas-automl oneshot train --config ...` or fix the path")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not our checkpoint
+        raise ValueError(f"{path} is not a readable supernet checkpoint ({type(exc).__name__}); "
+                         "delete it or point to the file `oneshot train` wrote") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != _CHECKPOINT_KIND:
+        raise ValueError(f"{path} is not a hrnas-automl detection supernet checkpoint; point to the file "
+                         "`oneshot train` wrote")
+    return ckpt
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _optimizer(model: nn.Module, settings: Any) -> torch.optim.SGD:
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN / GN / biases (official: no wd there)
+    return torch.optim.SGD([{"params": decay, "weight_decay": settings.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, momentum=settings.momentum)
+
+
+def train_supernet(config: SupernetConfig, *,
+                   on_checkpoint: Callable[[int, float], None] | None = None) -> dict[str, float]:
+    """Train (or resume) the supernet of ``config``; returns ``{"loss", "steps"}`` (loss: mean over the last
+    checkpoint interval, also when the checkpoint was already finished).
+
+    The checkpoint holds model, optimizer, scheduler, torch RNG and step; an existing checkpoint of the same
+    config is resumed, one of another config is an error. ``on_checkpoint(step, mean_loss)`` follows every save.
+    """
+    settings = config.train
+    with torch_threads(config.threads):
+        net = build_supernet(config)
+        model, data = net.model, net.data
+        optimizer = _optimizer(model, settings)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / settings.steps))
+        path, start, last_loss = Path(config.checkpoint), 0, float("nan")
+        if path.exists():
+            ckpt = load_checkpoint(path)
+            if ckpt["config"] != config.model_dump(mode="json"):
+                raise ValueError(f"checkpoint {path} was written by a different supernet config; delete it or set "
+                                 "checkpoint: to a new file")
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            start, last_loss = ckpt["step"], ckpt["loss"]
+        elif config.init_from is not None:
+            source = load_checkpoint(config.init_from)["model"]
+            own = model.state_dict()
+            shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+            if not any(k.startswith("backbone.") for k in shared):
+                raise ValueError(f"init_from {config.init_from} shares no backbone weights with this supernet; "
+                                 "use a checkpoint of the same space")
+            model.load_state_dict(shared, strict=False)
+        losses: list[float] = []
+        model.train()
+        for step in range(start, settings.steps):
+            rng = random.Random(f"{settings.seed}/{step}")
+            set_path(model.backbone, sample_path(net.choices, rng, net.macs, settings.macs_bins))
+            images, targets = collate(data.train, batch_indices(len(data.train), settings.batch_size, step,
+                                                                settings.seed))
+            loss = fcos_loss(model(images), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            done = step + 1
+            if done % settings.checkpoint_every == 0 or done == settings.steps:
+                window = losses[-settings.checkpoint_every:]
+                last_loss = sum(window) / len(window)  # mean training loss since the last checkpoint
+                _save_atomic({"kind": _CHECKPOINT_KIND, "config": config.model_dump(mode="json"), "step": done,
+                              "loss": last_loss, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, path)
+                if on_checkpoint is not None:
+                    on_checkpoint(done, last_loss)
+    return {"loss": last_loss, "steps": float(settings.steps)}
