@@ -303,6 +303,21 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
     print(json.dumps({"params": params, "metric": result.metric, "macs": result.macs}))
 
 
+def cmd_prune(args: argparse.Namespace) -> None:
+    from hrnas_automl import nni_compat
+    from hrnas_automl.prune_trial import check_prune_options, load_prune_config, run_prune_trial
+
+    config, prune = load_prune_config(args.config)
+    nni_compat.quiet_nni()
+    if nni_compat.in_nni_trial():  # the tuner's parameters (e.g. a λ grid) override the prune: section
+        prune.update(check_prune_options(nni_compat.next_parameter(), "nnictl parameters"))
+        run_prune_trial(config, prune, report_intermediate=nni_compat.report_intermediate,
+                        report_final=nni_compat.report_final)
+        return
+    record = run_prune_trial(config, prune, report_intermediate=lambda row: print(json.dumps(row), flush=True))
+    _print_json({k: record[k] for k in ("space", "arch", "metrics")})
+
+
 def cmd_oneshot(args: argparse.Namespace) -> None:
     from hrnas_automl import nni_compat
     from hrnas_automl.arch import load_arch
@@ -404,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", help="outside nnictl: a JSON file or preset:NAME (default: config.arch or random)")
     p.set_defaults(func=cmd_trial)
 
+    p = sub.add_parser("prune", help="one fine-grained (HR-NAS) search as a trial: prune.yml = trial config + prune:")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_prune)
     p = sub.add_parser("make-data", help="write seeded generated data in a real dataset format (for examples, tests)")
     p.add_argument("dataset", choices=("segmentation", "keypoints"),
                    help="segmentation: shapes in the Cityscapes or ADE20K layout; keypoints: COCO stick figures")

@@ -67,8 +67,8 @@ def test_tune_trial_outside_nnictl(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["tune-trial", "--config", str(HRNAS / "tune.yml"), "--params", "{lam: 1, threshold: 0, warmup: 1}"],
-     "objective 'fine-grained' is not available: module hrnas_automl.strategies.fine_grained is not installed"),
+    (["tune-trial", "--config", "{tmp}/bad_args.yml", "--params", "{lam: 1, threshold: 0, warmup: 1}"],
+     "objective_args of 'fine-grained': FineGrainedObjective.__init__() got an unexpected keyword argument 'epochs'"),
     (["tune-trial", "--config", str(HRNAS / "tune_slimming.yml"), "--params", "{lam: 1}"],
      "must be a mapping with exactly the keys lam, threshold, warmup"),
     (["front", "--config", "{tmp}/t.yml"], "no study 'x' in sqlite:///"),
@@ -79,6 +79,8 @@ def test_command_errors_are_one_line(argv: list[str], message: str, tmp_path: Pa
     base = {"study_name": "x", "n_trials": 1, "objective": "network-slimming"}
     (tmp_path / "t.yml").write_text(yaml.safe_dump(base))
     (tmp_path / "bad_storage.yml").write_text(yaml.safe_dump({**base, "storage": "nope://"}))
+    (tmp_path / "bad_args.yml").write_text(yaml.safe_dump({**base, "objective": "fine-grained",
+                                                           "objective_args": {"epochs": 2}}))
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err

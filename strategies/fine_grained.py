@@ -1,0 +1,431 @@
+"""Resource-aware fine-grained search (HR-NAS, Ding et al. CVPR 2021 §3.3; REFERENCE §1.3).
+
+The widest network of a space trains with a FLOPs-weighted L1 penalty on its importance factors α (the BN
+scale after each depthwise conv, one per hidden channel of a kernel path; the token-norm scale, one per
+Transformer token): ``loss = task loss + λ(epoch) Σ_i penalty_i ‖α_i‖₁`` (the L1 term as a proximal step after each SGD step,
+see :func:`_soft_threshold`), ``penalty_i = Δ_i / (Σ_j h_j Δ_j /
+Σ_j h_j)`` where Δ_i is the MACs one channel / token of unit i costs and h_j its width (REFERENCE §1.3,
+``prune.py:155-185``). λ ramps linearly from 0 over ``warmup`` epochs (``prune.py:296-326``). Every
+``prune_every`` epochs the network is *physically* shrunk (conv / BN / embedding weights sliced; a kernel path
+with no channel or a Transformer with no token is removed), BN statistics are recalibrated on training batches
+(``train.py:552-577``) and the shrunk network is validated.
+
+Grid: a prune step counts the survivors (|α| > threshold) of a unit, rounds that count *up* to the next value
+of the space's grid and keeps that many channels with the largest |α|, so the network is a sample of the space
+after every step (never fewer channels than the threshold keeps). With ``max_macs`` the run is budget-driven
+instead of threshold-driven (the threshold alone overshoots any budget by far or not at all, depending on λ):
+the MACs target falls linearly from the supernet's to the budget over the prune steps, and while a step is
+above its target the unit step (one grid value down) with the least |α| lost per MAC saved is taken, so the
+last step ends just under budget.
+
+Protocol (any space that has it works): the frozen network, or one of its submodules, has
+``prunable_units() -> [PrunableUnit(label, kind, module, alpha)]`` and ``arch() -> {label: count}``; its units
+are HR-NAS :class:`KernelPath` / :class:`TokenTransformer` modules inside :class:`SearchingBlock` s (what
+:func:`shrink` knows how to slice). The result is a plain sample: ``freeze(space, result.arch)`` loads
+``result.state_dict`` and retrains / exports like any other.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from hrnas_automl.spaces.hrnas import KernelPath, PrunableUnit, SearchingBlock, TokenTransformer
+
+__all__ = ["FineGrainedSettings", "FineGrainedResult", "PruneStep", "prunable_root", "unit_macs", "penalties",
+           "shrink", "recalibrate_bn", "fine_grained_search", "FineGrainedObjective", "tuning_objective"]
+
+StepCallback = Callable[["PruneStep"], None]
+
+
+@dataclass(frozen=True)
+class FineGrainedSettings:
+    """Search hyper-parameters (REFERENCE §1.3 table: λ 1.4e-4 seg, threshold 1e-3, warm-up 25 of 430 epochs).
+
+    ``lam`` here multiplies the normalised penalty summed over all units *per image batch*, as ρ does in the
+    official loss; small networks on small data need far larger values than the shipped configs.
+    """
+
+    lam: float = 1e-3
+    threshold: float = 1e-3  # model_shrink_threshold
+    warmup: int = 2  # epochs over which λ ramps from 0 (epoch_warmup)
+    epochs: int = 6
+    prune_every: int = 1  # eval_interval
+    max_macs: float | None = None  # budget-driven pruning (None: threshold only)
+    batch_size: int = 16
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    calib_batches: int = 10  # bn_calibration_steps
+    seed: int = 0
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        checks = (("lam", self.lam >= 0, ">= 0"), ("threshold", self.threshold >= 0, ">= 0"),
+                  ("warmup", self.warmup >= 0, ">= 0"), ("epochs", self.epochs >= 1, ">= 1"),
+                  ("prune_every", self.prune_every >= 1, ">= 1"), ("batch_size", self.batch_size >= 2, ">= 2"),
+                  ("lr", self.lr > 0, "> 0"), ("calib_batches", self.calib_batches >= 1, ">= 1"),
+                  ("max_macs", self.max_macs is None or self.max_macs > 0, "> 0 or null"))
+        for name, ok, need in checks:
+            if not ok:
+                raise ValueError(f"fine-grained setting {name} must be {need}, got {getattr(self, name)!r}")
+
+    def lam_at(self, epoch: int) -> float:
+        """λ of ``epoch`` (0-based): linear from 0 to ``lam`` over ``warmup`` epochs, then constant."""
+        return self.lam * min(1.0, epoch / self.warmup) if self.warmup else self.lam
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """What one prune step left: epoch, task metric after BN recalibration, MACs, params and counts."""
+
+    epoch: int
+    metric: float
+    macs: float
+    params: float
+    lam: float
+    arch: dict[str, int]
+
+
+@dataclass
+class FineGrainedResult:
+    """The searched sample (on the space's grid), its trained weights, final metrics and every prune step."""
+
+    space: str
+    arch: dict[str, int]
+    state_dict: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+    steps: list[PruneStep] = field(default_factory=list)
+    supernet_macs: float = 0.0
+
+
+def prunable_root(model: nn.Module) -> nn.Module:
+    """The (sub)module of ``model`` that has ``prunable_units()`` and ``arch()`` (the protocol)."""
+    for module in model.modules():
+        if callable(getattr(module, "prunable_units", None)) and callable(getattr(module, "arch", None)):
+            return module
+    raise ValueError(f"{type(model).__name__} has no module with prunable_units() and arch(); the fine-grained "
+                     "strategy needs a space whose units carry importance factors (e.g. hrnas)")
+
+
+def _block_sizes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[int, tuple[int, int, int, int]]:
+    """``id(block) -> (H_in, W_in, H_out, W_out)`` of every SearchingBlock at ``input_shape`` (one forward)."""
+    sizes: dict[int, tuple[int, int, int, int]] = {}
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        sizes[id(module)] = (*args[0].shape[-2:], *out.shape[-2:])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SearchingBlock)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return sizes
+
+
+def unit_macs(unit: PrunableUnit, sizes: tuple[int, int, int, int]) -> float:
+    """Δ: the MACs one channel / token of ``unit`` costs at the block's input / output sizes (analytic).
+
+    Channel of a kernel path (REFERENCE §1.3): 1x1 expand ``inp·H·W`` + kxk depthwise ``k²·H'·W'`` + 1x1 project
+    ``oup·H'·W'``. Token (the last of n, 64-dim on the 8x8 map): input projection ``(inp+2)·64`` and reverse
+    projection ``oup·64``, the q/k/v/out projections and the FFN of encoder and decoder ``2·(4+2)·64²``, and
+    the attention products of both layers ``4·64·(n² − (n−1)²)`` (``prune.py:34-38``).
+    """
+    h_in, w_in, h_out, w_out = sizes
+    module = unit.module
+    if isinstance(module, KernelPath):
+        inp, oup = module.expand[0].in_channels, module.project.out_channels
+        return float(inp * h_in * w_in + module.kernel ** 2 * h_out * w_out + oup * h_out * w_out)
+    if isinstance(module, TokenTransformer):
+        dim, n = module.queries.embedding_dim, module.tokens
+        linear = module.input_proj.in_channels * dim + module.reverse_proj.out_channels * dim + 2 * 6 * dim * dim
+        return float(linear + 4 * dim * (n * n - (n - 1) ** 2))
+    raise TypeError(f"no cost model for prunable unit {unit.label} ({type(module).__name__})")
+
+
+def penalties(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[float, float]]:
+    """``label -> (Δ, normalised penalty)`` of every unit (penalty = Δ / channel-weighted mean Δ, §1.3)."""
+    sizes = _block_sizes(model, input_shape)
+    owner = {id(unit.module): block for block in model.modules() if isinstance(block, SearchingBlock)
+             for unit in block.prunable_units()}
+    units = prunable_root(model).prunable_units()
+    delta = {u.label: unit_macs(u, sizes[id(owner[id(u.module)])]) for u in units}
+    widths = {u.label: u.alpha.numel() for u in units}
+    mean = sum(widths[k] * delta[k] for k in delta) / max(sum(widths.values()), 1)
+    return {k: (d, d / mean) for k, d in delta.items()}
+
+
+def _conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Conv2d:
+    """A copy of ``conv`` keeping the output channels ``out_idx`` / input channels ``in_idx`` (depthwise: both)."""
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+    weight = conv.weight.detach()
+    if out_idx is not None:
+        weight = weight[out_idx]
+    if in_idx is not None and not depthwise:
+        weight = weight[:, in_idx]
+    cout = weight.shape[0]
+    cin = cout if depthwise else weight.shape[1] * conv.groups
+    new = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    groups=cout if depthwise else conv.groups, bias=conv.bias is not None)
+    new.weight.data.copy_(weight)
+    if conv.bias is not None:
+        new.bias.data.copy_(conv.bias.detach() if out_idx is None else conv.bias.detach()[out_idx])
+    return new
+
+
+def _bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
+    """A copy of ``bn`` for the channels ``idx`` (affine parameters and running statistics)."""
+    new = nn.BatchNorm2d(len(idx), eps=bn.eps, momentum=bn.momentum)
+    new.weight.data.copy_(bn.weight.detach()[idx])
+    new.bias.data.copy_(bn.bias.detach()[idx])
+    new.running_mean.copy_(bn.running_mean[idx])
+    new.running_var.copy_(bn.running_var[idx])
+    new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    return new
+
+
+def _shrink_path(path: KernelPath, idx: torch.Tensor) -> None:
+    path.expand[0] = _conv(path.expand[0], out_idx=idx)
+    path.expand[1] = _bn(path.expand[1], idx)
+    path.dw = _conv(path.dw, out_idx=idx)
+    path.dw_bn = _bn(path.dw_bn, idx)
+    path.project = _conv(path.project, in_idx=idx)
+
+
+def _shrink_transformer(transformer: TokenTransformer, idx: torch.Tensor) -> None:
+    transformer.input_proj = _conv(transformer.input_proj, out_idx=idx)
+    transformer.token_norm = _bn(transformer.token_norm, idx)
+    queries = nn.Embedding(len(idx), transformer.queries.embedding_dim)
+    queries.weight.data.copy_(transformer.queries.weight.detach()[idx])
+    transformer.queries = queries
+    transformer.reverse_proj = _conv(transformer.reverse_proj, in_idx=idx)
+
+
+@torch.no_grad()
+def shrink(model: nn.Module, counts: Mapping[str, int]) -> None:
+    """Physically keep, per unit label in ``counts``, that many channels / tokens with the largest |α|; a unit
+    shrunk to 0 is removed from its block (a block without kernel paths also loses its BN)."""
+    for block in [m for m in model.modules() if isinstance(m, SearchingBlock)]:
+        for unit in block.prunable_units():
+            if unit.label not in counts or counts[unit.label] >= unit.alpha.numel():
+                continue
+            n = counts[unit.label]
+            idx = unit.alpha.detach().abs().argsort(descending=True, stable=True)[:n].sort().values
+            if isinstance(unit.module, KernelPath):
+                key = f"k{unit.module.kernel}"
+                if n == 0:
+                    del block.paths[key]
+                else:
+                    _shrink_path(unit.module, idx)
+            elif n == 0:
+                block.transformer = None
+            else:
+                _shrink_transformer(unit.module, idx)
+        if not block.paths:
+            block.pw_bn = None
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Re-estimate every BatchNorm's running statistics as a cumulative average over ``batches`` (train mode,
+    no gradients), as the official search does before each validation (REFERENCE §1.3)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    try:
+        for images in batches:
+            model(images)
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+        model.eval()
+
+
+@torch.no_grad()
+def _soft_threshold(model: nn.Module, deltas: Mapping[str, tuple[float, float]], step: float) -> None:
+    """The proximal step of ``step · Σ penalty_i ‖α_i‖₁``: shrink each |α| by ``step · penalty_i``, stopping at 0.
+
+    The same objective as adding the L1 term to the loss (REFERENCE §1.3), but plain sub-gradient steps leave
+    α oscillating around 0 and never below a small threshold within a short run; the proximal step (ISTA) gives
+    exact zeros, so a few epochs prune with the reference threshold too."""
+    for unit in prunable_root(model).prunable_units():
+        alpha = unit.alpha
+        alpha.copy_(alpha.sign() * (alpha.abs() - step * deltas[unit.label][1]).clamp_min(0))
+
+
+def _ceil_to_grid(count: int, grid: tuple[int, ...]) -> int:
+    return min((g for g in grid if g >= count), default=max(grid))
+
+
+def _plan(model: nn.Module, grids: Mapping[str, tuple[int, ...]], threshold: float,
+          deltas: Mapping[str, tuple[float, float]], macs: float, target: float | None) -> dict[str, int]:
+    """New counts. Without ``target``: the survivors of the threshold rounded up to the grid. With one: from the
+    current counts, the grid steps down with the least |α| lost per MAC saved until the estimated MACs (``Δ``
+    per channel removed) reach the target (units the penalty drove to 0 go first, at no loss)."""
+    units = prunable_root(model).prunable_units()
+    ranked = {u.label: u.alpha.detach().abs().sort(descending=True).values for u in units}
+    if target is None:
+        counts = {label: _ceil_to_grid(int((a > threshold).sum()), grids[label]) for label, a in ranked.items()}
+    else:
+        counts = {label: len(a) for label, a in ranked.items()}
+    estimate = macs - sum(deltas[k][0] * (len(a) - counts[k]) for k, a in ranked.items())
+    while target is not None and estimate > target:
+        best, best_score = None, math.inf
+        for label, a in ranked.items():
+            lower = [g for g in grids[label] if g < counts[label]]
+            if not lower:
+                continue
+            down = max(lower)
+            saved = deltas[label][0] * (counts[label] - down)
+            score = float(a[down:counts[label]].sum()) / saved
+            if score < best_score:
+                best, best_score = (label, down, saved), score
+        if best is None:
+            break
+        counts[best[0]] = best[1]
+        estimate -= best[2]
+    return counts
+
+
+def _task_hooks(task: Any, data: Any) -> tuple[Callable[..., torch.Tensor], Callable[[nn.Module], dict[str, float]]]:
+    """(loss(outputs, labels), evaluate(model)) of the supported tasks."""
+    if task.name == "segmentation":
+        from hrnas_automl.tasks.segmentation import evaluate_segmentation, segmentation_loss
+
+        return (lambda out, y: segmentation_loss(out, y, data.ignore_index),
+                lambda net: evaluate_segmentation(net, data.val, data.num_classes, ignore_index=data.ignore_index))
+    if task.name == "classification":
+        from hrnas_automl.tasks.classification import evaluate_classifier
+
+        return nn.functional.cross_entropy, lambda net: evaluate_classifier(net, data.val)
+    raise ValueError(f"the fine-grained strategy trains segmentation or classification, not task {task.name!r}")
+
+
+def fine_grained_search(space: str, task: str, data_kind: str, data_options: Mapping[str, Any] | None = None,
+                        settings: FineGrainedSettings | None = None, *, space_args: Mapping[str, Any] | None = None,
+                        on_step: StepCallback | None = None) -> FineGrainedResult:
+    """Search ``space`` on ``task`` with the generated or real data ``data_kind`` (seeded, deterministic).
+
+    Starts from the widest sample (every label at its largest value), trains with the penalty, prunes and
+    recalibrates every ``settings.prune_every`` epochs and after the last, calling ``on_step`` each time.
+    """
+    from hrnas_automl.arch import choices_of, freeze
+    from hrnas_automl.cost import count_cost
+    from hrnas_automl.latency import torch_threads
+    from hrnas_automl.tasks import get_task
+
+    settings = settings or FineGrainedSettings()
+    task_obj = get_task(task)
+    data = task_obj.build_data(data_kind, dict(data_options or {}))
+    args = {**dict(space_args or {}), **task_obj.model_args(data), "head": task_obj.head}
+    grids = {k: tuple(sorted(v)) for k, v in choices_of(space, **args).items()}
+    loss_fn, evaluate = _task_hooks(task_obj, data)
+    shape = tuple(data.input_shape)
+    with torch_threads(settings.threads), torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        model = freeze(space, {k: max(v) for k, v in grids.items()}, **args)
+        prunable_root(model)
+        supernet_macs = macs = float(count_cost(model, shape).macs)
+        shuffle = torch.Generator().manual_seed(settings.seed)
+        loader = DataLoader(data.train, batch_size=settings.batch_size, shuffle=True, generator=shuffle,
+                            drop_last=len(data.train) > settings.batch_size)
+        calib = DataLoader(data.train, batch_size=settings.batch_size, shuffle=False)
+        prune_epochs = [e for e in range(settings.epochs) if (e + 1) % settings.prune_every == 0
+                        or e == settings.epochs - 1]
+        total_steps, step, steps = settings.epochs * len(loader), 0, []
+        for epoch in range(settings.epochs):
+            lam = settings.lam_at(epoch)
+            deltas = penalties(model, shape)
+            optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                        weight_decay=settings.weight_decay)
+            model.train()
+            for images, labels in loader:
+                for group in optimizer.param_groups:  # cosine schedule over all steps
+                    group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+                loss = loss_fn(model(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                if lam > 0:
+                    _soft_threshold(model, deltas, lam * optimizer.param_groups[0]["lr"])
+                step += 1
+            if epoch not in prune_epochs:
+                continue
+            target = None
+            if settings.max_macs is not None:
+                done = (prune_epochs.index(epoch) + 1) / len(prune_epochs)
+                target = supernet_macs - (supernet_macs - settings.max_macs) * done
+            shrink(model, _plan(model, grids, settings.threshold, deltas, macs, target))
+            cost = count_cost(model, shape)
+            macs = float(cost.macs)
+            while target is not None and macs > target:  # Δ is per channel; re-plan on the measured MACs
+                counts = _plan(model, grids, settings.threshold, penalties(model, shape), macs, target)
+                if counts == prunable_root(model).arch():
+                    break
+                shrink(model, counts)
+                cost = count_cost(model, shape)
+                macs = float(cost.macs)
+            recalibrate_bn(model, (x for _, (x, _y) in zip(range(settings.calib_batches), calib)))
+            metrics = evaluate(model)
+            record = PruneStep(epoch, float(metrics[task_obj.metric]), macs, float(cost.params), lam,
+                               dict(prunable_root(model).arch()))
+            steps.append(record)
+            if on_step is not None:
+                on_step(record)
+    final = steps[-1]
+    result_metrics = {"default": final.metric, **{k: float(v) for k, v in metrics.items()}, "macs": final.macs,
+                      "params": final.params}
+    arch = {k: final.arch[k] for k in grids}
+    return FineGrainedResult(space, arch, model.state_dict(), result_metrics, steps, supernet_macs)
+
+
+@dataclass(frozen=True)
+class FineGrainedObjective:
+    """The ``fine-grained`` tuning objective: one :func:`fine_grained_search` per call of ``{lam, threshold,
+    warmup}``; every field is an ``objective_args`` key (``settings`` takes :class:`FineGrainedSettings` fields
+    other than those three)."""
+
+    space: str = "hrnas"
+    space_args: Mapping[str, Any] = field(default_factory=lambda: {"setting": "tiny", "transformer": False})
+    task: str = "segmentation"
+    data: Mapping[str, Any] = field(default_factory=lambda: {"kind": "shapes", "image_size": 64,
+                                                              "train_size": 32, "val_size": 16})
+    settings: Mapping[str, Any] = field(default_factory=lambda: {"epochs": 3})
+
+    def __post_init__(self) -> None:
+        allowed = {f.name for f in fields(FineGrainedSettings)} - {"lam", "threshold", "warmup"}
+        unknown = set(self.settings) - allowed
+        if unknown:
+            raise ValueError(f"settings: unknown keys {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+        if "kind" not in self.data:
+            raise ValueError("data needs a 'kind' (e.g. shapes)")
+
+    def __call__(self, params: Mapping[str, Any], report: Callable[[int, float, float], None]) -> Any:
+        from hrnas_automl.tune_objective import TuneResult
+
+        settings = FineGrainedSettings(lam=float(params["lam"]), threshold=float(params["threshold"]),
+                                       warmup=int(params["warmup"]), **dict(self.settings))
+        options = {k: v for k, v in self.data.items() if k != "kind"}
+        result = fine_grained_search(self.space, self.task, self.data["kind"], options, settings,
+                                     space_args=self.space_args,
+                                     on_step=lambda s: report(s.epoch, s.metric, s.macs))
+        return TuneResult(result.metrics["default"], result.metrics["macs"])
+
+
+def tuning_objective(**objective_args: Any) -> FineGrainedObjective:
+    """The registered factory of the ``fine-grained`` objective (``objective_args`` = its fields)."""
+    return FineGrainedObjective(**objective_args)
+
