@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 __all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "layer_choice_table", "grouped_table",
-           "verify_additive", "cache_dir", "cached_table"]
+           "verify_additive", "io_shapes", "cache_dir", "cached_table"]
 
 Measure = Callable[[nn.Module, tuple[int, ...]], tuple[float, ...]]
 """Measures a module at an input shape (C, H, W), e.g. ``(macs, params)``."""
@@ -106,29 +106,46 @@ def layer_choice_table(supernet: nn.Module, build: Build, choices: Mapping[str, 
     missing = [label for label in choices if label not in paths]
     if missing:
         raise ValueError(f"labels {missing} are not LayerChoices; give the space a cost_groups function instead")
-    base_arch = {label: values[0] for label, values in choices.items()}
-    net = build(base_arch)
-    shapes: dict[str, list[tuple[int, ...]]] = {label: [] for label in choices}
-    hooks = [net.get_submodule(paths[label]).register_forward_pre_hook(
-        lambda _m, args, _l=label: shapes[_l].append(tuple(args[0].shape[1:]) if len(args) == 1 else ()))
-        for label in choices]
+    net = build({label: values[0] for label, values in choices.items()})
+    try:
+        shapes = io_shapes(net, [net.get_submodule(paths[label]) for label in choices], input_shape)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; give the space cost_groups") from None
+    in_shapes = {label: shapes[net.get_submodule(paths[label])][0] for label in choices}
+    total = measure(net, input_shape)
+    base, deltas = total, []
+    for label, values in choices.items():
+        layer = supernet.get_submodule(paths[label])
+        delta = {(v,): measure(layer[v], in_shapes[label]) for v in values}
+        base = _sub(base, delta[(values[0],)])
+        deltas.append(delta)
+    return CostTable(metrics, tuple((label,) for label in choices), base, tuple(deltas))
+
+
+def io_shapes(net: nn.Module, modules: Sequence[nn.Module], input_shape: tuple[int, ...]
+              ) -> dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``{module: (input shape, output shape)}`` (without the batch) of one forward of ``net`` at ``input_shape``.
+
+    Raises:
+        ValueError: a module does not run exactly once on one tensor input (its cost has no single shape).
+    """
+    seen: dict[nn.Module, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {m: [] for m in modules}
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        one = len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
+        seen[module].append((tuple(args[0].shape[1:]), tuple(output.shape[1:])) if one else ((), ()))
+
+    hooks = [m.register_forward_hook(hook) for m in modules]
     try:
         with torch.no_grad():
             net.eval()(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
     finally:
-        for hook in hooks:
-            hook.remove()
-    total = measure(net, input_shape)
-    bad = [label for label, seen in shapes.items() if len(seen) != 1 or not seen[0]]
+        for h in hooks:
+            h.remove()
+    bad = [type(m).__name__ for m, runs in seen.items() if len(runs) != 1 or not runs[0][0]]
     if bad:
-        raise ValueError(f"LayerChoices {bad} do not run exactly once on one tensor; give the space cost_groups")
-    base, deltas = total, []
-    for label, values in choices.items():
-        layer = supernet.get_submodule(paths[label])
-        delta = {(v,): measure(layer[v], shapes[label][0]) for v in values}
-        base = _sub(base, delta[(values[0],)])
-        deltas.append(delta)
-    return CostTable(metrics, tuple((label,) for label in choices), base, tuple(deltas))
+        raise ValueError(f"modules {bad} do not run exactly once on one tensor")
+    return {m: runs[0] for m, runs in seen.items()}
 
 
 def grouped_table(build: Build, choices: Mapping[str, Sequence[Any]], groups: Sequence[Sequence[str]],
