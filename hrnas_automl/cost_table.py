@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,20 +66,31 @@ class CostTable:
         return tuple(total)
 
     def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Exact (smallest, largest) value of each metric over the whole space (each metric on its own)."""
-        lo, hi = list(self.base), list(self.base)
-        for delta in self.deltas:
-            for i in range(len(self.metrics)):
-                lo[i] += min(v[i] for v in delta.values())
-                hi[i] += max(v[i] for v in delta.values())
+        """Exact (smallest, largest) value of each metric over the whole space (each metric on its own).
+
+        Groups are independent except through labels they share (Lite-HRNet's width): those are enumerated.
+        """
+        count = Counter(label for group in self.groups for label in group)
+        shared = [label for label in count if count[label] > 1]
+        values = {label: sorted({key[group.index(label)] for group, delta in zip(self.groups, self.deltas)
+                                 if label in group for key in delta}, key=repr) for label in shared}
+        lo: list[float] = [math.inf] * len(self.metrics)
+        hi: list[float] = [-math.inf] * len(self.metrics)
+        for combo in itertools.product(*values.values()):
+            fixed = dict(zip(shared, combo))
+            lo_c, hi_c = list(self.base), list(self.base)
+            for group, delta in zip(self.groups, self.deltas):
+                rows = [v for k, v in delta.items() if all(fixed.get(lab, x) == x for lab, x in zip(group, k))]
+                for i in range(len(self.metrics)):
+                    lo_c[i] += min(v[i] for v in rows)
+                    hi_c[i] += max(v[i] for v in rows)
+            lo, hi = [min(a, b) for a, b in zip(lo, lo_c)], [max(a, b) for a, b in zip(hi, hi_c)]
         return tuple(lo), tuple(hi)
 
     def marginal(self, arch: Mapping[str, Any], label: str, value: Any) -> tuple[float, ...]:
         """Change of every metric when ``label`` of ``arch`` is set to ``value`` (the Δ a penalty weighs)."""
-        g = next(i for i, group in enumerate(self.groups) if label in group)
-        group, delta = self.groups[g], self.deltas[g]
-        new = tuple(value if lab == label else arch[lab] for lab in group)
-        return tuple(a - b for a, b in zip(delta[new], delta[tuple(arch[lab] for lab in group)]))
+        changed = {**arch, label: value}
+        return _sub(self.evaluate(changed), self.evaluate(arch))
 
     def to_json(self) -> dict[str, Any]:
         return {"metrics": list(self.metrics), "groups": [list(g) for g in self.groups], "base": list(self.base),
