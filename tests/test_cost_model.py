@@ -2,6 +2,7 @@
 bounds with a clear error for an impossible budget, marginal costs, the latency lookup table."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -27,6 +28,7 @@ from hrnas_automl.cost import (
 from hrnas_automl.cost_table import NotAdditiveError, grouped_table, verify_additive
 from hrnas_automl.latency import latency_table, predicted_latency
 from hrnas_automl.registry import SpaceSpec, list_presets
+from hrnas_automl.spaces.lite_hrnet import lite_hrnet_arch
 from hrnas_automl.strategies import Evolution, InfeasibleConstraintError, RandomSearch
 
 SMALL = (3, 32, 32)
@@ -99,6 +101,27 @@ def test_hrnas_macs_budget_of_the_examples_is_feasible_and_a_tiny_one_is_not() -
 def test_hrnas_table_refuses_every_channel_count() -> None:
     with pytest.raises(ValueError, match="too many for a cost table; use channel_steps"):
         cost_table("hrnas", (3, 32, 32), **HRNAS_SEG, channel_steps=None)
+
+
+def test_lite_hrnet_analytic_cost_and_bounds_equal_ptflops() -> None:
+    shape, head = (3, 64, 48), "keypoints"  # compiling counts 63 networks: a small input keeps it to seconds
+    archs = random_archs("lite-hrnet", 6, seed=4, head=head)
+    assert [analytic_cost("lite-hrnet", a, shape, head=head) for a in archs] == [
+        arch_cost("lite-hrnet", a, shape, head=head) for a in archs]
+    # The cheapest network is the narrowest and shallowest with one block type per stage (3 ratios x 2^3 types).
+    choices = choices_of("lite-hrnet", head=head)
+    candidates = [{**lite_hrnet_arch(width=20, modules=(2, 4, 2), block="naive", reduce_ratio=r),
+                   **{label: kinds[int(label[1]) - 1] for label in choices if "_m" in label and label[-1].isdigit()}}
+                  for r in choices["reduce_ratio"] for kinds in itertools.product(choices["s1_m0"], repeat=3)]
+    costs = [arch_cost("lite-hrnet", a, shape, head=head) for a in candidates]
+    lo, _ = cost_bounds("lite-hrnet", shape, head=head)
+    assert (lo.macs, lo.params) == (min(c.macs for c in costs), min(c.params for c in costs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [p for p in list_presets() if p.space == "lite-hrnet"], ids=lambda p: p.name)
+def test_lite_hrnet_presets_at_paper_input_equal_ptflops(preset: registry.Preset) -> None:
+    assert analytic_cost("lite-hrnet", preset.arch) == arch_cost("lite-hrnet", preset.arch)
 
 
 @pytest.mark.slow
