@@ -16,7 +16,8 @@ ptflops itself*, so it counts exactly the op kinds above. How a space is compile
   of the network (one network and one small count per candidate);
 * ``SpaceSpec.cost_groups`` given (RANet: one group, all 576 networks): whole networks per group value;
 * ``SpaceSpec.cost_compiler`` given: the space's own compiler (HR-NAS, :mod:`hrnas_automl.spaces.hrnas_cost`:
-  the network with every unit at 0, plus each kernel path, Transformer and shared BatchNorm counted alone).
+  the network with every unit at 0, plus each kernel path, Transformer and shared BatchNorm counted alone;
+  Lite-HRNet, :mod:`hrnas_automl.spaces.lite_hrnet_cost`: module costs per (width, reduce ratio) from 63 networks).
 
 Each table is checked against direct counts of random networks when compiled, and stored on disk
 (:func:`hrnas_automl.cost_table.cached_table`) keyed by space, input, space arguments and package version.
