@@ -1,9 +1,10 @@
 """Benchmark of the analytic cost model (issue 7): equality with ptflops on random samples of every space,
 speed per candidate (analytic vs freeze + ptflops), and the latency lookup table's prediction error.
 
-    .venv/bin/python bench/cost_model.py                      # 1,000 samples per space, JSON per space in bench/results/
+    .venv/bin/python bench/cost_model.py                    # 1,000 samples per space, JSON per space in bench/results/
     .venv/bin/python bench/cost_model.py --samples 50 --spaces detnas-small --latency-archs 5
     .venv/bin/python bench/cost_model.py --spaces hrnas --input 3x64x64 --latency-spaces   # SPACE_ARGS below
+    .venv/bin/python bench/cost_model.py --spaces lite-hrnet --input 3x64x48 --latency-spaces
 
 Tables are compiled into a fresh cache directory, so the compile time is measured too. One torch thread.
 """
