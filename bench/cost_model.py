@@ -1,8 +1,10 @@
 """Benchmark of the analytic cost model (issue 7): equality with ptflops on random samples of every space,
 speed per candidate (analytic vs freeze + ptflops), and the latency lookup table's prediction error.
 
-    .venv/bin/python bench/cost_model.py                      # 1,000 samples per space, JSON per space in bench/results/
+    .venv/bin/python bench/cost_model.py                    # 1,000 samples per space, JSON per space in bench/results/
     .venv/bin/python bench/cost_model.py --samples 50 --spaces detnas-small --latency-archs 5
+    .venv/bin/python bench/cost_model.py --spaces hrnas --input 3x64x64 --latency-spaces   # SPACE_ARGS below
+    .venv/bin/python bench/cost_model.py --spaces lite-hrnet --input 3x64x48 --latency-spaces
 
 Tables are compiled into a fresh cache directory, so the compile time is measured too. One torch thread.
 """
@@ -28,6 +30,12 @@ from hrnas_automl.latency import latency_table, measure_latency
 from hrnas_automl.registry import list_presets, list_spaces
 
 
+# HR-NAS as examples/hrnas/*.yml search it (tiny setting, 4-class segmentation; use --input 3x64x64).
+SPACE_ARGS: dict[str, dict[str, Any]] = {
+    "detnas-small": {"num_classes": 10}, "detnas-large": {"num_classes": 10},
+    "hrnas": {"setting": "tiny", "bn_momentum": 0.1, "head": "segmentation", "num_classes": 4}}
+
+
 def random_archs(choices: dict[str, list[Any]], n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     return [{label: rng.choice(values) for label, values in choices.items()} for _ in range(n)]
@@ -40,7 +48,9 @@ def bench_space(space: str, shape: tuple[int, ...], space_args: dict[str, Any], 
     t0 = time.perf_counter()
     cost_table(space, shape, **space_args)
     compile_s = time.perf_counter() - t0
-    archs = random_archs(choices, n, seed) + [dict(p.arch) for p in list_presets(space)]
+    presets = [dict(p.arch) for p in list_presets(space)]  # those that are samples of the space as configured
+    archs = random_archs(choices, n, seed) + [a for a in presets if a.keys() == choices.keys()
+                                              and all(v in choices[k] for k, v in a.items())]
     equal, mismatches, ptflops_s = 0, [], []
     references: dict[str, Any] = {}  # small spaces repeat archs among 1,000 samples: count each once
     for arch in archs:
@@ -110,7 +120,7 @@ def main() -> None:
                "torch": torch.__version__}
     shape = parse_input_shape(args.input)
     for space in args.spaces if args.spaces is not None else [spec.name for spec in list_spaces()]:
-        space_args = {"num_classes": 10} if space.startswith("detnas") else {}
+        space_args = SPACE_ARGS.get(space, {})
         row = bench_space(space, shape, space_args, args.samples, args.repeats, args.seed)
         print(json.dumps({k: v for k, v in row.items() if k != "mismatches"}), file=sys.stderr, flush=True)
         (out / f"cost_model_{space}.json").write_text(json.dumps({**machine, **row}, indent=2) + "\n")

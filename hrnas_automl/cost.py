@@ -14,7 +14,10 @@ ptflops itself*, so it counts exactly the op kinds above. How a space is compile
 
 * every label a ``LayerChoice`` (DetNAS): each candidate block counted alone at its input shape, plus the rest
   of the network (one network and one small count per candidate);
-* ``SpaceSpec.cost_groups`` given (RANet: one group, all 576 networks): whole networks per group value.
+* ``SpaceSpec.cost_groups`` given (RANet: one group, all 576 networks): whole networks per group value;
+* ``SpaceSpec.cost_compiler`` given: the space's own compiler (HR-NAS, :mod:`hrnas_automl.spaces.hrnas_cost`:
+  the network with every unit at 0, plus each kernel path, Transformer and shared BatchNorm counted alone;
+  Lite-HRNet, :mod:`hrnas_automl.spaces.lite_hrnet_cost`: module costs per (width, reduce ratio) from 63 networks).
 
 Each table is checked against direct counts of random networks when compiled, and stored on disk
 (:func:`hrnas_automl.cost_table.cached_table`) keyed by space, input, space arguments and package version.
@@ -98,7 +101,8 @@ def space_table(space: str, input_shape: tuple[int, ...], space_args: Mapping[st
     table against two random networks (for exact measures only).
 
     Raises:
-        ValueError: the space has no analytic model (labels that are not LayerChoices and no cost_groups).
+        ValueError: the space has no analytic model (labels that are not LayerChoices, no cost_groups
+            and no cost_compiler).
         NotAdditiveError: the space's groups interact, so the table would be wrong.
     """
     from hrnas_automl import __version__
@@ -112,7 +116,9 @@ def space_table(space: str, input_shape: tuple[int, ...], space_args: Mapping[st
         return freeze(space, arch, **space_args)
 
     def compile_table() -> CostTable:
-        if spec.cost_groups is not None:
+        if spec.cost_compiler is not None:
+            table = spec.cost_compiler(build, choices, input_shape, measure, metrics)
+        elif spec.cost_groups is not None:
             table = grouped_table(build, choices, spec.cost_groups(choices), input_shape, measure, metrics)
         else:
             try:
@@ -120,7 +126,7 @@ def space_table(space: str, input_shape: tuple[int, ...], space_args: Mapping[st
                                            metrics)
             except ValueError as exc:
                 raise ValueError(f"space {space} has no analytic cost model ({exc}); register it with "
-                                 "SpaceSpec(cost_groups=...), see hrnas_automl/cost.py") from None
+                                 "SpaceSpec(cost_groups=...) or cost_compiler=..., see hrnas_automl/cost.py") from None
         if verify:
             verify_additive(table, build, choices, input_shape, measure)
         return table

@@ -22,8 +22,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,7 @@ import torch
 from torch import nn
 
 __all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "layer_choice_table", "grouped_table",
-           "verify_additive", "cache_dir", "cached_table"]
+           "verify_additive", "io_shapes", "cache_dir", "cached_table"]
 
 Measure = Callable[[nn.Module, tuple[int, ...]], tuple[float, ...]]
 """Measures a module at an input shape (C, H, W), e.g. ``(macs, params)``."""
@@ -64,20 +66,31 @@ class CostTable:
         return tuple(total)
 
     def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Exact (smallest, largest) value of each metric over the whole space (each metric on its own)."""
-        lo, hi = list(self.base), list(self.base)
-        for delta in self.deltas:
-            for i in range(len(self.metrics)):
-                lo[i] += min(v[i] for v in delta.values())
-                hi[i] += max(v[i] for v in delta.values())
+        """Exact (smallest, largest) value of each metric over the whole space (each metric on its own).
+
+        Groups are independent except through labels they share (Lite-HRNet's width): those are enumerated.
+        """
+        count = Counter(label for group in self.groups for label in group)
+        shared = [label for label in count if count[label] > 1]
+        values = {label: sorted({key[group.index(label)] for group, delta in zip(self.groups, self.deltas)
+                                 if label in group for key in delta}, key=repr) for label in shared}
+        lo: list[float] = [math.inf] * len(self.metrics)
+        hi: list[float] = [-math.inf] * len(self.metrics)
+        for combo in itertools.product(*values.values()):
+            fixed = dict(zip(shared, combo))
+            lo_c, hi_c = list(self.base), list(self.base)
+            for group, delta in zip(self.groups, self.deltas):
+                rows = [v for k, v in delta.items() if all(fixed.get(lab, x) == x for lab, x in zip(group, k))]
+                for i in range(len(self.metrics)):
+                    lo_c[i] += min(v[i] for v in rows)
+                    hi_c[i] += max(v[i] for v in rows)
+            lo, hi = [min(a, b) for a, b in zip(lo, lo_c)], [max(a, b) for a, b in zip(hi, hi_c)]
         return tuple(lo), tuple(hi)
 
     def marginal(self, arch: Mapping[str, Any], label: str, value: Any) -> tuple[float, ...]:
         """Change of every metric when ``label`` of ``arch`` is set to ``value`` (the Δ a penalty weighs)."""
-        g = next(i for i, group in enumerate(self.groups) if label in group)
-        group, delta = self.groups[g], self.deltas[g]
-        new = tuple(value if lab == label else arch[lab] for lab in group)
-        return tuple(a - b for a, b in zip(delta[new], delta[tuple(arch[lab] for lab in group)]))
+        changed = {**arch, label: value}
+        return _sub(self.evaluate(changed), self.evaluate(arch))
 
     def to_json(self) -> dict[str, Any]:
         return {"metrics": list(self.metrics), "groups": [list(g) for g in self.groups], "base": list(self.base),
@@ -106,29 +119,46 @@ def layer_choice_table(supernet: nn.Module, build: Build, choices: Mapping[str, 
     missing = [label for label in choices if label not in paths]
     if missing:
         raise ValueError(f"labels {missing} are not LayerChoices; give the space a cost_groups function instead")
-    base_arch = {label: values[0] for label, values in choices.items()}
-    net = build(base_arch)
-    shapes: dict[str, list[tuple[int, ...]]] = {label: [] for label in choices}
-    hooks = [net.get_submodule(paths[label]).register_forward_pre_hook(
-        lambda _m, args, _l=label: shapes[_l].append(tuple(args[0].shape[1:]) if len(args) == 1 else ()))
-        for label in choices]
+    net = build({label: values[0] for label, values in choices.items()})
+    try:
+        shapes = io_shapes(net, [net.get_submodule(paths[label]) for label in choices], input_shape)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; give the space cost_groups") from None
+    in_shapes = {label: shapes[net.get_submodule(paths[label])][0] for label in choices}
+    total = measure(net, input_shape)
+    base, deltas = total, []
+    for label, values in choices.items():
+        layer = supernet.get_submodule(paths[label])
+        delta = {(v,): measure(layer[v], in_shapes[label]) for v in values}
+        base = _sub(base, delta[(values[0],)])
+        deltas.append(delta)
+    return CostTable(metrics, tuple((label,) for label in choices), base, tuple(deltas))
+
+
+def io_shapes(net: nn.Module, modules: Sequence[nn.Module], input_shape: tuple[int, ...]
+              ) -> dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``{module: (input shape, output shape)}`` (without the batch) of one forward of ``net`` at ``input_shape``.
+
+    Raises:
+        ValueError: a module does not run exactly once on one tensor input (its cost has no single shape).
+    """
+    seen: dict[nn.Module, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {m: [] for m in modules}
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        one = len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(output, torch.Tensor)
+        seen[module].append((tuple(args[0].shape[1:]), tuple(output.shape[1:])) if one else ((), ()))
+
+    hooks = [m.register_forward_hook(hook) for m in modules]
     try:
         with torch.no_grad():
             net.eval()(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
     finally:
-        for hook in hooks:
-            hook.remove()
-    total = measure(net, input_shape)
-    bad = [label for label, seen in shapes.items() if len(seen) != 1 or not seen[0]]
+        for h in hooks:
+            h.remove()
+    bad = [type(m).__name__ for m, runs in seen.items() if len(runs) != 1 or not runs[0][0]]
     if bad:
-        raise ValueError(f"LayerChoices {bad} do not run exactly once on one tensor; give the space cost_groups")
-    base, deltas = total, []
-    for label, values in choices.items():
-        layer = supernet.get_submodule(paths[label])
-        delta = {(v,): measure(layer[v], shapes[label][0]) for v in values}
-        base = _sub(base, delta[(values[0],)])
-        deltas.append(delta)
-    return CostTable(metrics, tuple((label,) for label in choices), base, tuple(deltas))
+        raise ValueError(f"modules {bad} do not run exactly once on one tensor")
+    return {m: runs[0] for m, runs in seen.items()}
 
 
 def grouped_table(build: Build, choices: Mapping[str, Sequence[Any]], groups: Sequence[Sequence[str]],

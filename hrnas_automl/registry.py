@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from nni.nas.nn.pytorch import ModelSpace
 
+    from hrnas_automl.cost_table import CostTable
+
 __all__ = [
     "SpaceSpec", "Preset", "register_space", "get_space", "list_spaces", "get_preset", "list_presets",
 ]
@@ -34,6 +36,9 @@ class SpaceSpec:
         cost_groups: for the analytic cost (:mod:`hrnas_automl.cost`), ``choices -> groups of labels`` whose
             effects on MACs/params/latency add up independently (one group holding every label: an exhaustive
             table, for small spaces). None: every label is a ``LayerChoice`` and counts on its own.
+        cost_compiler: a space's own table compiler, ``(build, choices, input_shape, measure, metrics) ->
+            CostTable`` (:mod:`hrnas_automl.cost_table`), for spaces whose units are not LayerChoices and too many
+            for whole networks per group (HR-NAS: each unit counted alone); it wins over ``cost_groups``.
     """
 
     name: str
@@ -42,6 +47,7 @@ class SpaceSpec:
     default_input: tuple[int, int, int]
     heads: tuple[str, ...] = ("classifier",)
     cost_groups: Callable[[Mapping[str, list[Any]]], list[list[str]]] | None = None
+    cost_compiler: Callable[..., CostTable] | None = None
 
     def build(self, **kwargs: Any) -> ModelSpace:
         """Build the space (the supernet) with the given constructor arguments."""

@@ -384,9 +384,16 @@ _PRESETS = {
                                   _SOURCE.format("naive_litehrnet", "wider_naive_litehrnet_18")),
 }
 
+def _cost_table(*args: Any) -> Any:
+    """The analytic cost compiler (:func:`hrnas_automl.spaces.lite_hrnet_cost.lite_hrnet_cost_table`)."""
+    from hrnas_automl.spaces.lite_hrnet_cost import lite_hrnet_cost_table
+
+    return lite_hrnet_cost_table(*args)
+
+
 register_space(
     SpaceSpec(name="lite-hrnet", factory=LiteHRNetSpace,
               description="Lite-HRNet: block type per module, modules per stage, widths, reduce ratio",
-              default_input=(3, 256, 192), heads=LITE_HRNET_HEADS),
+              default_input=(3, 256, 192), heads=LITE_HRNET_HEADS, cost_compiler=_cost_table),
     presets=_PRESETS,
 )

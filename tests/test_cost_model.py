@@ -2,6 +2,7 @@
 bounds with a clear error for an impossible budget, marginal costs, the latency lookup table."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -27,6 +28,7 @@ from hrnas_automl.cost import (
 from hrnas_automl.cost_table import NotAdditiveError, grouped_table, verify_additive
 from hrnas_automl.latency import latency_table, predicted_latency
 from hrnas_automl.registry import SpaceSpec, list_presets
+from hrnas_automl.spaces.lite_hrnet import lite_hrnet_arch
 from hrnas_automl.strategies import Evolution, InfeasibleConstraintError, RandomSearch
 
 SMALL = (3, 32, 32)
@@ -54,6 +56,72 @@ def test_detnas_analytic_cost_equals_ptflops_on_random_archs(space: str, n: int)
 @pytest.mark.parametrize("preset", [p for p in list_presets() if p.space.startswith("detnas")], ids=lambda p: p.name)
 def test_detnas_presets_at_paper_input_equal_ptflops(preset: registry.Preset) -> None:
     assert analytic_cost(preset.space, preset.arch) == arch_cost(preset.space, preset.arch)
+
+
+# HR-NAS as the examples search it (examples/hrnas/*.yml): tiny setting, 4-class segmentation at 64x64.
+HRNAS_SEG = {"setting": "tiny", "bn_momentum": 0.1, "head": "segmentation", "num_classes": 4}
+
+
+@pytest.mark.parametrize(("head", "shape", "n"), [("segmentation", (3, 64, 64), 10), ("classifier", (3, 48, 80), 4),
+                                                  ("keypoints", (3, 40, 56), 3)])
+def test_hrnas_analytic_cost_equals_ptflops_on_random_archs(head: str, shape: tuple[int, ...], n: int) -> None:
+    args = {**HRNAS_SEG, "head": head}
+    archs = random_archs("hrnas", n, seed=5, **args)
+    assert [analytic_cost("hrnas", a, shape, **args) for a in archs] == [arch_cost("hrnas", a, shape, **args)
+                                                                         for a in archs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [p for p in list_presets() if p.space == "hrnas"], ids=lambda p: p.name)
+def test_hrnas_presets_at_paper_input_equal_ptflops(preset: registry.Preset) -> None:
+    # The official setting at 224x224: the table compiles in about half a minute, then reads the disk cache.
+    head = {"cls": "classifier", "seg": "segmentation", "kpt": "keypoints"}[preset.name.rsplit("-", 1)[1]]
+    assert analytic_cost("hrnas", preset.arch, head=head) == arch_cost("hrnas", preset.arch, head=head)
+
+
+def test_hrnas_marginal_cost_of_a_path_includes_the_shared_batchnorm() -> None:
+    shape = (3, 64, 64)
+    arch = {**random_archs("hrnas", 1, seed=2, **HRNAS_SEG)[0], "e3_b1_0_k3": 8, "e3_b1_0_k5": 0, "e3_b1_0_k7": 0}
+    for label, value in (("e3_b1_0_k3", 0), ("e3_b1_0_k7", 16), ("e3_b1_0_tokens", 8)):  # last path off: pw_bn goes
+        changed = {**arch, label: value}
+        before, after = arch_cost("hrnas", arch, shape, **HRNAS_SEG), arch_cost("hrnas", changed, shape, **HRNAS_SEG)
+        delta = marginal_cost("hrnas", arch, label, value, shape, **HRNAS_SEG)
+        assert (delta.macs, delta.params) == (after.macs - before.macs, after.params - before.params)
+
+
+def test_hrnas_macs_budget_of_the_examples_is_feasible_and_a_tiny_one_is_not() -> None:
+    lo, hi = cost_bounds("hrnas", (3, 64, 64), **HRNAS_SEG)
+    assert lo.macs < 1e8 < hi.macs
+    assert cost_limit("hrnas", max_macs=1e8, input_shape=(3, 64, 64), space_args=HRNAS_SEG) is not None
+    with pytest.raises(InfeasibleConstraintError, match="smallest macs of hrnas") as err:
+        cost_limit("hrnas", max_macs=lo.macs - 1, input_shape=(3, 64, 64), space_args=HRNAS_SEG)
+    assert f"({lo.macs:.6g}; the largest is {hi.macs:.6g})" in str(err.value)
+
+
+def test_hrnas_table_refuses_every_channel_count() -> None:
+    with pytest.raises(ValueError, match="too many for a cost table; use channel_steps"):
+        cost_table("hrnas", (3, 32, 32), **HRNAS_SEG, channel_steps=None)
+
+
+def test_lite_hrnet_analytic_cost_and_bounds_equal_ptflops() -> None:
+    shape, head = (3, 64, 48), "keypoints"  # compiling counts 63 networks: a small input keeps it to seconds
+    archs = random_archs("lite-hrnet", 6, seed=4, head=head)
+    assert [analytic_cost("lite-hrnet", a, shape, head=head) for a in archs] == [
+        arch_cost("lite-hrnet", a, shape, head=head) for a in archs]
+    # The cheapest network is the narrowest and shallowest with one block type per stage (3 ratios x 2^3 types).
+    choices = choices_of("lite-hrnet", head=head)
+    candidates = [{**lite_hrnet_arch(width=20, modules=(2, 4, 2), block="naive", reduce_ratio=r),
+                   **{label: kinds[int(label[1]) - 1] for label in choices if "_m" in label and label[-1].isdigit()}}
+                  for r in choices["reduce_ratio"] for kinds in itertools.product(choices["s1_m0"], repeat=3)]
+    costs = [arch_cost("lite-hrnet", a, shape, head=head) for a in candidates]
+    lo, _ = cost_bounds("lite-hrnet", shape, head=head)
+    assert (lo.macs, lo.params) == (min(c.macs for c in costs), min(c.params for c in costs))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", [p for p in list_presets() if p.space == "lite-hrnet"], ids=lambda p: p.name)
+def test_lite_hrnet_presets_at_paper_input_equal_ptflops(preset: registry.Preset) -> None:
+    assert analytic_cost("lite-hrnet", preset.arch) == arch_cost("lite-hrnet", preset.arch)
 
 
 @pytest.mark.slow
