@@ -4,7 +4,7 @@ VENV       ?= .venv
 # torch is installed first and on its own, so pip never resolves a CUDA build; pick another build here.
 TORCH_SPEC ?= torch==2.13.0
 PORT       ?= 8080
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15   # the slowest tests, so a growing suite shows where its time goes
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
