@@ -16,9 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from hrnas_automl.trial_config import ConfigError, TrialConfig, parse_trial_config
+from hrnas_automl.trial_config import ConfigError, TrialConfig, parse_trial_config, read_yaml_file
 
 __all__ = ["PRUNE_KEYS", "load_prune_config", "check_prune_options", "run_prune_trial"]
 
@@ -30,12 +29,7 @@ Report = Callable[[Mapping[str, float]], None]
 def load_prune_config(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:
     """The trial config and the ``prune:`` options of a prune YAML file (one-line ``ConfigError`` if bad)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"prune config {path} does not exist; pass the YAML file with --config")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml_file(path, "prune config")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys (space, data, train, prune, ...)")
     prune = data.pop("prune", None) or {}

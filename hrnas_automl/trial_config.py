@@ -125,13 +125,20 @@ def parse_trial_config(data: Any, source: str = "trial config") -> TrialConfig:
     return config
 
 
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """The YAML of the ``what`` config file ``path`` (``yaml.safe_load``); a missing or malformed file raises a
+    one-line :class:`ConfigError` naming it and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; pass the YAML file with --config")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
 def load_trial_config(path: str | Path) -> TrialConfig:
     """Read and validate a trial YAML file (``yaml.safe_load``; nothing in it is executed)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"trial config {path} does not exist; pass the YAML file with --config")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml_file(path, "trial config")
     return parse_trial_config(data, str(path))

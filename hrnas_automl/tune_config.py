@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["Range", "TuneRanges", "TuneConfig", "parse_tune_config", "load_tune_config", "default_storage",
@@ -144,13 +143,8 @@ def parse_tune_config(data: Any, source: str = "tune config", directory: str | P
 
 def load_tune_config(path: str | Path) -> TuneConfig:
     """Read and validate a tune YAML file (``yaml.safe_load``); the default storage sits next to it."""
-    from hrnas_automl.trial_config import ConfigError
+    from hrnas_automl.trial_config import read_yaml_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"tune config {path} does not exist; pass the YAML file with --config")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml_file(path, "tune config")
     return parse_tune_config(data, str(path), path.parent)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hrnas_automl.trial_config import ConfigError, DataConfig
+from hrnas_automl.trial_config import ConfigError, DataConfig, read_yaml_file
 
 __all__ = ["SupernetTrainSettings", "SupernetConfig", "EvolutionSettings", "SearchConfig", "load_config"]
 
@@ -80,12 +79,7 @@ def load_config(path: str | Path, model: type[_Model]) -> _Model:
     from hrnas_automl.trial_config import one_line_error
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config {path} does not exist; pass the YAML file with --config")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml_file(path, "config")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
     try:
