@@ -88,9 +88,15 @@ class CostTable:
         return tuple(lo), tuple(hi)
 
     def marginal(self, arch: Mapping[str, Any], label: str, value: Any) -> tuple[float, ...]:
-        """Change of every metric when ``label`` of ``arch`` is set to ``value`` (the Δ a penalty weighs)."""
+        """Change of every metric when ``label`` of ``arch`` is set to ``value`` (the Δ a penalty weighs); only
+        the groups holding ``label`` are read, so a strategy can weigh every unit of a large space per step."""
         changed = {**arch, label: value}
-        return _sub(self.evaluate(changed), self.evaluate(arch))
+        total = (0.0,) * len(self.metrics)
+        for group, delta in zip(self.groups, self.deltas):
+            if label in group:
+                step = _sub(delta[tuple(changed[lab] for lab in group)], delta[tuple(arch[lab] for lab in group)])
+                total = tuple(t + d for t, d in zip(total, step))
+        return total
 
     def to_json(self) -> dict[str, Any]:
         return {"metrics": list(self.metrics), "groups": [list(g) for g in self.groups], "base": list(self.base),

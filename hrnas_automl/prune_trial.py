@@ -2,10 +2,11 @@
 
 ``prune.yml`` is a trial config (space, space_args, task, data, train, threads, latency, output_dir) plus a
 ``prune:`` section of :class:`~hrnas_automl.strategies.fine_grained.FineGrainedSettings` fields (lam,
-threshold, warmup, prune_every, max_macs, calib_batches); epochs, batch size, lr, momentum, weight decay and
-seed come from ``train``. Under nnictl the tuner's parameters (any ``prune:`` keys, e.g. a λ grid) override
-the section. Results carry the keys of every other trial (``default``, the task metrics, ``macs``,
-``params``, ``latency_ms``, ``trial_s``); intermediate results are the metric and MACs after each prune step.
+threshold, warmup, prune_every, finetune_epochs, max_macs, cost, calib_batches); epochs, batch size, lr,
+momentum, weight decay and seed come from ``train``. Under nnictl the tuner's parameters (any ``prune:``
+keys, e.g. a λ grid) override the section. Results carry the keys of every other trial (``default``, the task
+metrics, ``macs``, ``params``, ``latency_ms``, ``trial_s``); intermediate results are the metric and MACs after
+each prune step and after fine-tuning.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from hrnas_automl.trial_config import ConfigError, TrialConfig, parse_trial_conf
 __all__ = ["PRUNE_KEYS", "load_prune_config", "check_prune_options", "run_prune_trial"]
 
 # FineGrainedSettings fields a prune: section (or nnictl's parameters) may set; the rest come from train:.
-PRUNE_KEYS = ("lam", "threshold", "warmup", "prune_every", "max_macs", "calib_batches")
+PRUNE_KEYS = ("lam", "threshold", "warmup", "prune_every", "finetune_epochs", "max_macs", "cost",
+              "calib_batches")
 Report = Callable[[Mapping[str, float]], None]
 
 

@@ -4,19 +4,23 @@ The widest network of a space trains with a FLOPs-weighted L1 penalty on its imp
 scale after each depthwise conv, one per hidden channel of a kernel path; the token-norm scale, one per
 Transformer token): ``loss = task loss + λ(epoch) Σ_i penalty_i ‖α_i‖₁`` (the L1 term as a proximal step after each SGD step,
 see :func:`_soft_threshold`), ``penalty_i = Δ_i / (Σ_j h_j Δ_j /
-Σ_j h_j)`` where Δ_i is the MACs one channel / token of unit i costs and h_j its width (REFERENCE §1.3,
-``prune.py:155-185``). λ ramps linearly from 0 over ``warmup`` epochs (``prune.py:296-326``). Every
-``prune_every`` epochs the network is *physically* shrunk (conv / BN / embedding weights sliced; a kernel path
-with no channel or a Transformer with no token is removed), BN statistics are recalibrated on training batches
-(``train.py:552-577``) and the shrunk network is validated.
+Σ_j h_j)`` where Δ_i is what one channel / token of unit i costs and h_j its width (REFERENCE §1.3,
+``prune.py:155-185``). Δ_i comes from the cost model (:mod:`hrnas_automl.cost`): the exact ptflops MACs of one
+grid step of the unit in the current network (``cost="macs"``, the reference's FLOPs) or its latency measured on
+this machine (``cost="latency"``, :func:`hrnas_automl.latency.latency_table`). λ ramps linearly from 0 over
+``warmup`` epochs (``prune.py:296-326``). Every ``prune_every`` epochs the network is *physically* shrunk (conv /
+BN / embedding weights sliced; a kernel path with no channel or a Transformer with no token is removed), BN
+statistics are recalibrated on training batches (``train.py:552-577``) and the shrunk network is validated. The
+last ``finetune_epochs`` epochs train the final network without penalty or pruning (the official search
+retrains its result instead, REFERENCE §1.3; here it is part of the same run and budget of time).
 
 Grid: a prune step counts the survivors (|α| > threshold) of a unit, rounds that count *up* to the next value
 of the space's grid and keeps that many channels with the largest |α|, so the network is a sample of the space
 after every step (never fewer channels than the threshold keeps). With ``max_macs`` the run is budget-driven
 instead of threshold-driven (the threshold alone overshoots any budget by far or not at all, depending on λ):
 the MACs target falls linearly from the supernet's to the budget over the prune steps, and while a step is
-above its target the unit step (one grid value down) with the least |α| lost per MAC saved is taken, so the
-last step ends just under budget.
+above its target the unit step (one grid value down) with the least |α| lost per MAC saved (exact, from the cost
+table) is taken, so the last prune step ends just under budget.
 
 Protocol (any space that has it works): the frozen network, or one of its submodules, has
 ``prunable_units() -> [PrunableUnit(label, kind, module, alpha)]`` and ``arch() -> {label: count}``; its units
@@ -35,10 +39,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hrnas_automl.cost_table import CostTable
 from hrnas_automl.spaces.hrnas import KernelPath, PrunableUnit, SearchingBlock, TokenTransformer
 
-__all__ = ["FineGrainedSettings", "FineGrainedResult", "PruneStep", "prunable_root", "unit_macs", "penalties",
-           "shrink", "recalibrate_bn", "fine_grained_search", "FineGrainedObjective", "tuning_objective"]
+__all__ = ["FineGrainedSettings", "FineGrainedResult", "PruneStep", "prunable_root", "penalties", "shrink",
+           "recalibrate_bn", "fine_grained_search", "FineGrainedObjective", "tuning_objective"]
 
 StepCallback = Callable[["PruneStep"], None]
 
@@ -56,7 +61,9 @@ class FineGrainedSettings:
     warmup: int = 2  # epochs over which λ ramps from 0 (epoch_warmup)
     epochs: int = 6
     prune_every: int = 1  # eval_interval
+    finetune_epochs: int = 0  # last epochs: train the pruned network without penalty or pruning
     max_macs: float | None = None  # budget-driven pruning (None: threshold only)
+    cost: str = "macs"  # what Δ_i weighs: "macs" (ptflops, exact) or "latency" (measured on this machine)
     batch_size: int = 16
     lr: float = 0.05
     momentum: float = 0.9
@@ -69,6 +76,8 @@ class FineGrainedSettings:
         checks = (("lam", self.lam >= 0, ">= 0"), ("threshold", self.threshold >= 0, ">= 0"),
                   ("warmup", self.warmup >= 0, ">= 0"), ("epochs", self.epochs >= 1, ">= 1"),
                   ("prune_every", self.prune_every >= 1, ">= 1"), ("batch_size", self.batch_size >= 2, ">= 2"),
+                  ("finetune_epochs", 0 <= self.finetune_epochs < self.epochs, f"in [0, epochs={self.epochs})"),
+                  ("cost", self.cost in ("macs", "latency"), "'macs' or 'latency'"),
                   ("lr", self.lr > 0, "> 0"), ("calib_batches", self.calib_batches >= 1, ">= 1"),
                   ("max_macs", self.max_macs is None or self.max_macs > 0, "> 0 or null"))
         for name, ok, need in checks:
@@ -76,13 +85,23 @@ class FineGrainedSettings:
                 raise ValueError(f"fine-grained setting {name} must be {need}, got {getattr(self, name)!r}")
 
     def lam_at(self, epoch: int) -> float:
-        """λ of ``epoch`` (0-based): linear from 0 to ``lam`` over ``warmup`` epochs, then constant."""
+        """λ of ``epoch`` (0-based): linear from 0 to ``lam`` over ``warmup`` epochs, then constant; 0 while
+        fine-tuning."""
+        if epoch >= self.epochs - self.finetune_epochs:
+            return 0.0
         return self.lam * min(1.0, epoch / self.warmup) if self.warmup else self.lam
+
+    def prune_epochs(self) -> list[int]:
+        """The epochs (0-based) after which the network is pruned: every ``prune_every``-th and the last one
+        before fine-tuning."""
+        last = self.epochs - self.finetune_epochs - 1
+        return [e for e in range(last + 1) if (e + 1) % self.prune_every == 0 or e == last]
 
 
 @dataclass(frozen=True)
 class PruneStep:
-    """What one prune step left: epoch, task metric after BN recalibration, MACs, params and counts."""
+    """What one prune step (or the end of fine-tuning) left: epoch, task metric after BN recalibration, MACs,
+    params, λ and counts."""
 
     epoch: int
     metric: float
@@ -113,56 +132,27 @@ def prunable_root(model: nn.Module) -> nn.Module:
                      "strategy needs a space whose units carry importance factors (e.g. hrnas)")
 
 
-def _block_sizes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[int, tuple[int, int, int, int]]:
-    """``id(block) -> (H_in, W_in, H_out, W_out)`` of every SearchingBlock at ``input_shape`` (one forward)."""
-    sizes: dict[int, tuple[int, int, int, int]] = {}
-
-    def hook(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        sizes[id(module)] = (*args[0].shape[-2:], *out.shape[-2:])
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, SearchingBlock)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return sizes
+def _grid_below(grid: tuple[int, ...], count: int) -> int | None:
+    """The largest grid value below ``count`` (None at the bottom of the grid)."""
+    return max((g for g in grid if g < count), default=None)
 
 
-def unit_macs(unit: PrunableUnit, sizes: tuple[int, int, int, int]) -> float:
-    """Δ: the MACs one channel / token of ``unit`` costs at the block's input / output sizes (analytic).
-
-    Channel of a kernel path (REFERENCE §1.3): 1x1 expand ``inp·H·W`` + kxk depthwise ``k²·H'·W'`` + 1x1 project
-    ``oup·H'·W'``. Token (the last of n, 64-dim on the 8x8 map): input projection ``(inp+2)·64`` and reverse
-    projection ``oup·64``, the q/k/v/out projections and the FFN of encoder and decoder ``2·(4+2)·64²``, and
-    the attention products of both layers ``4·64·(n² − (n−1)²)`` (``prune.py:34-38``).
-    """
-    h_in, w_in, h_out, w_out = sizes
-    module = unit.module
-    if isinstance(module, KernelPath):
-        inp, oup = module.expand[0].in_channels, module.project.out_channels
-        return float(inp * h_in * w_in + module.kernel ** 2 * h_out * w_out + oup * h_out * w_out)
-    if isinstance(module, TokenTransformer):
-        dim, n = module.queries.embedding_dim, module.tokens
-        linear = module.input_proj.in_channels * dim + module.reverse_proj.out_channels * dim + 2 * 6 * dim * dim
-        return float(linear + 4 * dim * (n * n - (n - 1) ** 2))
-    raise TypeError(f"no cost model for prunable unit {unit.label} ({type(module).__name__})")
-
-
-def penalties(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[float, float]]:
-    """``label -> (Δ, normalised penalty)`` of every unit (penalty = Δ / channel-weighted mean Δ, §1.3)."""
-    sizes = _block_sizes(model, input_shape)
-    owner = {id(unit.module): block for block in model.modules() if isinstance(block, SearchingBlock)
-             for unit in block.prunable_units()}
-    units = prunable_root(model).prunable_units()
-    delta = {u.label: unit_macs(u, sizes[id(owner[id(u.module)])]) for u in units}
+def penalties(model: nn.Module, table: CostTable, grids: Mapping[str, tuple[int, ...]]
+              ) -> dict[str, tuple[float, float]]:
+    """``label -> (Δ, normalised penalty)`` of every unit of ``model``: Δ is what one channel / token of the unit
+    costs by ``table``'s first metric (one grid step down from its current count, per channel; never negative)
+    and the penalty is Δ over the channel-weighted mean Δ (REFERENCE §1.3, ``prune.py:155-185``)."""
+    root = prunable_root(model)
+    arch, units = root.arch(), root.prunable_units()
+    delta = {}
+    for unit in units:
+        count = arch[unit.label]
+        lower = _grid_below(grids[unit.label], count)
+        step = 0.0 if lower is None else -table.marginal(arch, unit.label, lower)[0] / (count - lower)
+        delta[unit.label] = max(step, 0.0)
     widths = {u.label: u.alpha.numel() for u in units}
     mean = sum(widths[k] * delta[k] for k in delta) / max(sum(widths.values()), 1)
-    return {k: (d, d / mean) for k, d in delta.items()}
+    return {k: (d, d / mean if mean > 0 else 0.0) for k, d in delta.items()}
 
 
 def _conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Conv2d:
@@ -270,33 +260,31 @@ def _ceil_to_grid(count: int, grid: tuple[int, ...]) -> int:
     return min((g for g in grid if g >= count), default=max(grid))
 
 
-def _plan(model: nn.Module, grids: Mapping[str, tuple[int, ...]], threshold: float,
-          deltas: Mapping[str, tuple[float, float]], macs: float, target: float | None) -> dict[str, int]:
+def _plan(model: nn.Module, grids: Mapping[str, tuple[int, ...]], threshold: float, macs_table: CostTable,
+          target: float | None) -> dict[str, int]:
     """New counts. Without ``target``: the survivors of the threshold rounded up to the grid. With one: from the
-    current counts, the grid steps down with the least |α| lost per MAC saved until the estimated MACs (``Δ``
-    per channel removed) reach the target (units the penalty drove to 0 go first, at no loss)."""
-    units = prunable_root(model).prunable_units()
-    ranked = {u.label: u.alpha.detach().abs().sort(descending=True).values for u in units}
+    current counts, the grid steps down with the least |α| lost per MAC saved (exact, by ``macs_table``) until
+    the network's MACs reach the target (units the penalty drove to 0 go first, at no loss)."""
+    root = prunable_root(model)
+    ranked = {u.label: u.alpha.detach().abs().sort(descending=True).values for u in root.prunable_units()}
     if target is None:
-        counts = {label: _ceil_to_grid(int((a > threshold).sum()), grids[label]) for label, a in ranked.items()}
-    else:
-        counts = {label: len(a) for label, a in ranked.items()}
-    estimate = macs - sum(deltas[k][0] * (len(a) - counts[k]) for k, a in ranked.items())
-    while target is not None and estimate > target:
+        return {label: _ceil_to_grid(int((a > threshold).sum()), grids[label]) for label, a in ranked.items()}
+    counts = root.arch()
+    macs = macs_table.evaluate(counts)[0]
+    while macs > target:
         best, best_score = None, math.inf
         for label, a in ranked.items():
-            lower = [g for g in grids[label] if g < counts[label]]
-            if not lower:
+            down = _grid_below(grids[label], counts[label])
+            if down is None:
                 continue
-            down = max(lower)
-            saved = deltas[label][0] * (counts[label] - down)
-            score = float(a[down:counts[label]].sum()) / saved
+            saved = -macs_table.marginal(counts, label, down)[0]
+            score = float(a[down:counts[label]].sum()) / saved if saved > 0 else math.inf
             if score < best_score:
                 best, best_score = (label, down, saved), score
         if best is None:
             break
         counts[best[0]] = best[1]
-        estimate -= best[2]
+        macs -= best[2]
     return counts
 
 
@@ -319,12 +307,13 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
                         on_step: StepCallback | None = None) -> FineGrainedResult:
     """Search ``space`` on ``task`` with the generated or real data ``data_kind`` (seeded, deterministic).
 
-    Starts from the widest sample (every label at its largest value), trains with the penalty, prunes and
-    recalibrates every ``settings.prune_every`` epochs and after the last, calling ``on_step`` each time.
+    Starts from the widest sample (every label at its largest value), trains with the penalty, prunes,
+    recalibrates BN and validates after each of ``settings.prune_epochs()`` and after fine-tuning, calling
+    ``on_step`` each time.
     """
     from hrnas_automl.arch import choices_of, freeze
-    from hrnas_automl.cost import count_cost
-    from hrnas_automl.latency import torch_threads
+    from hrnas_automl.cost import cost_table
+    from hrnas_automl.latency import latency_table, torch_threads
     from hrnas_automl.tasks import get_task
 
     settings = settings or FineGrainedSettings()
@@ -337,18 +326,20 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
     with torch_threads(settings.threads), torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         model = freeze(space, {k: max(v) for k, v in grids.items()}, **args)
-        prunable_root(model)
-        supernet_macs = macs = float(count_cost(model, shape).macs)
+        root = prunable_root(model)
+        macs_table = cost_table(space, shape, **args)  # exact ptflops MACs and params of every sample
+        penalty_table = macs_table if settings.cost == "macs" else latency_table(
+            space, shape, threads=settings.threads, **args)
+        supernet_macs = macs_table.evaluate(root.arch())[0]
         shuffle = torch.Generator().manual_seed(settings.seed)
         loader = DataLoader(data.train, batch_size=settings.batch_size, shuffle=True, generator=shuffle,
                             drop_last=len(data.train) > settings.batch_size)
         calib = DataLoader(data.train, batch_size=settings.batch_size, shuffle=False)
-        prune_epochs = [e for e in range(settings.epochs) if (e + 1) % settings.prune_every == 0
-                        or e == settings.epochs - 1]
+        prune_epochs = settings.prune_epochs()
         total_steps, step, steps = settings.epochs * len(loader), 0, []
         for epoch in range(settings.epochs):
             lam = settings.lam_at(epoch)
-            deltas = penalties(model, shape)
+            deltas = penalties(model, penalty_table, grids)
             optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                         weight_decay=settings.weight_decay)
             model.train()
@@ -362,34 +353,27 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
                 if lam > 0:
                     _soft_threshold(model, deltas, lam * optimizer.param_groups[0]["lr"])
                 step += 1
-            if epoch not in prune_epochs:
-                continue
-            target = None
-            if settings.max_macs is not None:
-                done = (prune_epochs.index(epoch) + 1) / len(prune_epochs)
-                target = supernet_macs - (supernet_macs - settings.max_macs) * done
-            shrink(model, _plan(model, grids, settings.threshold, deltas, macs, target))
-            cost = count_cost(model, shape)
-            macs = float(cost.macs)
-            while target is not None and macs > target:  # Δ is per channel; re-plan on the measured MACs
-                counts = _plan(model, grids, settings.threshold, penalties(model, shape), macs, target)
-                if counts == prunable_root(model).arch():
-                    break
-                shrink(model, counts)
-                cost = count_cost(model, shape)
-                macs = float(cost.macs)
+            if epoch in prune_epochs:
+                target = None
+                if settings.max_macs is not None:
+                    done = (prune_epochs.index(epoch) + 1) / len(prune_epochs)
+                    target = supernet_macs - (supernet_macs - settings.max_macs) * done
+                shrink(model, _plan(model, grids, settings.threshold, macs_table, target))
+            elif epoch < settings.epochs - 1:
+                continue  # neither a prune step nor the end of fine-tuning: no validation
             recalibrate_bn(model, (x for _, (x, _y) in zip(range(settings.calib_batches), calib)))
             metrics = evaluate(model)
-            record = PruneStep(epoch, float(metrics[task_obj.metric]), macs, float(cost.params), lam,
-                               dict(prunable_root(model).arch()))
+            arch = root.arch()
+            macs, params = macs_table.evaluate(arch)
+            record = PruneStep(epoch, float(metrics[task_obj.metric]), macs, params, lam, dict(arch))
             steps.append(record)
             if on_step is not None:
                 on_step(record)
     final = steps[-1]
     result_metrics = {"default": final.metric, **{k: float(v) for k, v in metrics.items()}, "macs": final.macs,
                       "params": final.params}
-    arch = {k: final.arch[k] for k in grids}
-    return FineGrainedResult(space, arch, model.state_dict(), result_metrics, steps, supernet_macs)
+    return FineGrainedResult(space, {k: final.arch[k] for k in grids}, model.state_dict(), result_metrics, steps,
+                             supernet_macs)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from hrnas_automl.arch import choices_of, freeze, validate_arch
-from hrnas_automl.cost import count_cost
+from hrnas_automl.cost import cost_table, count_cost
 from hrnas_automl.data.shapes import build_shapes
 from hrnas_automl.strategies.fine_grained import (FineGrainedResult, FineGrainedSettings, fine_grained_search,
-                                                  penalties, prunable_root, recalibrate_bn, shrink, tuning_objective,
-                                                  unit_macs)
+                                                  penalties, prunable_root, recalibrate_bn, shrink, tuning_objective)
+from hrnas_automl.latency import latency_table
 from hrnas_automl.spaces.hrnas import hrnas_network
 
 torch.set_num_threads(1)
@@ -108,15 +108,47 @@ def test_shrink_keeps_the_largest_factors_and_removes_empty_paths() -> None:
     assert model(torch.zeros(1, *SHAPE)).shape == (1, 4, 8, 8)
 
 
-def test_penalty_is_macs_per_channel_normalised() -> None:
-    model = hrnas_network({k: max(v) for k, v in choices_of("hrnas", **model_args()).items()}, **model_args())
+def test_penalty_is_the_cost_models_macs_per_channel_normalised() -> None:
+    args = model_args()
+    grids = {k: tuple(sorted(v)) for k, v in choices_of("hrnas", **args).items()}
+    widest = {k: max(v) for k, v in grids.items()}
+    model = hrnas_network(widest, **args)
     units = prunable_root(model).prunable_units()
-    result = penalties(model, SHAPE)
-    first = units[0]  # the first fusion block: 16 -> 16 channels at 8x8, stride 1, kernel 3
-    assert result[first.label][0] == unit_macs(first, (8, 8, 8, 8)) == 16 * 64 + 9 * 64 + 16 * 64
+    result = penalties(model, cost_table("hrnas", SHAPE, **args), grids)
+    for unit in (units[0], units[-1]):  # Δ = ptflops of the network minus that of one grid step fewer, per channel
+        lower = max(g for g in grids[unit.label] if g < widest[unit.label])
+        fewer = count_cost(hrnas_network({**widest, unit.label: lower}, **args), SHAPE).macs
+        step = count_cost(model, SHAPE).macs - fewer
+        assert result[unit.label][0] == step / (widest[unit.label] - lower) > 0
     widths = {u.label: u.alpha.numel() for u in units}
     mean = sum(widths[k] * d for k, (d, _) in result.items()) / sum(widths.values())
     assert all(p == pytest.approx(d / mean) for d, p in result.values())
+
+
+def test_latency_penalty_weighs_the_measured_latency_table() -> None:
+    args = model_args()
+    grids = {k: tuple(sorted(v)) for k, v in choices_of("hrnas", **args).items()}
+    model = hrnas_network({k: max(v) for k, v in grids.items()}, **args)
+    table = latency_table("hrnas", SHAPE, threads=1, warmup=1, repeats=3, **args)
+    by_latency, by_macs = penalties(model, table, grids), penalties(model, cost_table("hrnas", SHAPE, **args), grids)
+    assert by_latency.keys() == by_macs.keys() and by_latency != by_macs
+    arch = prunable_root(model).arch()
+    label = next(iter(by_latency))
+    lower = max(g for g in grids[label] if g < arch[label])
+    expected = -table.marginal(arch, label, lower)[0] / (arch[label] - lower)
+    assert by_latency[label][0] == max(expected, 0.0)
+
+
+def test_finetune_epochs_train_the_pruned_network_without_pruning() -> None:
+    supernet = search(10.0).supernet_macs
+    settings = FineGrainedSettings(lam=0.3, threshold=1e-3, warmup=0, epochs=4, batch_size=8, finetune_epochs=2,
+                                   max_macs=supernet / 2)
+    result = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, space_args=SPACE_ARGS)
+    assert [s.epoch for s in result.steps] == [0, 1, 3]  # two prune steps, then the end of fine-tuning
+    assert result.steps[1].macs <= supernet / 2 and result.steps[2].macs == result.steps[1].macs
+    assert result.steps[2].lam == 0 and result.steps[2].arch == result.steps[1].arch
+    with pytest.raises(ValueError, match="finetune_epochs must be in"):
+        FineGrainedSettings(epochs=4, finetune_epochs=4)
 
 
 def test_bn_recalibration_reestimates_running_stats() -> None:
