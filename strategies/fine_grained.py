@@ -18,9 +18,10 @@ Grid: a prune step counts the survivors (|α| > threshold) of a unit, rounds tha
 of the space's grid and keeps that many channels with the largest |α|, so the network is a sample of the space
 after every step (never fewer channels than the threshold keeps). With ``max_macs`` the run is budget-driven
 instead of threshold-driven (the threshold alone overshoots any budget by far or not at all, depending on λ):
-the MACs target falls linearly from the supernet's to the budget over the prune steps, and while a step is
-above its target the unit step (one grid value down) with the least |α| lost per MAC saved (exact, from the cost
-table) is taken, so the last prune step ends just under budget.
+the MACs target falls linearly from the supernet's to the budget over the prune steps, and at each step the
+threshold effectively rises: the grid steps (one grid value down in one unit) whose channels have the smallest
+mean |α| go first until the MACs (exact, from the cost table) reach the target, so the last prune step ends just
+under budget. Cost enters through the penalty only, as in the reference, where a plain |α| threshold prunes.
 
 Protocol (any space that has it works): the frozen network, or one of its submodules, has
 ``prunable_units() -> [PrunableUnit(label, kind, module, alpha)]`` and ``arch() -> {label: count}``; its units
@@ -263,8 +264,8 @@ def _ceil_to_grid(count: int, grid: tuple[int, ...]) -> int:
 def _plan(model: nn.Module, grids: Mapping[str, tuple[int, ...]], threshold: float, macs_table: CostTable,
           target: float | None) -> dict[str, int]:
     """New counts. Without ``target``: the survivors of the threshold rounded up to the grid. With one: from the
-    current counts, the grid steps down with the least |α| lost per MAC saved (exact, by ``macs_table``) until
-    the network's MACs reach the target (units the penalty drove to 0 go first, at no loss)."""
+    current counts, the grid steps down whose channels have the smallest mean |α| (a rising threshold) until the
+    network's MACs by ``macs_table`` reach the target (units the penalty drove to 0 go first)."""
     root = prunable_root(model)
     ranked = {u.label: u.alpha.detach().abs().sort(descending=True).values for u in root.prunable_units()}
     if target is None:
@@ -277,14 +278,13 @@ def _plan(model: nn.Module, grids: Mapping[str, tuple[int, ...]], threshold: flo
             down = _grid_below(grids[label], counts[label])
             if down is None:
                 continue
-            saved = -macs_table.marginal(counts, label, down)[0]
-            score = float(a[down:counts[label]].sum()) / saved if saved > 0 else math.inf
+            score = float(a[down:counts[label]].mean())
             if score < best_score:
-                best, best_score = (label, down, saved), score
+                best, best_score = (label, down), score
         if best is None:
             break
+        macs += macs_table.marginal(counts, *best)[0]
         counts[best[0]] = best[1]
-        macs -= best[2]
     return counts
 
 
