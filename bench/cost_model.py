@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,42 +43,50 @@ def random_archs(choices: dict[str, list[Any]], n: int, seed: int) -> list[dict[
 
 
 def bench_space(space: str, shape: tuple[int, ...], space_args: dict[str, Any], n: int, repeats: int,
-                seed: int) -> dict[str, Any]:
-    """Equality on ``n`` random archs + the presets, and the per-candidate speed of both ways."""
+                seed: int, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Equality on the presets + ``n`` random archs, and the per-candidate speed of both ways.
+
+    Each arch's analytic cost is timed (``repeats`` evaluations) right after its ptflops count, so both
+    medians see the same load on a shared machine. ``save`` gets the row so far after every 50 ptflops
+    counts, so an interrupted run leaves a valid JSON (``total`` says how many archs it compared)."""
     choices = choices_of(space, **space_args)
     t0 = time.perf_counter()
     cost_table(space, shape, **space_args)
     compile_s = time.perf_counter() - t0
     presets = [dict(p.arch) for p in list_presets(space)]  # those that are samples of the space as configured
-    archs = random_archs(choices, n, seed) + [a for a in presets if a.keys() == choices.keys()
-                                              and all(v in choices[k] for k, v in a.items())]
-    equal, mismatches, ptflops_s = 0, [], []
+    archs = [a for a in presets if a.keys() == choices.keys()
+             and all(v in choices[k] for k, v in a.items())] + random_archs(choices, n, seed)
+    n_presets = len(archs) - n
+    equal, mismatches, ptflops_s, analytic_s = 0, [], [], []
     references: dict[str, Any] = {}  # small spaces repeat archs among 1,000 samples: count each once
-    for arch in archs:
+
+    def row(done: int) -> dict[str, Any]:
+        ptflops_median, analytic_median = statistics.median(ptflops_s), statistics.median(analytic_s)
+        return {"space": space, "input": list(shape), "space_args": space_args, "samples": max(done - n_presets, 0),
+                "presets": n_presets, "unique": len(references), "equal": equal, "total": done,
+                "mismatches": mismatches,
+                "compile_s": round(compile_s, 3), "ptflops_ms_per_arch_median": round(ptflops_median * 1e3, 3),
+                "analytic_us_per_arch_median": round(analytic_median * 1e6, 3),
+                "speed_ratio": round(ptflops_median / analytic_median), "analytic_repeats": repeats}
+
+    for done, arch in enumerate(archs, 1):
         key = json.dumps(arch, sort_keys=True)
         if key not in references:
             t0 = time.perf_counter()
             references[key] = count_cost(freeze(space, arch, **space_args), shape)
             ptflops_s.append(time.perf_counter() - t0)
-        reference = references[key]
-        analytic = analytic_cost(space, arch, shape, **space_args)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                analytic_cost(space, arch, shape, **space_args)
+            analytic_s.append((time.perf_counter() - t0) / repeats)
+            if len(ptflops_s) % 50 == 0:
+                save(row(done - 1))
+        analytic, reference = analytic_cost(space, arch, shape, **space_args), references[key]
         if analytic == reference:
             equal += 1
         elif len(mismatches) < 5:
             mismatches.append({"arch": arch, "analytic": vars(analytic), "ptflops": vars(reference)})
-    per_run = []  # seconds per candidate of one pass of the analytic cost over all archs
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for arch in archs:
-            analytic_cost(space, arch, shape, **space_args)
-        per_run.append((time.perf_counter() - t0) / len(archs))
-    analytic_s, ptflops_median = statistics.median(per_run), statistics.median(ptflops_s)
-    return {"space": space, "input": list(shape), "space_args": space_args, "samples": n,
-            "presets": len(archs) - n, "unique": len(references), "equal": equal, "total": len(archs),
-            "mismatches": mismatches,
-            "compile_s": round(compile_s, 3), "ptflops_ms_per_arch_median": round(ptflops_median * 1e3, 3),
-            "analytic_us_per_arch_median": round(analytic_s * 1e6, 3),
-            "speed_ratio": round(ptflops_median / analytic_s), "analytic_repeats": repeats}
+    return row(len(archs))
 
 
 def bench_latency(space: str, shape: tuple[int, ...], space_args: dict[str, Any], n: int, seed: int
@@ -104,7 +113,8 @@ def main() -> None:
     parser.add_argument("--spaces", nargs="*", help="default: every registered space")
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--input", default="3x32x32", help="CxHxW for the cost comparison (CIFAR size by default)")
-    parser.add_argument("--repeats", type=int, default=5, help="passes of the analytic cost over the samples")
+    parser.add_argument("--repeats", type=int, default=20,
+                        help="analytic evaluations per arch, timed right after its ptflops count")
     parser.add_argument("--latency-spaces", nargs="*", default=["detnas-small"])
     parser.add_argument("--latency-input", default="3x224x224")
     parser.add_argument("--latency-archs", type=int, default=20)
@@ -121,9 +131,14 @@ def main() -> None:
     shape = parse_input_shape(args.input)
     for space in args.spaces if args.spaces is not None else [spec.name for spec in list_spaces()]:
         space_args = SPACE_ARGS.get(space, {})
-        row = bench_space(space, shape, space_args, args.samples, args.repeats, args.seed)
+        path = out / f"cost_model_{space}.json"
+
+        def save(row: dict[str, Any], path: Path = path) -> None:
+            path.write_text(json.dumps({**machine, **row}, indent=2) + "\n")
+
+        row = bench_space(space, shape, space_args, args.samples, args.repeats, args.seed, save)
         print(json.dumps({k: v for k, v in row.items() if k != "mismatches"}), file=sys.stderr, flush=True)
-        (out / f"cost_model_{space}.json").write_text(json.dumps({**machine, **row}, indent=2) + "\n")
+        save(row)
     rows = []
     for space in args.latency_spaces:
         rows.append(bench_latency(space, parse_input_shape(args.latency_input), {}, args.latency_archs, args.seed))

@@ -5,8 +5,10 @@ and ConvTranspose (``out elements x in/groups x kernel`` + bias), Linear (+ bias
 GroupNorm/LayerNorm (2 per element when affine), ReLU/ReLU6/PReLU/ELU/LeakyReLU/GELU (1 per element),
 max/avg/adaptive pooling (1 per input element), Upsample (1 per output element), RNN/LSTM/GRU and
 MultiheadAttention; and functionals: F.relu & co., pooling, softmax, F.interpolate (1 per output element),
-matmul/mm/bmm/addmm, torch.add/mul. Not counted: Identity, Dropout, cat, view/transpose/slicing (channel
-shuffle), sigmoid/tanh modules, the ``+`` operator. Parameters are counted directly from the module.
+matmul/mm/bmm/addmm, torch.add/mul. A module that calls a counted functional is counted twice (``nn.ReLU``:
+2 per element, ``nn.AvgPool2d``: 2 per input element). Not counted: Identity, Dropout, cat,
+view/transpose/slicing (channel shuffle), sigmoid/tanh modules, the ``+`` operator. Parameters are counted
+directly from the module.
 
 The analytic cost (:func:`analytic_cost`) never builds a network: it reads a
 :class:`~hrnas_automl.cost_table.CostTable` compiled once per (space, input size, space arguments) *from
@@ -14,10 +16,11 @@ ptflops itself*, so it counts exactly the op kinds above. How a space is compile
 
 * every label a ``LayerChoice`` (DetNAS): each candidate block counted alone at its input shape, plus the rest
   of the network (one network and one small count per candidate);
-* ``SpaceSpec.cost_groups`` given (RANet: one group, all 576 networks): whole networks per group value;
+* ``SpaceSpec.cost_groups`` given: whole networks per group value (one group: every network of a small space);
 * ``SpaceSpec.cost_compiler`` given: the space's own compiler (HR-NAS, :mod:`hrnas_automl.spaces.hrnas_cost`:
   the network with every unit at 0, plus each kernel path, Transformer and shared BatchNorm counted alone;
-  Lite-HRNet, :mod:`hrnas_automl.spaces.lite_hrnet_cost`: module costs per (width, reduce ratio) from 63 networks).
+  Lite-HRNet, :mod:`hrnas_automl.spaces.lite_hrnet_cost`: module costs per (width, reduce ratio) from 63 networks;
+  RANet, :mod:`hrnas_automl.spaces.ranet_cost`: all 576 networks, each counted in closed form with ptflops' rules).
 
 Each table is checked against direct counts of random networks when compiled, and stored on disk
 (:func:`hrnas_automl.cost_table.cached_table`) keyed by space, input, space arguments and package version.

@@ -13,7 +13,7 @@ exactly what the measure counts:
   alone at the input shape it sees in the network; ``base`` is the network minus its chosen candidates.
 * :func:`grouped_table`: any space and any grouping; ``delta_g[v]`` is the measure of the network with group
   ``g`` set to ``v`` (all other labels at their first candidate) minus the base network. One group holding
-  every label is the exhaustive table of a small space (RANet: 576 networks).
+  every label is the exhaustive table of a small space.
 
 Min and max over the space are exact for an additive table: each group's deltas are chosen independently.
 """

@@ -169,6 +169,18 @@ class RANetConfig:
         position; the same position has the same depth in every flow, so fusion inputs line up)."""
         return self.step * position if self.step_mode == "lg" else self.step
 
+    def transitions(self, flow: int) -> set[int]:
+        """1-based positions of flow ``flow``'s blocks that end with a transition: ``floor((i+1) * blocks /
+        scale)`` for ``i < scale - 1`` (RANet.py:360-365)."""
+        n_blocks, scale = self.blocks_per_flow[flow], self.scale_list[flow]
+        return {(i + 1) * n_blocks // scale for i in range(scale - 1)}
+
+    def downsamples(self, flow: int) -> set[int]:
+        """1-based positions of flow ``flow``'s fusion blocks whose last layer downsamples: where lower flows
+        end, once per scale step down (RANet.py:286-289)."""
+        scale, lower_ends = self.scale_list[flow], self.blocks_per_flow[:flow]
+        return set(lower_ends[len(lower_ends) - (scale - 1):]) if scale > 1 else set()
+
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
     """``ConvBasic`` (RANet.py:12-23): bias-free conv, BN, ReLU."""
@@ -319,9 +331,8 @@ class RANet(nn.Module):
     Flow ``s`` (``flows[s]``, lowest resolution first) has ``blocks_per_flow[s]`` blocks; its first
     ``blocks_per_flow[s-1]`` are :class:`FusionBlock` s reading flow ``s-1``'s block at the same position, the
     rest are :class:`DenseBlock` s each followed by an exit (``exits``, in computation order). Transitions sit
-    at positions ``floor((i+1) * blocks / scale)`` for ``i < scale - 1`` (RANet.py:360-365); a fusion block
-    downsamples in its last layer at the positions where lower flows end, once per scale step down
-    (RANet.py:286-289), so every exit of a flow sees the lowest resolution.
+    at :meth:`RANetConfig.transitions`; a fusion block downsamples in its last layer at
+    :meth:`RANetConfig.downsamples`, so every exit of a flow sees the lowest resolution.
 
     As in RANet.py:314-320, the official initialisation is applied to the flows and exits only; the first
     layer keeps PyTorch's default initialisation.
@@ -335,12 +346,9 @@ class RANet(nn.Module):
         self.exits = nn.ModuleList()
         low_channels: list[list[int]] = []
         for s, n_blocks in enumerate(config.blocks_per_flow):
-            scale = config.scale_list[s]
             c_in = config.n_channels * config.gr_factor[s]
             growth = config.growth_rate * config.gr_factor[s]
-            transition_at = {(i + 1) * n_blocks // scale for i in range(scale - 1)}
-            lower_ends = config.blocks_per_flow[:s]
-            down_at = set(lower_ends[len(lower_ends) - (scale - 1):]) if scale > 1 else set()
+            transition_at, down_at = config.transitions(s), config.downsamples(s)
             flow, features = nn.ModuleList(), []
             for position in range(1, n_blocks + 1):
                 common: dict[str, Any] = {"transition": position in transition_at, "reduction": config.reduction,
@@ -491,11 +499,17 @@ _PRESETS = {
                     "yangle15/RANet-pytorch train_cifar.sh (+ args.py defaults), CIFAR-10"),
 }
 
+def _cost_table(*args: Any) -> Any:
+    """The analytic cost compiler (:func:`hrnas_automl.spaces.ranet_cost.ranet_cost_table`): every label changes
+    the topology, so the table is exhaustive over the grid, each network counted in closed form."""
+    from hrnas_automl.spaces.ranet_cost import ranet_cost_table
+
+    return ranet_cost_table(*args)
+
+
 register_space(
     SpaceSpec(name="ranet", factory=RANetSpace,
               description="RANet: dense sub-networks from low to high resolution, with early exits",
-              default_input=(3, 32, 32), heads=("exits",),
-              # Every label changes the topology, so costs interact: one group, an exhaustive table of the grid.
-              cost_groups=lambda choices: [list(choices)]),
+              default_input=(3, 32, 32), heads=("exits",), cost_compiler=_cost_table),
     presets=_PRESETS,
 )

@@ -1,6 +1,7 @@
 """Shared fixtures. NNI keeps its experiment list in $HOME/nni-experiments and resolves that path when
 ``nni.tools.nnictl`` is first imported, so the whole session gets a private HOME before any test module
-imports NNI; experiments started through nnictl get their own HOME per test (``nni_home``)."""
+imports NNI; experiments started through nnictl get their own HOME per test (``nni_home``) but share the
+session's cost-table cache."""
 from __future__ import annotations
 
 import atexit
@@ -13,6 +14,9 @@ import pytest
 
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="hrnas-automl-tests-home-"))
 os.environ["HOME"] = str(SESSION_HOME)
+# Compiled cost tables (hrnas_automl.cost_table.cache_dir) are shared by the whole session, nnictl tuners and
+# trials included (they run under a HOME of their own): each table compiles once per test run.
+os.environ["HRNAS_AUTOML_CACHE"] = str(SESSION_HOME / "cost-tables")
 atexit.register(shutil.rmtree, SESSION_HOME, ignore_errors=True)
 
 from hrnas_automl.nni_compat import quiet_nni  # noqa: E402  (after HOME is set)

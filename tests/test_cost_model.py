@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+from dataclasses import astuple
 from typing import Any
 
 import nni
@@ -29,6 +30,8 @@ from hrnas_automl.cost_table import NotAdditiveError, grouped_table, verify_addi
 from hrnas_automl.latency import latency_table, predicted_latency
 from hrnas_automl.registry import SpaceSpec, list_presets
 from hrnas_automl.spaces.lite_hrnet import lite_hrnet_arch
+from hrnas_automl.spaces.ranet import RANet, RANetConfig
+from hrnas_automl.spaces.ranet_cost import ranet_cost
 from hrnas_automl.strategies import Evolution, InfeasibleConstraintError, RandomSearch
 
 SMALL = (3, 32, 32)
@@ -124,11 +127,21 @@ def test_lite_hrnet_presets_at_paper_input_equal_ptflops(preset: registry.Preset
     assert analytic_cost("lite-hrnet", preset.arch) == arch_cost("lite-hrnet", preset.arch)
 
 
-@pytest.mark.slow
 def test_ranet_exhaustive_table_equals_ptflops() -> None:
-    # Compiling counts all 576 networks once (minutes on a shared CPU); later calls read the disk cache.
+    # The table holds all 576 networks, each in closed form (spaces/ranet_cost.py); ptflops counts the samples.
     archs = random_archs("ranet", 20) + [dict(p.arch) for p in list_presets("ranet")]
     assert [analytic_cost("ranet", a) for a in archs] == [arch_cost("ranet", a) for a in archs]
+
+
+def test_ranet_closed_form_covers_the_imagenet_layout() -> None:
+    # ImageNet stem (7x7/2 conv with bias, max-pool) and full-width exits; 1 input channel, 100 classes.
+    config = RANetConfig(scale_list=(1, 2, 3, 4), n_channels=8, growth_rate=4, gr_factor=(4, 2, 1, 1),
+                         bn_factor=(4, 2, 2, 1), block_step=1, step=2, data="imagenet", num_classes=100, in_channels=1)
+    assert ranet_cost(config, (1, 224, 224)) == astuple(count_cost(RANet(config), (1, 224, 224)))
+    # train_imagenet.sh (spaces/ranet.py docstring): the official model has 87,972,617 parameters.
+    official = RANetConfig(scale_list=(1, 2, 3, 4), growth_rate=16, step=8, gr_factor=(4, 2, 1, 1),
+                           bn_factor=(4, 2, 1, 1), data="imagenet", num_classes=1000)
+    assert ranet_cost(official, (3, 224, 224))[1] == 87_972_617
 
 
 def test_bounds_are_reached_by_the_cheapest_and_dearest_archs() -> None:
