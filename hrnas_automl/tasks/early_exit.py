@@ -267,7 +267,7 @@ def _better(candidate: ThresholdFit, best: ThresholdFit) -> bool:
     The probability tie-break matters when the fitting data is nearly solved: many policies then tie on accuracy,
     and the cheapest of them sits exactly at the edge where fitting samples are still right by a hair, which
     does not carry over to new data (cheapest-first lost 1 test image at 4 of 5 budgets in
-    bench/ranet_thresholds.py on digits).
+    the digits version of bench/ranet_thresholds.py).
     """
     return ((candidate.accuracy, candidate.true_prob, -candidate.avg_cost)
             > (best.accuracy, best.true_prob, -best.avg_cost))
