@@ -39,6 +39,9 @@ def test_missing_required_option():
     ("synthetic", {"num_classes": 1}, "num_classes"),
     ("synthetic", {"image_size": "32"}, "image_size"),
     ("synthetic", {"noise": -0.1}, "noise"),
+    ("synthetic", {"noise": [0.5, 0.1]}, "noise"),
+    ("synthetic", {"window": 0}, "window"),
+    ("synthetic", {"cycles": [4]}, "cycles"),
     ("digits", {"val_fraction": 1.0}, "val_fraction"),
     ("digits", {"channels": 0}, "channels"),
 ])
@@ -110,6 +113,30 @@ def test_synthetic_classes_differ_in_pattern():
     for c in range(4):
         for other in range(c + 1, 4):
             assert (spectra[c] - spectra[other]).norm() > 0.9 * spectra[c].norm()
+
+
+def test_synthetic_noise_range_gives_every_image_its_own_level():
+    # A tiny patch leaves the image almost pure noise, so each image's pixel std is its own noise level.
+    data = build_classification_data("synthetic", channels=1, train_size=300, val_size=4, noise=[0.05, 0.4],
+                                     window=0.03)
+    stds = _stack(data.train)[0].flatten(1).std(dim=1)
+    assert stds.min() > 0.04 and stds.max() < 0.42
+    assert (stds < 0.1).sum() > 20 and (stds > 0.35).sum() > 20  # spread over the range, not one level
+
+
+def test_synthetic_window_and_cycles_set_patch_size_and_frequency():
+    def class0(**options):
+        data = build_classification_data("synthetic", num_classes=2, channels=1, image_size=32, train_size=60,
+                                         val_size=2, noise=0.0, **options)
+        x, y = _stack(data.train)
+        return x[torch.tensor(y) == 0, 0] - 0.5
+
+    small, large = class0(window=0.08), class0(window=0.22)
+    assert (small.abs() > 0.05).float().mean() < 0.5 * (large.abs() > 0.05).float().mean()
+    # Class 0 is a horizontal-frequency grating (orientation 0): its mean spectrum peaks at `cycles[0]` per width.
+    for cycles in ([3, 5], [7, 9]):
+        spectrum = torch.fft.fft2(class0(cycles=cycles)).abs().mean(0)[0, 1:16]
+        assert spectrum.argmax().item() + 1 == cycles[0]
 
 
 # --- digits -------------------------------------------------------------------------------------

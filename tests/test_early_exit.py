@@ -14,6 +14,8 @@ from hrnas_automl.spaces.ranet import RANet, RANetConfig, exit_macs
 from hrnas_automl.tasks.classification import TrainSettings
 from hrnas_automl.tasks.early_exit import (
     EarlyExitRunner,
+    _positions,
+    _quantile_thresholds,
     anytime_accuracy,
     apply_thresholds,
     collect_exit_probs,
@@ -263,3 +265,34 @@ def test_optuna_replaces_the_geometric_fit_only_for_a_significant_gain():
     assert fit_optuna(probs, labels, COSTS, 22.0, n_trials=80) == expected
     with pytest.raises(ValueError, match="min_gain_se must be a number >= 0"):
         fit_optuna(probs, labels, COSTS, 22.0, min_gain_se=-1)
+
+
+@pytest.mark.parametrize("q", [0.3, 1.0, 1.9])
+def test_optuna_warm_start_reproduces_the_geometric_decisions(q):
+    # The first Optuna trial is the geometric fit, searched as positions among the fitting confidences: mapped
+    # back, they must send every sample to the same exit (inf thresholds included: nobody exits there).
+    probs, _ = random_probs(n=300, n_exits=4)
+    confidence = probs.amax(dim=2)
+    for thresholds in (geometric_thresholds(probs, q), (0.0, math.inf, 0.5, -math.inf)):
+        back = _quantile_thresholds(confidence)(_positions(confidence, thresholds))
+        assert exit_assignment(probs, back).tolist() == exit_assignment(probs, thresholds).tolist()
+    # Positions 0 and 1 are the extremes: every sample passes the first exit / none passes any exit.
+    to_thresholds = _quantile_thresholds(confidence)
+    assert exit_assignment(probs, to_thresholds([0.0, 0.0, 0.0])).eq(0).all()
+    assert exit_assignment(probs, to_thresholds([1.0, 1.0, 1.0])).eq(3).all()
+
+
+def test_optuna_beats_the_geometric_prior_on_the_fitting_data_across_budgets():
+    # Four exits whose accuracy rises: at every budget between the first exit's cost and the last's, the searched
+    # thresholds are at least as accurate as the geometric prior on the data they are fitted on, within budget,
+    # and strictly better at most budgets (a prior with one free number cannot fit every exit's share).
+    probs, labels = random_probs(n=600, n_exits=4, seed=1)
+    costs = [10.0, 20.0, 30.0, 40.0]
+    gains = []
+    for budget in (14.0, 19.0, 24.0, 29.0, 34.0):
+        geometric = fit_geometric(probs, labels, costs, budget)
+        optimised = fit_optuna(probs, labels, costs, budget, n_trials=120, seed=0, min_gain_se=0)
+        assert optimised.avg_cost <= budget
+        gains.append(optimised.accuracy - geometric.accuracy)
+    assert min(gains) >= 0
+    assert sum(g > 0 for g in gains) >= 4

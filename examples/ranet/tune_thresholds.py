@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--arch", default=str(HERE / "small_arch.json"), help="architecture file or preset:NAME")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.8],
                         help="budgets as fractions of the full network's early-exit MACs")
-    parser.add_argument("--trials", type=int, default=200, help="Optuna trials per budget")
+    parser.add_argument("--trials", type=int, default=300, help="Optuna trials per budget")
     parser.add_argument("--out", default="ranet-thresholds", help="output folder")
     args = parser.parse_args()
 

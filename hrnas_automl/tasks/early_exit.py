@@ -267,7 +267,7 @@ def _better(candidate: ThresholdFit, best: ThresholdFit) -> bool:
     The probability tie-break matters when the fitting data is nearly solved: many policies then tie on accuracy,
     and the cheapest of them sits exactly at the edge where fitting samples are still right by a hair, which
     does not carry over to new data (cheapest-first lost 1 test image at 4 of 5 budgets in
-    bench/ranet_thresholds.py on digits).
+    the digits version of bench/ranet_thresholds.py).
     """
     return ((candidate.accuracy, candidate.true_prob, -candidate.avg_cost)
             > (best.accuracy, best.true_prob, -best.avg_cost))
@@ -308,23 +308,49 @@ def _significant_gain(scored: _Scored, candidate: ThresholdFit, reference: Thres
     return b + c == 0 or b - c > min_gain_se * math.sqrt(b + c)
 
 
+def _quantile_thresholds(confidence: torch.Tensor) -> Callable[[Sequence[float]], tuple[float, ...]]:
+    """Map positions ``u_k`` in [0, 1] to thresholds for all but the last exit: ``u_k`` picks the
+    ``floor(u_k * (N + 1))``-th smallest fitting confidence of exit ``k`` (``N`` picks ``inf``: nobody exits).
+
+    Searching positions instead of raw thresholds spreads the trials evenly over the policies the fitting data can
+    tell apart; the confidences of well-trained exits bunch just below 1, where raw thresholds in [0, 1] would
+    leave most trials on a handful of policies."""
+    n = confidence.shape[1]
+    ladders = [torch.cat([row.sort().values.double(), torch.tensor([math.inf], dtype=torch.float64)])
+               for row in confidence[:-1]]
+
+    def thresholds(positions: Sequence[float]) -> tuple[float, ...]:
+        return (*(ladder[min(math.floor(u * (n + 1)), n)].item() for ladder, u in zip(ladders, positions)),
+                -math.inf)
+
+    return thresholds
+
+
+def _positions(confidence: torch.Tensor, thresholds: Sequence[float]) -> list[float]:
+    """Positions that :func:`_quantile_thresholds` maps to the same exit decisions as ``thresholds``: the smallest
+    fitting confidence ``>=`` each threshold (or ``inf``), at the middle of its interval of positions."""
+    n = confidence.shape[1]
+    return [(torch.searchsorted(row.sort().values.double(), torch.tensor([float(t)], dtype=torch.float64)).item()
+             + 0.5) / (n + 1) for row, t in zip(confidence[:-1], thresholds)]
+
+
 def fit_optuna(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Sequence[float], budget: float, *,
-               n_trials: int = 200, seed: int = 0, min_gain_se: float = 2.0) -> ThresholdFit:
-    """Search the per-exit thresholds (in [0, 1], all but the last) with a seeded Optuna TPE study maximising
+               n_trials: int = 300, seed: int = 0, min_gain_se: float = 2.0) -> ThresholdFit:
+    """Search the per-exit thresholds (all but the last) with a seeded multivariate Optuna TPE study maximising
     validation accuracy under the constraint ``average cost <= budget``.
 
-    Every trial records the constraint ``avg_cost - budget`` (feasible when ``<= 0``) with
-    ``Trial.set_constraint``, which the TPE sampler uses to tell feasible trials from infeasible ones (Optuna 5's
-    replacement of the deprecated ``constraints_func``); the best trial is picked among the feasible ones only
-    (ties: as in :func:`fit_geometric`). The study is warm-started with :func:`fit_geometric`'s thresholds (clipped
-    to [0, 1]) and the geometric solution is kept if no trial beats it, so the result is never worse on validation.
-    Same inputs and seed, same result.
+    Each threshold is searched as a position among its exit's fitting confidences (:func:`_quantile_thresholds`),
+    jointly (multivariate TPE: the budget couples the exits). Every trial records the constraint
+    ``avg_cost - budget`` (feasible when ``<= 0``) with ``Trial.set_constraint``, which the TPE sampler uses to
+    rank infeasible trials below feasible ones (Optuna 5's replacement of ``constraints_func``); the best trial is
+    picked among the feasible ones only (ties: as in :func:`fit_geometric`). The first trial is
+    :func:`fit_geometric`'s solution (``study.enqueue_trial``, exactly the same exit decisions), so the study
+    starts feasible and the result is never worse on validation. Same inputs and seed, same result.
 
-    Searching several thresholds freely overfits the fitting split: the best of hundreds of trials wins there by
-    a few samples that do not carry over (bench/ranet_thresholds.py on digits: +1 to +7 validation images, -1 to
-    -2 test images). So the best trial replaces the geometric solution only when its gain in correctly classified
-    fitting samples exceeds ``min_gain_se`` standard errors of the paired difference (:func:`_significant_gain`;
-    ``0`` keeps any gain).
+    Free thresholds overfit the fitting split: the best of hundreds of trials can win there by a few samples that
+    do not carry over. So the best trial replaces the geometric solution only when its gain in correctly
+    classified fitting samples exceeds ``min_gain_se`` standard errors of the paired difference
+    (:func:`_significant_gain`; ``0`` keeps any gain).
     """
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
@@ -332,17 +358,18 @@ def fit_optuna(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Se
         raise ValueError(f"min_gain_se must be a number >= 0, got {min_gain_se!r}")
     scored = _prepare(val_probs, val_labels, exit_costs)
     geometric = _fit_geometric(scored, budget)
-    names = [f"threshold_{k}" for k in range(scored.confidence.shape[0] - 1)]
+    to_thresholds = _quantile_thresholds(scored.confidence)
+    names = [f"position_{k}" for k in range(scored.confidence.shape[0] - 1)]
     fits: dict[int, ThresholdFit] = {}
 
     def objective(trial: optuna.Trial) -> float:
-        fit = fits[trial.number] = scored.fit((*(trial.suggest_float(name, 0.0, 1.0) for name in names), -math.inf))
+        fit = fits[trial.number] = scored.fit(to_thresholds([trial.suggest_float(name, 0.0, 1.0) for name in names]))
         trial.set_constraint("avg_cost_over_budget", fit.avg_cost - budget)
         return fit.accuracy
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    # Clipping can only lower a threshold (inf -> 1), so this trial costs at most the geometric solution: feasible.
-    study.enqueue_trial({name: min(t, 1.0) for name, t in zip(names, geometric.thresholds)})
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.enqueue_trial(dict(zip(names, _positions(scored.confidence, geometric.thresholds))))
     study.optimize(objective, n_trials=n_trials)
     best = geometric
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
@@ -357,7 +384,7 @@ THRESHOLD_METHODS = ("geometric", "optuna")
 
 
 def fit_thresholds(method: str, val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Sequence[float],
-                   budget: float, *, n_trials: int = 200, seed: int = 0) -> ThresholdFit:
+                   budget: float, *, n_trials: int = 300, seed: int = 0) -> ThresholdFit:
     """:func:`fit_geometric` (``method="geometric"``) or :func:`fit_optuna` (``"optuna"``, with ``n_trials`` and
     ``seed``) by name, as trial configs and command lines give it."""
     if method == "geometric":
@@ -381,7 +408,7 @@ class BudgetPoint:
 
 def budget_curve(val_probs: torch.Tensor, val_labels: torch.Tensor, test_probs: torch.Tensor,
                  test_labels: torch.Tensor, exit_costs: Sequence[float], budgets: Sequence[float], *,
-                 methods: Sequence[str] = THRESHOLD_METHODS, n_trials: int = 200,
+                 methods: Sequence[str] = THRESHOLD_METHODS, n_trials: int = 300,
                  seed: int = 0) -> dict[str, list[BudgetPoint]]:
     """Budgeted batch classification, honestly: for every method and budget, fit the thresholds on the
     validation probabilities only, then measure accuracy and average cost on the test probabilities.
