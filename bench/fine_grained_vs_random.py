@@ -1,7 +1,7 @@
 """Fine-grained search vs random samples under the same MACs budget and the same total training time.
 
     python bench/fine_grained_vs_random.py [--seed 0] [--epochs 12] [--finetune-epochs 4] [--lam 0.3] [--budget 0.5]
-                                           [--image-size 64] [--train-size 96] [--val-size 48]
+                                           [--image-size 64] [--train-size 96] [--val-size 96]
                                            [--out bench/results/fine_grained_vs_random_seed0.json]
 
 Issue 4's done-when, on generated shapes (segmentation) with the tiny HR-NAS setting without Transformer:
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--train-size", type=int, default=96)
-    parser.add_argument("--val-size", type=int, default=48)
+    parser.add_argument("--val-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--lam", type=float, default=0.3)
