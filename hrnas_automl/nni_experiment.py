@@ -58,11 +58,12 @@ def nni_env(home: str | os.PathLike[str] | None = None, base: Mapping[str, str] 
 
 
 class NniExperiment:
-    """An nnictl experiment on a port: ``create`` it, ``wait`` for it, read ``trials()``, ``stop`` it.
+    """An nnictl experiment on a port: ``create`` it, ``wait`` for it, read ``trials()``, ``stop`` it (or use it
+    as a context manager, which stops it however the block ends).
 
     Example:
-        >>> exp = NniExperiment.create("examples/detnas/evolution.yml", port=8080)  # doctest: +SKIP
-        >>> exp.wait(timeout=600); best = exp.best(); exp.stop()  # doctest: +SKIP
+        >>> with NniExperiment.create("examples/detnas/evolution.yml", port=8080) as exp:  # doctest: +SKIP
+        ...     exp.wait(timeout=600); best = exp.best()
     """
 
     def __init__(self, experiment_id: str, port: int, env: Mapping[str, str]) -> None:
@@ -166,6 +167,12 @@ class NniExperiment:
             return None
         key = (lambda t: t.metrics["default"]) if mode == "maximize" else (lambda t: -t.metrics["default"])
         return max(done, key=key)
+
+    def __enter__(self) -> NniExperiment:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """``nnictl stop ID`` (idempotent)."""

@@ -34,11 +34,8 @@ def shrunk_example(name: str, dest: Path, trials: int) -> Path:
 @pytest.mark.parametrize("example", ["evolution.yml", "random.yml", "tpe.yml"])
 def test_example_experiment_runs_and_reports_common_keys(example: str, tmp_path: Path, nni_home: Path) -> None:
     config = shrunk_example(example, tmp_path, trials=3)
-    exp = NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home))
-    try:
+    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
-    finally:
-        exp.stop()
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     limit = yaml.safe_load(config.read_text())["tuner"].get("classArgs", {}).get("max_macs")
     for t in trials:
@@ -64,11 +61,8 @@ def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_ho
     config.update(maxTrialNumber=3, maxExperimentDuration="10m")
     config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
     (tmp_path / "evolution.yml").write_text(yaml.safe_dump(config))
-    exp = NniExperiment.create(tmp_path / "evolution.yml", port=free_port(), env=nni_env(home=nni_home))
-    try:
+    with NniExperiment.create(tmp_path / "evolution.yml", port=free_port(), env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
-    finally:
-        exp.stop()
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     for t in trials:
         assert {"default", "ap", "pck", "macs", "params", "latency_ms"} <= set(t.metrics)

@@ -213,11 +213,9 @@ def test_nnictl_search_trial_reports_every_candidate(supernet: Path, tmp_path: P
     search.update(supernet=str(supernet), state="state.json", evolution={
         "generations": 1, "population_size": 3, "select_num": 1, "mutation_num": 1, "crossover_num": 1})
     (tmp_path / "oneshot_search.yml").write_text(yaml.safe_dump(search))
-    exp = NniExperiment.create(tmp_path / "nnictl_oneshot_search.yml", port=free_port(), env=nni_env(home=nni_home))
-    try:
+    config = tmp_path / "nnictl_oneshot_search.yml"
+    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
-    finally:
-        exp.stop()
     assert [t.status for t in trials] == ["SUCCEEDED"]
     rows = trials[0].intermediate
     assert [row["index"] for row in rows] == [0, 1, 2]

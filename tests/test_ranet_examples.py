@@ -50,11 +50,8 @@ def test_random_search_example_runs_under_nnictl(tmp_path: Path, nni_home: Path)
     config = yaml.safe_load((EXAMPLES / "random.yml").read_text())
     config.update(maxTrialNumber=2, maxExperimentDuration="10m")
     (tmp_path / "random.yml").write_text(yaml.safe_dump(config))
-    exp = NniExperiment.create(tmp_path / "random.yml", port=free_port(), env=nni_env(home=nni_home))
-    try:
+    with NniExperiment.create(tmp_path / "random.yml", port=free_port(), env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=300)
-    finally:
-        exp.stop()
     assert len(trials) == 2 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     for t in trials:
         n_exits = sum(1 for key in t.metrics if key.endswith("_macs") and key.startswith("exit"))

@@ -118,20 +118,17 @@ def test_optuna_tuner_runs_under_nnictl(tmp_path: Path, nni_home: Path) -> None:
     experiment["tuner"]["classArgs"].update(storage=storage, sampler_args={"population_size": 2},
                                             max_macs=tune["max_macs"])
     (tmp_path / "optuna_lambda.yml").write_text(yaml.safe_dump(experiment))
-    exp = NniExperiment.create(tmp_path / "optuna_lambda.yml", port=free_port(), env=nni_env(home=nni_home))
     study_name = experiment["tuner"]["classArgs"]["study_name"]
 
     def told() -> list[tuple[dict, list[float]]]:
         study = optuna.load_study(study_name=study_name, storage=storage)
         return [(t.params, t.values) for t in study.trials if t.state.name == "COMPLETE"]
 
-    try:
+    with NniExperiment.create(tmp_path / "optuna_lambda.yml", port=free_port(), env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
         deadline = time.monotonic() + 60  # DONE may come before the dispatcher has told the last results
         while len(told()) < len(trials) and time.monotonic() < deadline:
             time.sleep(1)
-    finally:
-        exp.stop()
     assert len(trials) == 4 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     stored = told()
     assert len(stored) == 4
