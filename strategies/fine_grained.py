@@ -337,11 +337,13 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
         calib = DataLoader(data.train, batch_size=settings.batch_size, shuffle=False)
         prune_epochs = settings.prune_epochs()
         total_steps, step, steps = settings.epochs * len(loader), 0, []
+        optimizer = None  # built again after each shrink only: the momentum of surviving weights carries on
         for epoch in range(settings.epochs):
             lam = settings.lam_at(epoch)
             deltas = penalties(model, penalty_table, grids)
-            optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                        weight_decay=settings.weight_decay)
+            if optimizer is None:
+                optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                            weight_decay=settings.weight_decay)
             model.train()
             for images, labels in loader:
                 for group in optimizer.param_groups:  # cosine schedule over all steps
@@ -359,6 +361,7 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
                     done = (prune_epochs.index(epoch) + 1) / len(prune_epochs)
                     target = supernet_macs - (supernet_macs - settings.max_macs) * done
                 shrink(model, _plan(model, grids, settings.threshold, macs_table, target))
+                optimizer = None
             elif epoch < settings.epochs - 1:
                 continue  # neither a prune step nor the end of fine-tuning: no validation
             recalibrate_bn(model, (x for _, (x, _y) in zip(range(settings.calib_batches), calib)))
