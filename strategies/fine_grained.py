@@ -246,13 +246,14 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def _soft_threshold(model: nn.Module, deltas: Mapping[str, tuple[float, float]], step: float) -> None:
+def _soft_threshold(units: Iterable[PrunableUnit], deltas: Mapping[str, tuple[float, float]], step: float
+                    ) -> None:
     """The proximal step of ``step · Σ penalty_i ‖α_i‖₁``: shrink each |α| by ``step · penalty_i``, stopping at 0.
 
     The same objective as adding the L1 term to the loss (REFERENCE §1.3), but plain sub-gradient steps leave
     α oscillating around 0 and never below a small threshold within a short run; the proximal step (ISTA) gives
     exact zeros, so a few epochs prune with the reference threshold too."""
-    for unit in prunable_root(model).prunable_units():
+    for unit in units:
         alpha = unit.alpha
         alpha.copy_(alpha.sign() * (alpha.abs() - step * deltas[unit.label][1]).clamp_min(0))
 
@@ -341,6 +342,7 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
         for epoch in range(settings.epochs):
             lam = settings.lam_at(epoch)
             deltas = penalties(model, penalty_table, grids)
+            units = root.prunable_units()  # the same modules until the next shrink
             if optimizer is None:
                 optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                             weight_decay=settings.weight_decay)
@@ -353,7 +355,7 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
                 loss.backward()
                 optimizer.step()
                 if lam > 0:
-                    _soft_threshold(model, deltas, lam * optimizer.param_groups[0]["lr"])
+                    _soft_threshold(units, deltas, lam * optimizer.param_groups[0]["lr"])
                 step += 1
             if epoch in prune_epochs:
                 target = None
