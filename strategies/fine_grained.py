@@ -32,7 +32,7 @@ are HR-NAS :class:`KernelPath` / :class:`TokenTransformer` modules inside :class
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -47,6 +47,7 @@ __all__ = ["FineGrainedSettings", "FineGrainedResult", "PruneStep", "prunable_ro
            "recalibrate_bn", "fine_grained_search", "FineGrainedObjective", "tuning_objective"]
 
 StepCallback = Callable[["PruneStep"], None]
+OptimizerState = MutableMapping[torch.Tensor, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -156,56 +157,75 @@ def penalties(model: nn.Module, table: CostTable, grids: Mapping[str, tuple[int,
     return {k: (d, d / mean if mean > 0 else 0.0) for k, d in delta.items()}
 
 
-def _conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None) -> nn.Conv2d:
+def _carry(state: OptimizerState | None, old: torch.Tensor, new: torch.Tensor,
+           take: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Move ``old``'s optimizer state (the momentum buffer) to ``new``, sliced by ``take`` as the weight was: the
+    survivors of a shrink keep their momentum, as in the official search (``utils/optim.py`` ``compress_mask``)."""
+    if state is not None and old in state:
+        state[new] = {k: take(v) if torch.is_tensor(v) and v.shape == old.shape else v
+                      for k, v in state.pop(old).items()}
+
+
+def _conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None,
+          state: OptimizerState | None = None) -> nn.Conv2d:
     """A copy of ``conv`` keeping the output channels ``out_idx`` / input channels ``in_idx`` (depthwise: both)."""
     depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-    weight = conv.weight.detach()
-    if out_idx is not None:
-        weight = weight[out_idx]
-    if in_idx is not None and not depthwise:
-        weight = weight[:, in_idx]
+
+    def take(t: torch.Tensor) -> torch.Tensor:
+        t = t if out_idx is None else t[out_idx]
+        return t if in_idx is None or depthwise else t[:, in_idx]
+
+    def take_bias(t: torch.Tensor) -> torch.Tensor:
+        return t if out_idx is None else t[out_idx]
+
+    weight = take(conv.weight.detach())
     cout = weight.shape[0]
     cin = cout if depthwise else weight.shape[1] * conv.groups
     new = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                     groups=cout if depthwise else conv.groups, bias=conv.bias is not None)
     new.weight.data.copy_(weight)
+    _carry(state, conv.weight, new.weight, take)
     if conv.bias is not None:
-        new.bias.data.copy_(conv.bias.detach() if out_idx is None else conv.bias.detach()[out_idx])
+        new.bias.data.copy_(take_bias(conv.bias.detach()))
+        _carry(state, conv.bias, new.bias, take_bias)
     return new
 
 
-def _bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
+def _bn(bn: nn.BatchNorm2d, idx: torch.Tensor, state: OptimizerState | None = None) -> nn.BatchNorm2d:
     """A copy of ``bn`` for the channels ``idx`` (affine parameters and running statistics)."""
     new = nn.BatchNorm2d(len(idx), eps=bn.eps, momentum=bn.momentum)
-    new.weight.data.copy_(bn.weight.detach()[idx])
-    new.bias.data.copy_(bn.bias.detach()[idx])
+    for name in ("weight", "bias"):
+        getattr(new, name).data.copy_(getattr(bn, name).detach()[idx])
+        _carry(state, getattr(bn, name), getattr(new, name), lambda t: t[idx])
     new.running_mean.copy_(bn.running_mean[idx])
     new.running_var.copy_(bn.running_var[idx])
     new.num_batches_tracked.copy_(bn.num_batches_tracked)
     return new
 
 
-def _shrink_path(path: KernelPath, idx: torch.Tensor) -> None:
-    path.expand[0] = _conv(path.expand[0], out_idx=idx)
-    path.expand[1] = _bn(path.expand[1], idx)
-    path.dw = _conv(path.dw, out_idx=idx)
-    path.dw_bn = _bn(path.dw_bn, idx)
-    path.project = _conv(path.project, in_idx=idx)
+def _shrink_path(path: KernelPath, idx: torch.Tensor, state: OptimizerState | None) -> None:
+    path.expand[0] = _conv(path.expand[0], out_idx=idx, state=state)
+    path.expand[1] = _bn(path.expand[1], idx, state)
+    path.dw = _conv(path.dw, out_idx=idx, state=state)
+    path.dw_bn = _bn(path.dw_bn, idx, state)
+    path.project = _conv(path.project, in_idx=idx, state=state)
 
 
-def _shrink_transformer(transformer: TokenTransformer, idx: torch.Tensor) -> None:
-    transformer.input_proj = _conv(transformer.input_proj, out_idx=idx)
-    transformer.token_norm = _bn(transformer.token_norm, idx)
+def _shrink_transformer(transformer: TokenTransformer, idx: torch.Tensor, state: OptimizerState | None) -> None:
+    transformer.input_proj = _conv(transformer.input_proj, out_idx=idx, state=state)
+    transformer.token_norm = _bn(transformer.token_norm, idx, state)
     queries = nn.Embedding(len(idx), transformer.queries.embedding_dim)
     queries.weight.data.copy_(transformer.queries.weight.detach()[idx])
+    _carry(state, transformer.queries.weight, queries.weight, lambda t: t[idx])
     transformer.queries = queries
-    transformer.reverse_proj = _conv(transformer.reverse_proj, in_idx=idx)
+    transformer.reverse_proj = _conv(transformer.reverse_proj, in_idx=idx, state=state)
 
 
 @torch.no_grad()
-def shrink(model: nn.Module, counts: Mapping[str, int]) -> None:
+def shrink(model: nn.Module, counts: Mapping[str, int], state: OptimizerState | None = None) -> None:
     """Physically keep, per unit label in ``counts``, that many channels / tokens with the largest |α|; a unit
-    shrunk to 0 is removed from its block (a block without kernel paths also loses its BN)."""
+    shrunk to 0 is removed from its block (a block without kernel paths also loses its BN). ``state`` (an
+    optimizer's ``state``) has the sliced parameters' entries moved to their replacements."""
     for block in [m for m in model.modules() if isinstance(m, SearchingBlock)]:
         for unit in block.prunable_units():
             if unit.label not in counts or counts[unit.label] >= unit.alpha.numel():
@@ -217,11 +237,11 @@ def shrink(model: nn.Module, counts: Mapping[str, int]) -> None:
                 if n == 0:
                     del block.paths[key]
                 else:
-                    _shrink_path(unit.module, idx)
+                    _shrink_path(unit.module, idx, state)
             elif n == 0:
                 block.transformer = None
             else:
-                _shrink_transformer(unit.module, idx)
+                _shrink_transformer(unit.module, idx, state)
         if not block.paths:
             block.pw_bn = None
 
@@ -289,6 +309,17 @@ def _plan(model: nn.Module, grids: Mapping[str, tuple[int, ...]], threshold: flo
     return counts
 
 
+def _sgd(model: nn.Module, settings: FineGrainedSettings, state: OptimizerState | None = None) -> torch.optim.SGD:
+    """SGD over ``model``'s parameters, taking over their entries of ``state`` (a shrunk network keeps its
+    momentum; the entries of removed parameters are dropped)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    for param in model.parameters():
+        if state is not None and param in state:
+            optimizer.state[param] = state[param]
+    return optimizer
+
+
 def _task_hooks(task: Any, data: Any) -> tuple[Callable[..., torch.Tensor], Callable[[nn.Module], dict[str, float]]]:
     """(loss(outputs, labels), evaluate(model)) of the supported tasks."""
     if task.name == "segmentation":
@@ -338,14 +369,11 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
         calib = DataLoader(data.train, batch_size=settings.batch_size, shuffle=False)
         prune_epochs = settings.prune_epochs()
         total_steps, step, steps = settings.epochs * len(loader), 0, []
-        optimizer = None  # built again after each shrink only: the momentum of surviving weights carries on
+        optimizer = _sgd(model, settings)
         for epoch in range(settings.epochs):
             lam = settings.lam_at(epoch)
             deltas = penalties(model, penalty_table, grids)
             units = root.prunable_units()  # the same modules until the next shrink
-            if optimizer is None:
-                optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                            weight_decay=settings.weight_decay)
             model.train()
             for images, labels in loader:
                 for group in optimizer.param_groups:  # cosine schedule over all steps
@@ -362,8 +390,8 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
                 if settings.max_macs is not None:
                     done = (prune_epochs.index(epoch) + 1) / len(prune_epochs)
                     target = supernet_macs - (supernet_macs - settings.max_macs) * done
-                shrink(model, _plan(model, grids, settings.threshold, macs_table, target))
-                optimizer = None
+                shrink(model, _plan(model, grids, settings.threshold, macs_table, target), optimizer.state)
+                optimizer = _sgd(model, settings, optimizer.state)
             elif epoch < settings.epochs - 1:
                 continue  # neither a prune step nor the end of fine-tuning: no validation
             recalibrate_bn(model, (x for _, (x, _y) in zip(range(settings.calib_batches), calib)))

@@ -108,6 +108,25 @@ def test_shrink_keeps_the_largest_factors_and_removes_empty_paths() -> None:
     assert model(torch.zeros(1, *SHAPE)).shape == (1, 4, 8, 8)
 
 
+def test_shrink_slices_the_momentum_of_the_survivors() -> None:
+    torch.manual_seed(0)
+    model = hrnas_network({k: max(v) for k, v in choices_of("hrnas", **model_args()).items()}, **model_args())
+    unit = prunable_root(model).prunable_units()[0]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, *SHAPE)).square().mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        unit.alpha.copy_(torch.randperm(unit.alpha.numel()).float())
+    keep = unit.alpha.detach().argsort(descending=True)[:4].sort().values
+    old_dw = optimizer.state[unit.module.dw_bn.weight]["momentum_buffer"].clone()
+    old_project = optimizer.state[unit.module.project.weight]["momentum_buffer"].clone()
+    shrink(model, {unit.label: 4}, optimizer.state)
+    assert torch.equal(optimizer.state[unit.module.dw_bn.weight]["momentum_buffer"], old_dw[keep])
+    assert torch.equal(optimizer.state[unit.module.project.weight]["momentum_buffer"], old_project[:, keep])
+    shapes = {p: p.shape for p in model.parameters()}
+    assert all(v["momentum_buffer"].shape == shapes[p] for p, v in optimizer.state.items() if p in shapes)
+
+
 def test_penalty_is_the_cost_models_macs_per_channel_normalised() -> None:
     args = model_args()
     grids = {k: tuple(sorted(v)) for k, v in choices_of("hrnas", **args).items()}
