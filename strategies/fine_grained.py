@@ -1,18 +1,18 @@
 """Resource-aware fine-grained search (HR-NAS, Ding et al. CVPR 2021 §3.3; REFERENCE §1.3).
 
-The widest network of a space trains with a FLOPs-weighted L1 penalty on its importance factors α (the BN
-scale after each depthwise conv, one per hidden channel of a kernel path; the token-norm scale, one per
-Transformer token): ``loss = task loss + λ(epoch) Σ_i penalty_i ‖α_i‖₁`` (the L1 term as a proximal step after each SGD step,
-see :func:`_soft_threshold`), ``penalty_i = Δ_i / (Σ_j h_j Δ_j /
-Σ_j h_j)`` where Δ_i is what one channel / token of unit i costs and h_j its width (REFERENCE §1.3,
-``prune.py:155-185``). Δ_i comes from the cost model (:mod:`hrnas_automl.cost`): the exact ptflops MACs of one
-grid step of the unit in the current network (``cost="macs"``, the reference's FLOPs) or its latency measured on
-this machine (``cost="latency"``, :func:`hrnas_automl.latency.latency_table`). λ ramps linearly from 0 over
-``warmup`` epochs (``prune.py:296-326``). Every ``prune_every`` epochs the network is *physically* shrunk (conv /
-BN / embedding weights sliced; a kernel path with no channel or a Transformer with no token is removed), BN
-statistics are recalibrated on training batches (``train.py:552-577``) and the shrunk network is validated. The
-last ``finetune_epochs`` epochs train the final network without penalty or pruning (the official search
-retrains its result instead, REFERENCE §1.3; here it is part of the same run and budget of time).
+The widest network of a space trains with a FLOPs-weighted L1 penalty on its importance factors α (the BN scale
+after each depthwise conv, one per hidden channel of a kernel path; the token-norm scale, one per Transformer
+token): ``loss = task loss + λ(epoch) Σ_i penalty_i ‖α_i‖₁`` (the L1 term as a proximal step after each SGD step,
+see :func:`_soft_threshold`), ``penalty_i = Δ_i / (Σ_j h_j Δ_j / Σ_j h_j)`` where Δ_i is what one channel / token
+of unit i costs and h_j its width (REFERENCE §1.3, ``prune.py:155-185``). Δ_i comes from the cost model
+(:mod:`hrnas_automl.cost`): the exact ptflops MACs of one grid step of the unit in the current network
+(``cost="macs"``, the reference's FLOPs) or its latency measured on this machine (``cost="latency"``,
+:func:`hrnas_automl.latency.latency_table`). λ ramps linearly from 0 over ``warmup`` epochs (``prune.py:296-326``).
+Every ``prune_every`` epochs the network is *physically* shrunk (conv / BN / embedding weights sliced, and their
+momentum with them, ``utils/optim.py`` ``compress_mask``; a kernel path with no channel or a Transformer with no
+token is removed), BN statistics are recalibrated on training batches (``train.py:552-577``) and the shrunk network
+is validated. The last ``finetune_epochs`` epochs train the final network without penalty or pruning (the official
+search retrains its result instead, REFERENCE §1.3; here it is part of the same run and budget of time).
 
 Grid: a prune step counts the survivors (|α| > threshold) of a unit, rounds that count *up* to the next value
 of the space's grid and keeps that many channels with the largest |α|, so the network is a sample of the space
