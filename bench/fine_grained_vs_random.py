@@ -30,7 +30,8 @@ bar fixed before the run was ahead on >= 13 of 16, sign test p <= 0.021): the st
 +0.026 mIoU on average (0.676 vs 0.650, stdev 0.062, sign test p = 0.45): better on average, not shown to beat the
 best random sample. ``results/fine_grained_vs_random_momentum_reset/`` holds seeds 0 and 8-22 of the search before
 a shrink kept the optimizer's momentum (10 of 15, +0.012); ``results/fine_grained_vs_random_train96/`` the 96-image
-runs (seeds 0-7, λ 0.3).
+runs (seeds 0-7, λ 0.3). ``results/fine_grained_vs_random_lam1/``: --lam 1.0 (best of 0.1 / 0.3 / 1.0 on dev seeds
+8-11), a held-out test under way, same bar over seeds 39-54; seeds 39-46: ahead on 7 of 8, +0.035.
 """
 from __future__ import annotations
 
