@@ -157,10 +157,11 @@ def penalties(model: nn.Module, table: CostTable, grids: Mapping[str, tuple[int,
     return {k: (d, d / mean if mean > 0 else 0.0) for k, d in delta.items()}
 
 
-def _carry(state: OptimizerState | None, old: torch.Tensor, new: torch.Tensor,
-           take: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Move ``old``'s optimizer state (the momentum buffer) to ``new``, sliced by ``take`` as the weight was: the
-    survivors of a shrink keep their momentum, as in the official search (``utils/optim.py`` ``compress_mask``)."""
+def _take_over(state: OptimizerState | None, old: torch.Tensor, new: torch.Tensor,
+               take: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Fill ``new`` with ``take(old)`` and move ``old``'s optimizer state (the momentum buffer), sliced the same way:
+    the survivors of a shrink keep their momentum, as in the official search (``utils/optim.py`` ``compress_mask``)."""
+    new.data.copy_(take(old.detach()))
     if state is not None and old in state:
         state[new] = {k: take(v) if torch.is_tensor(v) and v.shape == old.shape else v
                       for k, v in state.pop(old).items()}
@@ -178,16 +179,13 @@ def _conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Te
     def take_bias(t: torch.Tensor) -> torch.Tensor:
         return t if out_idx is None else t[out_idx]
 
-    weight = take(conv.weight.detach())
-    cout = weight.shape[0]
-    cin = cout if depthwise else weight.shape[1] * conv.groups
+    cout = conv.out_channels if out_idx is None else len(out_idx)
+    cin = cout if depthwise else conv.in_channels if in_idx is None else len(in_idx) * conv.groups
     new = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                     groups=cout if depthwise else conv.groups, bias=conv.bias is not None)
-    new.weight.data.copy_(weight)
-    _carry(state, conv.weight, new.weight, take)
+    _take_over(state, conv.weight, new.weight, take)
     if conv.bias is not None:
-        new.bias.data.copy_(take_bias(conv.bias.detach()))
-        _carry(state, conv.bias, new.bias, take_bias)
+        _take_over(state, conv.bias, new.bias, take_bias)
     return new
 
 
@@ -195,8 +193,7 @@ def _bn(bn: nn.BatchNorm2d, idx: torch.Tensor, state: OptimizerState | None = No
     """A copy of ``bn`` for the channels ``idx`` (affine parameters and running statistics)."""
     new = nn.BatchNorm2d(len(idx), eps=bn.eps, momentum=bn.momentum)
     for name in ("weight", "bias"):
-        getattr(new, name).data.copy_(getattr(bn, name).detach()[idx])
-        _carry(state, getattr(bn, name), getattr(new, name), lambda t: t[idx])
+        _take_over(state, getattr(bn, name), getattr(new, name), lambda t: t[idx])
     new.running_mean.copy_(bn.running_mean[idx])
     new.running_var.copy_(bn.running_var[idx])
     new.num_batches_tracked.copy_(bn.num_batches_tracked)
@@ -215,8 +212,7 @@ def _shrink_transformer(transformer: TokenTransformer, idx: torch.Tensor, state:
     transformer.input_proj = _conv(transformer.input_proj, out_idx=idx, state=state)
     transformer.token_norm = _bn(transformer.token_norm, idx, state)
     queries = nn.Embedding(len(idx), transformer.queries.embedding_dim)
-    queries.weight.data.copy_(transformer.queries.weight.detach()[idx])
-    _carry(state, transformer.queries.weight, queries.weight, lambda t: t[idx])
+    _take_over(state, transformer.queries.weight, queries.weight, lambda t: t[idx])
     transformer.queries = queries
     transformer.reverse_proj = _conv(transformer.reverse_proj, in_idx=idx, state=state)
 
