@@ -40,9 +40,12 @@ def build_space(space: str, **space_args: Any) -> nn.Module:
 
 @lru_cache(maxsize=64)
 def _choices(space: str, frozen_args: tuple[tuple[str, Any], ...]) -> dict[str, list[Any]]:
+    import torch
+
     from hrnas_automl.nni_compat import space_choices
 
-    return space_choices(build_space(space, **{k: json.loads(v) for k, v in frozen_args}))
+    with torch.random.fork_rng():  # building draws initial weights: the caller's stream must not depend on this cache
+        return space_choices(build_space(space, **{k: json.loads(v) for k, v in frozen_args}))
 
 
 def choices_of(space: str, **space_args: Any) -> dict[str, list[Any]]:

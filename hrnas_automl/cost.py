@@ -34,6 +34,7 @@ from dataclasses import astuple, dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ def _default_shape(space: str, input_shape: Sequence[int] | None) -> tuple[int, 
 def _arch_cost(space: str, arch_json: str, input_shape: tuple[int, ...], args_json: str) -> Cost:
     from hrnas_automl.arch import freeze
 
-    return count_cost(freeze(space, json.loads(arch_json), **json.loads(args_json)), input_shape)
+    with torch.random.fork_rng():  # as in space_table: a cache miss must not move the caller's random stream
+        return count_cost(freeze(space, json.loads(arch_json), **json.loads(args_json)), input_shape)
 
 
 def arch_cost(space: str, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
@@ -136,7 +138,10 @@ def space_table(space: str, input_shape: tuple[int, ...], space_args: Mapping[st
 
     key = {"space": space, "input": list(input_shape), "space_args": dict(space_args), "kind": kind,
            "version": __version__}
-    return cached_table(key, compile_table)
+    # Compiling builds and runs networks, which draws from torch's RNG: forked, so that a seeded search gives the same
+    # result on a cold cache as on a warm one.
+    with torch.random.fork_rng():
+        return cached_table(key, compile_table)
 
 
 def _ptflops_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, ...]:

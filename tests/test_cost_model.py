@@ -266,6 +266,19 @@ def test_latency_table_predicts_unseen_archs_and_is_cached(tmp_path: Any, monkey
         evo.tell(proposal, 1.0)
 
 
+def test_building_choices_and_costs_leaves_the_callers_rng_alone(tmp_path: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    state = torch.random.get_rng_state()
+    args = {"num_classes": 7}  # no other test uses them: every cache below misses and builds networks
+    arch = random_archs("detnas-small", 1, seed=0, **args)[0]  # builds the space for its choices
+    cost_table("detnas-small", SMALL, **args)
+    arch_cost("detnas-small", arch, SMALL, **args)
+    assert len(list(tmp_path.rglob("*.json"))) == 1  # the table was compiled, not read back
+    assert torch.equal(torch.random.get_rng_state(), state)  # else a seeded search differs on a cold cache
+
+
 def test_latency_limit_below_the_fastest_arch_is_rejected(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path))
     lo = latency_table("detnas-small", SMALL, threads=1, **ARGS).bounds()[0][0]
