@@ -149,7 +149,9 @@ class NniExperiment:
             final: dict[str, Any] = {}
             inter: list[dict[str, Any]] = []
             arch: dict[str, Any] = {}
-            for m in metrics.get(job.trialJobId, []):
+            # the REST API does not always return them in report order (a test run got steps 1, 0): sort by the
+            # sequence number NNI gives each intermediate result
+            for m in sorted(metrics.get(job.trialJobId, []), key=lambda m: m.sequence):
                 value = m.data if isinstance(m.data, dict) else {"default": m.data}
                 if m.type == "FINAL":
                     final, arch = value, params.get(int(m.parameterId), {})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -28,6 +29,23 @@ def shrunk_example(name: str, dest: Path, trials: int) -> Path:
         config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
     (dest / name).write_text(yaml.safe_dump(config))
     return dest / name
+
+
+def test_trials_list_intermediate_results_in_report_order() -> None:
+    """NNI's REST API may return a trial's metrics out of order; ``trials()`` sorts them by NNI's sequence."""
+    def metric(kind: str, sequence: int, data: dict) -> SimpleNamespace:
+        return SimpleNamespace(type=kind, sequence=sequence, parameterId="0", data=data)
+
+    hp = SimpleNamespace(parameter_id=0, parameters={"lam": 0.1})
+    job = SimpleNamespace(trialJobId="t1", status="SUCCEEDED", hyperParameters=[hp])
+    api = SimpleNamespace(list_trial_jobs=lambda: [job], get_job_metrics=lambda: {"t1": [
+        metric("PERIODICAL", 1, {"default": 0.6, "step": 1}), metric("FINAL", 0, {"default": 0.7}),
+        metric("PERIODICAL", 0, {"default": 0.5, "step": 0})]})
+    exp = NniExperiment("e1", port=0, env={})
+    exp._connection = api
+    (record,) = exp.trials()
+    assert [m["step"] for m in record.intermediate] == [0, 1]
+    assert record.metrics == {"default": 0.7} and record.arch == {"lam": 0.1}
 
 
 @pytest.mark.slow
