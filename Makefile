@@ -9,11 +9,12 @@ PYTEST_ARGS ?= --durations=15   # the slowest tests, so a growing suite shows wh
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo examples clean
+.PHONY: help install lint test test-fast demo examples clean
 
 help:
 	@echo "make install    create $(VENV) and install torch ($(TORCH_SPEC)) + hrnas-automl with test extras"
-	@echo "make test       install, then run the whole test suite (nnictl end-to-end runs included)"
+	@echo "make lint       install, then ruff (pyflakes + pycodestyle, 120 columns; config in pyproject.toml)"
+	@echo "make test       install, lint, then run the whole test suite (nnictl end-to-end runs included)"
 	@echo "make test-fast  install, then the tests not marked slow"
 	@echo "make demo       install, then a real nnictl evolution search over DetNAS-small (port PORT=$(PORT))"
 	@echo "make examples   regenerate the examples' search-space JSON from the model spaces"
@@ -30,7 +31,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install

@@ -1,6 +1,7 @@
 """Does a network of SPACE learn the generated segmentation data? mIoU after training vs the majority class.
 
-    python bench/dense_baseline.py --space SPACE [--space-args YAML] [--arch preset:NAME|file] [--epochs 20] [--out bench/dense_baseline.json]
+    python bench/dense_baseline.py --space SPACE [--space-args YAML] [--arch preset:NAME|file] [--epochs 20]
+                                   [--out bench/dense_baseline.json]
 
 Trains one architecture (default: a seeded random sample) on the ``shapes`` data through ``run_trial``
 and writes ``{"space", "arch", "miou", "pixel_accuracy", "majority_miou", "margin", "trial_s", ...}``;
@@ -36,7 +37,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", required=True)
     parser.add_argument("--arch")
-    parser.add_argument("--space-args", default="{}", help="space constructor arguments as YAML, e.g. '{setting: tiny}'")
+    parser.add_argument("--space-args", default="{}",
+                        help="space constructor arguments as YAML, e.g. '{setting: tiny}'")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
@@ -45,7 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     data_options = {"train_size": 128, "val_size": 32, "image_size": args.image_size, "seed": args.seed}
     config = parse_trial_config({
-        "space": args.space, "space_args": yaml.safe_load(args.space_args), "task": "segmentation", "data": {"kind": "shapes", **data_options},
+        "space": args.space, "space_args": yaml.safe_load(args.space_args), "task": "segmentation",
+        "data": {"kind": "shapes", **data_options},
         "train": {"epochs": args.epochs, "batch_size": 16, "lr": 0.05, "seed": args.seed}, "threads": args.threads,
         "latency": {"enabled": False}})
     arch = resolve_arch(config, args.arch)

@@ -177,7 +177,8 @@ def cmd_search(args: argparse.Namespace) -> None:
     for t in sorted(trials, key=lambda t: -t.metrics.get("default", float("-inf"))):
         m = t.metrics
         print(f"{t.trial_id:<8} {t.status:<10} {m.get('default', float('nan')):>8.4f} "
-              f"{m.get('macs', float('nan')) / 1e6:>9.2f} {m.get('params', 0):>10,} {m.get('latency_ms', float('nan')):>10.2f}")
+              f"{m.get('macs', float('nan')) / 1e6:>9.2f} {m.get('params', 0):>10,} "
+              f"{m.get('latency_ms', float('nan')):>10.2f}")
     best = exp.best()
     if best is not None:
         print(f"\nbest architecture ({best.trial_id}):\n{json.dumps(best.arch)}\nmetrics: {json.dumps(best.metrics)}")

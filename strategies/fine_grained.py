@@ -422,7 +422,8 @@ class FineGrainedObjective:
         allowed = {f.name for f in fields(FineGrainedSettings)} - {"lam", "threshold", "warmup"}
         unknown = set(self.settings) - allowed
         if unknown:
-            raise ValueError(f"settings: unknown keys {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+            raise ValueError(f"settings: unknown keys {', '.join(sorted(unknown))}; "
+                             f"allowed: {', '.join(sorted(allowed))}")
         if "kind" not in self.data:
             raise ValueError("data needs a 'kind' (e.g. shapes)")
 

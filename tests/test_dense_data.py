@@ -1,4 +1,5 @@
-"""Dense-task data: the generators write the real formats, seeded; the real loaders read them and reject broken folders."""
+"""Dense-task data: the generators write the real formats, seeded; the real loaders read them and reject broken
+folders."""
 from __future__ import annotations
 
 import hashlib

@@ -87,7 +87,8 @@ def test_dense_tasks_need_a_space_with_their_head_and_their_data_kinds(tiny_dens
         get_task("segmentation").build_data("shapes", {"colour": "red"})
     with pytest.raises(ValueError, match="data kind 'cityscapes' needs option.* root"):
         get_task("segmentation").build_data("cityscapes", {})
-    with pytest.raises(ValueError, match=r"shapes data: option layout='voc' is invalid; use one of: cityscapes, ade20k"):
+    with pytest.raises(ValueError,
+                       match=r"shapes data: option layout='voc' is invalid; use one of: cityscapes, ade20k"):
         get_task("segmentation").build_data("shapes", {"layout": "voc"})
 
 

@@ -1,4 +1,5 @@
-"""RANet space: the train_cifar.sh preset against the official network, labels, samples, per-exit MACs, config checks."""
+"""RANet space: the train_cifar.sh preset against the official network, labels, samples, per-exit MACs, config
+checks."""
 from __future__ import annotations
 
 import random

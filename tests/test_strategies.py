@@ -142,7 +142,8 @@ def test_told_arch_that_was_never_proposed_is_recorded_and_not_proposed(factory:
 @pytest.mark.parametrize(("arch", "match"), [
     ({**{label: c[0] for label, c in CHOICES.items()}, "s9_b0": "k3"}, "unknown label 's9_b0'"),
     ({label: c[0] for label, c in CHOICES.items() if label != "depth"}, "is missing label 'depth'"),
-    ({**{label: c[0] for label, c in CHOICES.items()}, "depth": 7}, r"label 'depth' of these choices has value 7; allowed values: "),
+    ({**{label: c[0] for label, c in CHOICES.items()}, "depth": 7},
+     r"label 'depth' of these choices has value 7; allowed values: "),
 ])
 def test_tell_rejects_archs_outside_the_space(factory: Factory, arch: dict[str, Any], match: str) -> None:
     strategy = factory(seed=0)

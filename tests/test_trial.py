@@ -20,7 +20,8 @@ TINY = {"space": "detnas-small",
 
 
 @pytest.mark.parametrize(("patch", "message"), [
-    ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: space, space_args, task, task_args, data, train, arch, threads, latency"),
+    ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: "
+                   r"space, space_args, task, task_args, data, train, arch, threads, latency"),
     ({"train": {"epoch": 3}}, r"unknown key 'train.epoch'; allowed keys here: epochs, batch_size, lr"),
     ({"train": {"epochs": "many"}}, r"train.epochs: Input should be a valid integer"),
     ({"latency": {"repeats": 0}}, r"latency.repeats: Input should be greater than or equal to 1"),
@@ -29,7 +30,8 @@ TINY = {"space": "detnas-small",
                                      r"use one of: synthetic, digits, folder"),
     ({"task": "no-such-task"}, r"task: unknown task 'no-such-task'; tasks: .*classification"),
     ({"task": "detection"}, r"data.kind 'synthetic' is not a dataset of task 'detection'; use one of: shapes, coco"),
-    ({"space": "ranet"}, r"space ranet has no 'classifier' head, which task 'classification' needs \(its heads: exits\)"),
+    ({"space": "ranet"},
+     r"space ranet has no 'classifier' head, which task 'classification' needs \(its heads: exits\)"),
     ({"space_args": {"head": "backbone"}}, r"space_args.head is 'backbone', but task 'classification' trains"),
     ({"task_args": {"budget": 3}}, r"task_args: task 'classification' takes no task_args \(got budget\)"),
 ])

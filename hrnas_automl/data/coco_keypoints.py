@@ -28,8 +28,8 @@ from hrnas_automl.data import _check_option, check_size
 from hrnas_automl.data.heatmaps import encode_heatmaps
 from hrnas_automl.data.topdown import apply_affine, box_to_center_size, crop_image, crop_matrix
 
-__all__ = ["COCO_NUM_KEYPOINTS", "HEATMAP_STRIDE", "PersonInstance", "KeypointData", "TopDownDataset", "read_coco_keypoints",
-           "build_coco_keypoints"]
+__all__ = ["COCO_NUM_KEYPOINTS", "HEATMAP_STRIDE", "PersonInstance", "KeypointData", "TopDownDataset",
+           "read_coco_keypoints", "build_coco_keypoints"]
 
 COCO_NUM_KEYPOINTS = 17  # pycocotools' COCOeval kpt_oks_sigmas has one sigma per COCO keypoint
 HEATMAP_STRIDE = 4  # heatmaps at 1/4 of the input, as HRNet (HR-NAS keypoint head, shared/docs/REFERENCE.md)

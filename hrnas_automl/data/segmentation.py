@@ -96,7 +96,8 @@ def _split_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _pair_up(images: dict[str, Path], masks: dict[str, Path], image_dir: Path, mask_dir: Path) -> list[tuple[Path, Path]]:
+def _pair_up(images: dict[str, Path], masks: dict[str, Path], image_dir: Path, mask_dir: Path
+             ) -> list[tuple[Path, Path]]:
     """Pairs matched by their shared stem; an unmatched file on either side is an error."""
     if not images:
         raise ValueError(f"no images in {image_dir}; check data.root and the folder layout")

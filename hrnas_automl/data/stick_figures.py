@@ -62,7 +62,8 @@ def _pose(rng: np.random.Generator) -> np.ndarray:
 
 
 def _figure(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, float]:
-    """A posed figure's keypoints ``(17, 2)`` in image pixels (scaled, leaned, maybe facing away, placed), its height."""
+    """A posed figure's keypoints ``(17, 2)`` in image pixels (scaled, leaned, maybe facing away, placed) and its
+    height."""
     pts = _pose(rng)
     if rng.random() < 0.3:  # facing away: the subject's left is now the image left
         pts[:, 0] = -pts[:, 0]
@@ -146,7 +147,8 @@ def _write_split(root: Path, split: str, seed_split: list[int], count: int, size
         for number, person in enumerate(people):
             annotations.append({
                 "id": 10 * image_id + number, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-                "keypoints": _round(person["keypoints"].ravel()), "num_keypoints": int((person["keypoints"][:, 2] > 0).sum()),
+                "keypoints": _round(person["keypoints"].ravel()),
+                "num_keypoints": int((person["keypoints"][:, 2] > 0).sum()),
                 "bbox": _round(person["bbox"]), "area": person["area"], "segmentation": [],
             })
     content = {

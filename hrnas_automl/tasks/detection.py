@@ -215,7 +215,8 @@ def detect(outputs: Mapping[str, torch.Tensor], *, score_thresh: float = 0.05, n
 
 @torch.no_grad()
 def evaluate_map(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 16) -> dict[str, float]:
-    """COCO bbox ``map`` (AP@[.5:.95]) and ``map50`` of ``model`` (eval mode) on ``dataset`` via pycocotools COCOeval."""
+    """COCO bbox ``map`` (AP@[.5:.95]) and ``map50`` of ``model`` (eval mode) on ``dataset``, by pycocotools
+    COCOeval."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

@@ -48,8 +48,8 @@ def predict_keypoints(heatmaps: torch.Tensor, center: torch.Tensor, size: torch.
                       input_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Image-pixel keypoints ``(N, K, 2)`` and peak values ``(N, K)`` from heatmaps of crops (center, size)."""
     crop_points, maxvals = decode_heatmaps(heatmaps.float().cpu(), stride=HEATMAP_STRIDE)
-    points = np.stack([apply_affine(invert_affine(crop_matrix(c, s, input_size)), p)
-                       for c, s, p in zip(center.double().numpy(), size.double().numpy(), crop_points.double().numpy())])
+    rows = zip(center.double().numpy(), size.double().numpy(), crop_points.double().numpy())
+    points = np.stack([apply_affine(invert_affine(crop_matrix(c, s, input_size)), p) for c, s, p in rows])
     return points, maxvals.numpy()
 
 
