@@ -180,7 +180,7 @@ def _conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Te
         return t if out_idx is None else t[out_idx]
 
     cout = conv.out_channels if out_idx is None else len(out_idx)
-    cin = cout if depthwise else conv.in_channels if in_idx is None else len(in_idx) * conv.groups
+    cin = cout if depthwise else (conv.in_channels if in_idx is None else len(in_idx) * conv.groups)
     new = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                     groups=cout if depthwise else conv.groups, bias=conv.bias is not None)
     _take_over(state, conv.weight, new.weight, take)
