@@ -76,22 +76,34 @@ class NniExperiment:
 
     @classmethod
     def create(cls, config: str | os.PathLike[str], *, port: int, env: Mapping[str, str] | None = None,
-               timeout: float = 120) -> NniExperiment:
-        """``nnictl create --config CONFIG --port PORT``; returns once the manager is up."""
+               timeout: float = 120, attempts: int = 3) -> NniExperiment:
+        """``nnictl create --config CONFIG --port PORT``; returns once the manager is up.
+
+        nnictl gives the manager it starts about 3 s to answer (``nni/experiment/launcher.py``
+        ``_check_rest_server``), then kills it and fails; a busy machine can miss that, so such a failure is
+        retried, up to ``attempts`` runs in all, once the port is free again.
+        """
         if not Path(config).is_file():
             raise FileNotFoundError(f"nnictl config {config} does not exist")
         if not port_is_free(port):
             raise RuntimeError(f"port {port} is busy; pass another --port (nnictl needs a free one)")
         env = dict(env) if env is not None else nni_env()
         nnictl = str(Path(sys.executable).parent / "nnictl")
-        proc = subprocess.run([nnictl, "create", "--config", str(config), "--port", str(port)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
-        output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # nnictl colours its output
-        match = re.search(r"Experiment ID: (\w+)", output)
-        if proc.returncode != 0 or match is None:
-            tail = output.strip().splitlines()[-3:]
-            raise RuntimeError(f"nnictl create failed (exit {proc.returncode}): {' | '.join(tail)}")
-        return cls(match.group(1), port, env)
+        attempt = 1
+        while True:
+            proc = subprocess.run([nnictl, "create", "--config", str(config), "--port", str(port)], env=env,
+                                  capture_output=True, text=True, timeout=timeout)
+            output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # nnictl colours its output
+            match = re.search(r"Experiment ID: (\w+)", output)
+            if proc.returncode == 0 and match is not None:
+                return cls(match.group(1), port, env)
+            if attempt >= attempts or "/check-status" not in output:  # only a manager too slow to answer is retried
+                tail = output.strip().splitlines()[-3:]
+                raise RuntimeError(f"nnictl create failed (exit {proc.returncode}): {' | '.join(tail)}")
+            attempt += 1
+            deadline = time.monotonic() + 30
+            while not port_is_free(port) and time.monotonic() < deadline:
+                time.sleep(0.5)
 
     def _api(self) -> Any:
         if self._connection is None:

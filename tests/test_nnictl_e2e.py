@@ -3,6 +3,7 @@ through NNI's Python API. Each test runs under a private HOME and stops its expe
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,6 +47,35 @@ def test_trials_list_intermediate_results_in_report_order() -> None:
     (record,) = exp.trials()
     assert [m["step"] for m in record.intermediate] == [0, 1]
     assert record.metrics == {"default": 0.7} and record.arch == {"lam": 0.1}
+
+
+SLOW_MANAGER = ("requests.exceptions.ConnectionError: HTTPConnectionPool(host='localhost', port=8080): Max retries "
+                "exceeded with url: /api/v1/nni/check-status (Caused by NewConnectionError(... Connection refused))")
+
+
+@pytest.mark.parametrize(("outputs", "runs", "error"), [
+    ([(1, SLOW_MANAGER), (0, "Experiment ID: abc123")], 2, None),  # a manager too slow for nnictl: run again
+    ([(1, SLOW_MANAGER)] * 3, 3, "check-status"),  # gives up after `attempts` runs, naming the cause
+    ([(1, "ERROR: tuner: unknown key 'foo'")], 1, "unknown key 'foo'"),  # any other failure is not retried
+])
+def test_create_retries_only_a_manager_too_slow_to_answer(outputs: list[tuple[int, str]], runs: int,
+                                                          error: str | None, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        code, out = outputs[len(calls) - 1]
+        return subprocess.CompletedProcess(argv, code, stdout=out, stderr="")
+
+    monkeypatch.setattr("hrnas_automl.nni_experiment.subprocess.run", fake_run)
+    (tmp_path / "config.yml").write_text("{}")
+    if error is None:
+        assert NniExperiment.create(tmp_path / "config.yml", port=free_port(), env={}).id == "abc123"
+    else:
+        with pytest.raises(RuntimeError, match=error):
+            NniExperiment.create(tmp_path / "config.yml", port=free_port(), env={})
+    assert len(calls) == runs
 
 
 @pytest.mark.slow
