@@ -27,7 +27,7 @@ import torch
 
 from hrnas_automl.arch import choices_of, freeze
 from hrnas_automl.cost import analytic_cost, cost_table, count_cost, parse_input_shape
-from hrnas_automl.latency import latency_table, measure_latency
+from hrnas_automl.cost.latency import latency_table, measure_latency
 from hrnas_automl.registry import list_presets, list_spaces
 
 

@@ -17,9 +17,9 @@ import torch
 import yaml
 
 from hrnas_automl.tasks import get_task
-from hrnas_automl.tasks.segmentation_metrics import confusion_matrix, miou
+from hrnas_automl.tasks.metrics.segmentation import confusion_matrix, miou
 from hrnas_automl.trial import resolve_arch, run_trial
-from hrnas_automl.trial_config import parse_trial_config
+from hrnas_automl.trial.config import parse_trial_config
 
 
 def majority_miou(data) -> float:

@@ -49,7 +49,7 @@ from hrnas_automl.cost import analytic_cost, cost_limit
 from hrnas_automl.strategies.fine_grained import FineGrainedSettings, fine_grained_search
 from hrnas_automl.strategies.random_search import RandomSearch
 from hrnas_automl.tasks import get_task
-from hrnas_automl.tasks.classification import TrainSettings
+from hrnas_automl.config import TrainSettings
 
 # bn_momentum 0.1: with the official 0.01 a short schedule leaves the random samples' BN statistics unsettled and
 # they score far below their real mIoU (the strategy recalibrates BN, so the comparison would be unfair).

@@ -16,7 +16,7 @@ import torch
 
 from hrnas_automl.arch import freeze
 from hrnas_automl.cost import count_cost
-from hrnas_automl.latency import measure_latency
+from hrnas_automl.cost.latency import measure_latency
 from hrnas_automl.registry import get_preset, list_presets
 
 INPUT = (3, 256, 192)

@@ -20,8 +20,8 @@ import torch
 import yaml
 
 from hrnas_automl.arch import choices_of
-from hrnas_automl.nni_compat import check_pins, to_nni_search_space
-from hrnas_automl.nni_experiment import NniExperiment, free_port, nni_env
+from hrnas_automl.nni.compat import check_pins, to_nni_search_space
+from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
 from hrnas_automl.oneshot.search import run_search
 from hrnas_automl.oneshot.supernet import train_supernet

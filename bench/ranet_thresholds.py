@@ -36,7 +36,7 @@ from hrnas_automl.cost import count_cost
 from hrnas_automl.data import build_classification_data
 from hrnas_automl.plots import plot_budget_curves
 from hrnas_automl.spaces.ranet import exit_macs
-from hrnas_automl.tasks.classification import TrainSettings
+from hrnas_automl.config import TrainSettings
 from hrnas_automl.tasks.early_exit import (
     BudgetPoint,
     EarlyExitRunner,
@@ -108,9 +108,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     data = build_classification_data("synthetic", **DATA, seed=args.seed)
     torch.manual_seed(args.seed)

@@ -6,6 +6,7 @@ weights and no NNI mutables inside.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from functools import lru_cache
@@ -17,9 +18,11 @@ import yaml
 from hrnas_automl.registry import get_preset, get_space
 
 if TYPE_CHECKING:  # torch stays out of the import, so pure-Python strategies can validate with this module
+    from nni.nas.nn.pytorch import ModelSpace
     from torch import nn
 
-__all__ = ["ArchitectureError", "choices_of", "validate_arch", "load_arch", "freeze", "build_space"]
+__all__ = ["ArchitectureError", "choices_of", "validate_arch", "load_arch", "freeze", "build_space", "space_choices",
+           "layer_choices"]
 
 
 class ArchitectureError(ValueError):
@@ -32,17 +35,45 @@ def _freeze_kwargs(kwargs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def build_space(space: str, **space_args: Any) -> nn.Module:
     """Build the supernet of a registered space, with NNI's import noise silenced."""
-    from hrnas_automl.nni_compat import quiet_nni
+    from hrnas_automl.nni.compat import quiet_nni
 
     quiet_nni()
     return get_space(space).build(**space_args)
 
 
+def space_choices(space: ModelSpace) -> dict[str, list[Any]]:
+    """The search space of a model space as ``{label: candidate values}``, in NNI's label order.
+
+    An ``InputChoice`` (``CategoricalMultiple``) becomes the list of its combinations, so every label
+    is a plain choice that nnictl JSON, Optuna categoricals and YAML all accept (NNI.md §1).
+    """
+    from nni.mutable import Categorical, CategoricalMultiple
+
+    choices: dict[str, list[Any]] = {}
+    for label, mutable in space.simplify().items():
+        if isinstance(mutable, CategoricalMultiple):
+            n = mutable.n_chosen or 1
+            choices[label] = [list(c) for c in itertools.combinations(mutable.values, n)]
+        elif isinstance(mutable, Categorical):
+            choices[label] = list(mutable.values)
+        else:
+            raise TypeError(f"label {label!r} is a {type(mutable).__name__}; hrnas-automl spaces use discrete "
+                            "choices only (nni.choice / LayerChoice / InputChoice)")
+    return choices
+
+
+def layer_choices(space: nn.Module) -> list[tuple[str, str, dict[str, nn.Module]]]:
+    """``(module path, label, {candidate name: module})`` of every NNI ``LayerChoice`` of ``space``, in module order
+    (the one-shot supernet shares these candidates; the cost model measures each alone)."""
+    from nni.nas.nn.pytorch import LayerChoice
+
+    return [(name, m.label, {n: m[n] for n in m.names}) for name, m in space.named_modules()
+            if isinstance(m, LayerChoice)]
+
+
 @lru_cache(maxsize=64)
 def _choices(space: str, frozen_args: tuple[tuple[str, Any], ...]) -> dict[str, list[Any]]:
     import torch
-
-    from hrnas_automl.nni_compat import space_choices
 
     with torch.random.fork_rng():  # building draws initial weights: the caller's stream must not depend on this cache
         return space_choices(build_space(space, **{k: json.loads(v) for k, v in frozen_args}))

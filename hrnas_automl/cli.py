@@ -107,7 +107,7 @@ def cmd_cost(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {"space": args.space, "input": list(shape), "macs": cost.macs, "params": cost.params,
                            "analytic": {"macs": analytic.macs, "params": analytic.params}}
     if args.latency:
-        from hrnas_automl.latency import measure_latency, predicted_latency
+        from hrnas_automl.cost.latency import measure_latency, predicted_latency
 
         out["latency_ms"] = measure_latency(net, shape, threads=args.threads)
         out["predicted_latency_ms"] = predicted_latency(args.space, arch, shape, threads=args.threads, **space_args)
@@ -124,7 +124,7 @@ def cmd_cost(args: argparse.Namespace) -> None:
 
 def cmd_export_space(args: argparse.Namespace) -> None:
     from hrnas_automl.arch import choices_of
-    from hrnas_automl.nni_compat import to_nni_search_space
+    from hrnas_automl.nni.compat import to_nni_search_space
 
     text = json.dumps(to_nni_search_space(choices_of(args.space, **_space_args(args.space_arg))), indent=2) + "\n"
     if args.output:
@@ -135,9 +135,9 @@ def cmd_export_space(args: argparse.Namespace) -> None:
 
 
 def cmd_trial(args: argparse.Namespace) -> None:
-    from hrnas_automl import nni_compat
+    from hrnas_automl.nni import compat as nni_compat
     from hrnas_automl.trial import resolve_arch, run_trial
-    from hrnas_automl.trial_config import load_trial_config
+    from hrnas_automl.trial.config import load_trial_config
 
     config = load_trial_config(args.config)
     nni_compat.quiet_nni()
@@ -156,8 +156,8 @@ def cmd_trial(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from hrnas_automl.nni_compat import check_pins
-    from hrnas_automl.nni_experiment import NniExperiment, TrialRecord
+    from hrnas_automl.nni.compat import check_pins
+    from hrnas_automl.nni.experiment import NniExperiment, TrialRecord
 
     check_pins()
     exp = NniExperiment.create(args.config, port=args.port)
@@ -221,12 +221,11 @@ def _print_front(rows: list[dict[str, Any]], max_macs: float | None) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from hrnas_automl.optuna_tuning import MACS_ATTR, METRIC_ATTR, plot_front, run_study, study_summary
-    from hrnas_automl.tune_config import load_tune_config
+    from hrnas_automl.tuning.config import load_tune_config
+    from hrnas_automl.tuning.study import (MACS_ATTR, METRIC_ATTR, log_warnings_only, plot_front, run_study,
+                                           study_summary)
 
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed below instead
+    log_warnings_only()  # one line per trial is printed below instead
     config = load_tune_config(args.config)
     if args.n_trials is not None:
         config = config.model_copy(update={"n_trials": args.n_trials})
@@ -251,8 +250,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 
 def cmd_front(args: argparse.Namespace) -> None:
-    from hrnas_automl.optuna_tuning import load_study, plot_front, study_summary
-    from hrnas_automl.tune_config import load_tune_config
+    from hrnas_automl.tuning.study import load_study, plot_front, study_summary
+    from hrnas_automl.tuning.config import load_tune_config
 
     config = load_tune_config(args.config)
     study = load_study(config)
@@ -266,7 +265,7 @@ def cmd_front(args: argparse.Namespace) -> None:
 
 
 def cmd_tune_space(args: argparse.Namespace) -> None:
-    from hrnas_automl.tune_config import load_tune_config, tune_search_space
+    from hrnas_automl.tuning.config import load_tune_config, tune_search_space
 
     text = json.dumps(tune_search_space(load_tune_config(args.config).ranges), indent=2) + "\n"
     if args.output:
@@ -277,9 +276,9 @@ def cmd_tune_space(args: argparse.Namespace) -> None:
 
 
 def cmd_tune_trial(args: argparse.Namespace) -> None:
-    from hrnas_automl import nni_compat
-    from hrnas_automl.tune_config import load_tune_config
-    from hrnas_automl.tune_objective import as_result, make_objective, parse_params
+    from hrnas_automl.nni import compat as nni_compat
+    from hrnas_automl.tuning.config import load_tune_config
+    from hrnas_automl.tuning.objectives import as_result, make_objective, parse_params
 
     config = load_tune_config(args.config)
     objective = make_objective(config.objective, config.objective_args)
@@ -305,8 +304,8 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from hrnas_automl import nni_compat
-    from hrnas_automl.prune_trial import check_prune_options, load_prune_config, run_prune_trial
+    from hrnas_automl.nni import compat as nni_compat
+    from hrnas_automl.trial.prune import check_prune_options, load_prune_config, run_prune_trial
 
     config, prune = load_prune_config(args.config)
     nni_compat.quiet_nni()
@@ -320,7 +319,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 
 def cmd_oneshot(args: argparse.Namespace) -> None:
-    from hrnas_automl import nni_compat
+    from hrnas_automl.nni import compat as nni_compat
     from hrnas_automl.arch import load_arch
     from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
 

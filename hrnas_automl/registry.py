@@ -5,19 +5,20 @@ name, so the CLI, the trial entry point, the NNI tuners and Optuna share one lis
 """
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nni.nas.nn.pytorch import ModelSpace
+    from torch import nn
 
-    from hrnas_automl.cost_table import CostTable
+    from hrnas_automl.cost.tables import CostTable
 
 __all__ = [
-    "SpaceSpec", "Preset", "register_space", "get_space", "list_spaces", "get_preset", "list_presets",
+    "SpaceSpec", "Preset", "register_space", "get_space", "list_spaces", "get_preset", "list_presets", "lazy_exports",
 ]
 
 Arch = dict[str, Any]
@@ -37,19 +38,19 @@ class SpaceSpec:
             effects on MACs/params/latency add up independently (one group holding every label: an exhaustive
             table, for small spaces). None: every label is a ``LayerChoice`` and counts on its own.
         cost_compiler: a space's own table compiler, ``(build, choices, input_shape, measure, metrics) ->
-            CostTable`` (:mod:`hrnas_automl.cost_table`), for spaces whose units are not LayerChoices and too many
+            CostTable`` (:mod:`hrnas_automl.cost.tables`), for spaces whose units are not LayerChoices and too many
             for whole networks per group (HR-NAS: each unit counted alone); it wins over ``cost_groups``.
     """
 
     name: str
-    factory: Callable[..., ModelSpace]
+    factory: Callable[..., nn.Module]
     description: str
     default_input: tuple[int, int, int]
     heads: tuple[str, ...] = ("classifier",)
     cost_groups: Callable[[Mapping[str, list[Any]]], list[list[str]]] | None = None
     cost_compiler: Callable[..., CostTable] | None = None
 
-    def build(self, **kwargs: Any) -> ModelSpace:
+    def build(self, **kwargs: Any) -> nn.Module:
         """Build the space (the supernet) with the given constructor arguments."""
         return self.factory(**kwargs)
 
@@ -81,7 +82,7 @@ def register_space(spec: SpaceSpec, presets: Mapping[str, tuple[Arch, str]] = Ma
 
 
 def _load_builtin() -> None:
-    from hrnas_automl.nni_compat import quiet_nni
+    from hrnas_automl.nni.compat import quiet_nni
 
     quiet_nni()  # the spaces import nni.nas, which warns about torch 2.13 on first import
     import hrnas_automl.spaces  # noqa: F401  (registers the built-in spaces)
@@ -120,3 +121,16 @@ def list_presets(space: str | None = None) -> list[Preset]:
 def space_size(choices: Mapping[str, list[Any]]) -> int:
     """Number of architectures in a space given its choices (product of candidate counts)."""
     return math.prod(len(v) for v in choices.values())
+
+
+def lazy_exports(package: str, modules: Mapping[str, Sequence[str]]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) for ``package``: each name is imported from its submodule on first use
+    (``{submodule: names}``), so importing a package costs nothing until a name is used."""
+    where = {name: f"{package}.{module}" for module, names in modules.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(where[name]), name)
+
+    return __getattr__

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from hrnas_automl.cost_table import Build, CostTable, Measure, io_shapes
+from hrnas_automl.cost.tables import Build, CostTable, Measure, io_shapes
 from hrnas_automl.spaces.hrnas import KERNEL_SIZES, KernelPath, SearchingBlock, TokenTransformer
 
 __all__ = ["hrnas_cost_table"]

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
 from torch import nn
 
-from hrnas_automl.nni_compat import TopLevelChoices
+from hrnas_automl.spaces.common import TopLevelChoices
 from hrnas_automl.registry import SpaceSpec, register_space
 
 __all__ = ["LITE_HRNET_BLOCKS", "LITE_HRNET_GRID", "LITE_HRNET_DEPTHS", "LITE_HRNET_HEADS", "LiteHRNetSpace",
@@ -305,7 +305,7 @@ class LiteHRNetSpace(TopLevelChoices, ModelSpace):
     """The Lite-HRNet space (https://arxiv.org/abs/2104.06403): labels in the module docstring.
 
     ``width`` and ``reduce_ratio`` shape every layer, so they are top-level ``nni.choice`` values read once in
-    ``__init__`` (:class:`~hrnas_automl.nni_compat.TopLevelChoices`); depths are ``Repeat`` choices and block types
+    ``__init__`` (:class:`~hrnas_automl.spaces.common.TopLevelChoices`); depths are ``Repeat`` choices and block types
     ``LayerChoice`` s, so a frozen sample (:meth:`freeze` / ``model_context``) holds only plain torch modules.
 
     Args:

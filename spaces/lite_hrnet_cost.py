@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hrnas_automl.cost_table import Build, CostTable, Measure
+from hrnas_automl.cost.tables import Build, CostTable, Measure
 
 __all__ = ["lite_hrnet_cost_table"]
 

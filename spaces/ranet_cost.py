@@ -16,7 +16,7 @@ The walk follows ``RANet.__init__`` / ``RANet.exit_features`` and uses the same 
 the block layout, so the two cannot drift apart silently: :func:`hrnas_automl.cost.space_table` checks the
 compiled table against ptflops counts of random networks, and ``tests/test_cost_model.py`` and
 ``bench/cost_model.py`` compare it with ptflops on samples of the grid. Other measures (latency) are not
-closed-form: for them the compiler measures all networks (:func:`~hrnas_automl.cost_table.grouped_table`).
+closed-form: for them the compiler measures all networks (:func:`~hrnas_automl.cost.tables.grouped_table`).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hrnas_automl.cost_table import Build, CostTable, Measure, grouped_table
+from hrnas_automl.cost.tables import Build, CostTable, Measure, grouped_table
 from hrnas_automl.spaces.ranet import RANet, RANetConfig, ranet_config
 
 __all__ = ["ranet_cost", "ranet_cost_table"]

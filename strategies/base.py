@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from hrnas_automl.arch import validate_arch
+from hrnas_automl.cost.limits import InfeasibleConstraintError
 
 __all__ = [
     "Choices",
@@ -45,10 +46,6 @@ Constraint = Callable[[dict[str, Any]], bool]
 
 _Key = tuple[Any, ...]
 _PRIMITIVES = (str, int, float, bool, type(None))
-
-
-class InfeasibleConstraintError(ValueError):
-    """No feasible, not-yet-proposed architecture was found within the strategy's ``max_attempts`` draws."""
 
 
 class SpaceExhaustedError(RuntimeError):

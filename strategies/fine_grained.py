@@ -7,7 +7,7 @@ see :func:`_soft_threshold`), ``penalty_i = Δ_i / (Σ_j h_j Δ_j / Σ_j h_j)`` 
 of unit i costs and h_j its width (REFERENCE §1.3, ``prune.py:155-185``). Δ_i comes from the cost model
 (:mod:`hrnas_automl.cost`): the exact ptflops MACs of one grid step of the unit in the current network
 (``cost="macs"``, the reference's FLOPs) or its latency measured on this machine (``cost="latency"``,
-:func:`hrnas_automl.latency.latency_table`). λ ramps linearly from 0 over ``warmup`` epochs (``prune.py:296-326``).
+:func:`hrnas_automl.cost.latency.latency_table`). λ ramps linearly from 0 over ``warmup`` epochs (``prune.py:296-326``).
 Every ``prune_every`` epochs the network is *physically* shrunk (conv / BN / embedding weights sliced, and their
 momentum with them, ``utils/optim.py`` ``compress_mask``; a kernel path with no channel or a Transformer with no
 token is removed), BN statistics are recalibrated on training batches (``train.py:552-577``) and the shrunk network
@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hrnas_automl.cost_table import CostTable
+from hrnas_automl.cost.tables import CostTable
 from hrnas_automl.spaces.hrnas import KernelPath, PrunableUnit, SearchingBlock, TokenTransformer
 
 __all__ = ["FineGrainedSettings", "FineGrainedResult", "PruneStep", "prunable_root", "penalties", "shrink",
@@ -341,7 +341,7 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
     """
     from hrnas_automl.arch import choices_of, freeze
     from hrnas_automl.cost import cost_table
-    from hrnas_automl.latency import latency_table, torch_threads
+    from hrnas_automl.cost.latency import latency_table, torch_threads
     from hrnas_automl.tasks import get_task
 
     settings = settings or FineGrainedSettings()
@@ -428,7 +428,7 @@ class FineGrainedObjective:
             raise ValueError("data needs a 'kind' (e.g. shapes)")
 
     def __call__(self, params: Mapping[str, Any], report: Callable[[int, float, float], None]) -> Any:
-        from hrnas_automl.tune_objective import TuneResult
+        from hrnas_automl.tuning.objectives import TuneResult
 
         settings = FineGrainedSettings(lam=float(params["lam"]), threshold=float(params["threshold"]),
                                        warmup=int(params["warmup"]), **dict(self.settings))

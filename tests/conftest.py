@@ -14,12 +14,12 @@ import pytest
 
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="hrnas-automl-tests-home-"))
 os.environ["HOME"] = str(SESSION_HOME)
-# Compiled cost tables (hrnas_automl.cost_table.cache_dir) are shared by the whole session, nnictl tuners and
+# Compiled cost tables (hrnas_automl.cost.tables.cache_dir) are shared by the whole session, nnictl tuners and
 # trials included (they run under a HOME of their own): each table compiles once per test run.
 os.environ["HRNAS_AUTOML_CACHE"] = str(SESSION_HOME / "cost-tables")
 atexit.register(shutil.rmtree, SESSION_HOME, ignore_errors=True)
 
-from hrnas_automl.nni_compat import quiet_nni  # noqa: E402  (after HOME is set)
+from hrnas_automl.nni.compat import quiet_nni  # noqa: E402  (after HOME is set)
 
 quiet_nni()
 

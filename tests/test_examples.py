@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import EXAMPLES
 from hrnas_automl.arch import choices_of
-from hrnas_automl.nni_compat import to_nni_search_space
+from hrnas_automl.nni.compat import to_nni_search_space
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
 from hrnas_automl.strategies import Evolution
 from hrnas_automl.tasks import get_task
-from hrnas_automl.trial_config import load_trial_config
+from hrnas_automl.trial.config import load_trial_config
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*/*.yml"))
+EXAMPLES = sorted((EXAMPLES).glob("*/*.yml"))
 EXPERIMENTS = [p for p in EXAMPLES  # architecture searches; the Optuna tuning examples: test_tune_examples.py
                if yaml.safe_load(p.read_text()).get("trialCommand", "").startswith("hrnas-automl trial ")]
 

@@ -15,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-import optuna
 import torch
 
 from hrnas_automl.arch import freeze
@@ -25,7 +24,7 @@ from hrnas_automl.tasks import get_task
 from hrnas_automl.tasks.early_exit import anytime_accuracy, budget_curve, early_exit_costs
 from hrnas_automl.tasks.early_exit_task import EarlyExitOptions, train_for_thresholds
 from hrnas_automl.trial import resolve_arch
-from hrnas_automl.trial_config import load_trial_config
+from hrnas_automl.trial.config import load_trial_config
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,7 +51,6 @@ def main() -> None:
         model, data, config.train, holdout=options.holdout, exit_weights=options.exit_weights)
 
     costs = early_exit_costs(model, data.input_shape)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     curves = budget_curve(fit_probs, fit_labels, test_probs, test_labels, costs,
                           [f * costs[-1] for f in args.budgets], n_trials=args.trials, seed=config.train.seed)
     anytime = (exit_macs(model, data.input_shape), anytime_accuracy(test_probs, test_labels))

@@ -7,7 +7,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hrnas_automl.trial_config import ConfigError, DataConfig, read_yaml_file
+from hrnas_automl.config import ConfigError, one_line_error, read_yaml_file
+from hrnas_automl.trial.config import DataConfig
 
 __all__ = ["SupernetTrainSettings", "SupernetConfig", "EvolutionSettings", "SearchConfig", "load_config"]
 
@@ -76,8 +77,6 @@ class SearchConfig(BaseModel):
 
 def load_config(path: str | Path, model: type[_Model]) -> _Model:
     """Read a YAML file (``yaml.safe_load``) into ``model``; any problem is a one-line :class:`ConfigError`."""
-    from hrnas_automl.trial_config import one_line_error
-
     path = Path(path)
     data = read_yaml_file(path, "config")
     if not isinstance(data, dict):

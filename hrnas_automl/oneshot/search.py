@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from hrnas_automl.latency import torch_threads
-from hrnas_automl.nni_supernet import set_path
+from hrnas_automl.cost.latency import torch_threads
+from hrnas_automl.oneshot.paths import set_path
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
 from hrnas_automl.oneshot.supernet import Supernet, batch_indices, build_supernet, collate, load_checkpoint
 from hrnas_automl.strategies import Evolution, RandomSearch

@@ -22,8 +22,8 @@ from torch.utils.data import Dataset, default_collate
 
 from hrnas_automl.arch import build_space, choices_of
 from hrnas_automl.data.coco_detection import DetectionData, build_detection_data
-from hrnas_automl.latency import torch_threads
-from hrnas_automl.nni_supernet import path_choices, set_path, to_supernet
+from hrnas_automl.cost.latency import torch_threads
+from hrnas_automl.oneshot.paths import path_choices, set_path, to_supernet
 from hrnas_automl.oneshot.config import SupernetConfig
 from hrnas_automl.strategies.base import random_arch
 from hrnas_automl.tasks.detection import Detector, check_detector_options, fcos_loss

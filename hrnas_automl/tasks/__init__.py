@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from hrnas_automl.tasks.classification import TrainSettings
+    from hrnas_automl.config import TrainSettings
 
 __all__ = ["Task", "EpochCallback", "get_task", "task_names"]
 

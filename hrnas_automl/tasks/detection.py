@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from hrnas_automl.data.coco_detection import DETECTION_DATA_KINDS, CocoDetection, DetectionData, build_detection_data
 from hrnas_automl.tasks import EpochCallback, Task
-from hrnas_automl.tasks.classification import TrainSettings, train_classifier
+from hrnas_automl.tasks.classification import train_classifier
+from hrnas_automl.config import TrainSettings
 
 __all__ = ["FPN", "FCOSHead", "Detector", "fcos_loss", "detect", "evaluate_map", "DetectionTask", "TASK"]
 

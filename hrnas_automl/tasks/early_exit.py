@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -30,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from hrnas_automl.cost import count_cost
 from hrnas_automl.data import ClassificationData
 from hrnas_automl.spaces.ranet import RANet, exit_macs
-from hrnas_automl.tasks.classification import TrainSettings, train_classifier
+from hrnas_automl.tasks.classification import train_classifier
+from hrnas_automl.config import TrainSettings
 
 __all__ = ["ThresholdFit", "BudgetPoint", "THRESHOLD_METHODS", "train_multi_exit", "early_exit_costs",
            "collect_exit_probs", "anytime_accuracy", "exit_assignment", "apply_thresholds", "geometric_thresholds",
@@ -356,27 +356,24 @@ def fit_optuna(val_probs: torch.Tensor, val_labels: torch.Tensor, exit_costs: Se
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
     if not (isinstance(min_gain_se, (int, float)) and min_gain_se >= 0):
         raise ValueError(f"min_gain_se must be a number >= 0, got {min_gain_se!r}")
+    from hrnas_automl.tuning.thresholds import constrained_tpe
+
     scored = _prepare(val_probs, val_labels, exit_costs)
     geometric = _fit_geometric(scored, budget)
     to_thresholds = _quantile_thresholds(scored.confidence)
+    fits: list[ThresholdFit] = []
+
+    def objective(positions: list[float]) -> tuple[float, float]:
+        fits.append(scored.fit(to_thresholds(positions)))
+        return fits[-1].accuracy, fits[-1].avg_cost - budget
+
     names = [f"position_{k}" for k in range(scored.confidence.shape[0] - 1)]
-    fits: dict[int, ThresholdFit] = {}
-
-    def objective(trial: optuna.Trial) -> float:
-        fit = fits[trial.number] = scored.fit(to_thresholds([trial.suggest_float(name, 0.0, 1.0) for name in names]))
-        trial.set_constraint("avg_cost_over_budget", fit.avg_cost - budget)
-        return fit.accuracy
-
-    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
-    study.enqueue_trial(dict(zip(names, _positions(scored.confidence, geometric.thresholds))))
-    study.optimize(objective, n_trials=n_trials)
+    feasible = constrained_tpe(objective, names, n_trials=n_trials, seed=seed,
+                               start=_positions(scored.confidence, geometric.thresholds))
     best = geometric
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        if any(value > 0 for value in trial.constraints.values()):
-            continue
-        if _better(fits[trial.number], best):
-            best = fits[trial.number]
+    for number in feasible:
+        if _better(fits[number], best):
+            best = fits[number]
     return best if _significant_gain(scored, best, geometric, min_gain_se) else geometric
 
 

@@ -18,13 +18,11 @@ Reported keys (flat numbers, as NNI's web UI wants them), exits numbered from 1 
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import optuna
 import torch
 from torch import nn
 from torch.utils.data import Dataset, random_split
@@ -32,7 +30,8 @@ from torch.utils.data import Dataset, random_split
 from hrnas_automl.data import ClassificationData
 from hrnas_automl.spaces.ranet import exit_macs
 from hrnas_automl.tasks import EpochCallback
-from hrnas_automl.tasks.classification import ClassificationTask, TrainSettings
+from hrnas_automl.tasks.classification import ClassificationTask
+from hrnas_automl.config import TrainSettings
 from hrnas_automl.tasks.early_exit import (
     THRESHOLD_METHODS,
     anytime_accuracy,
@@ -122,17 +121,6 @@ def train_for_thresholds(model: nn.Module, data: ClassificationData, settings: T
             *collect_exit_probs(model, data.val, settings.batch_size, device=settings.device))
 
 
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """Optuna logs every trial at INFO; a trial's log keeps only warnings."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
 class EarlyExitTask(ClassificationTask):
     """Early-exit classification for multi-exit networks (head 'exits'); ``default`` = budgeted accuracy.
 
@@ -173,9 +161,7 @@ class EarlyExitTask(ClassificationTask):
             final = row
             on_epoch(epoch, dict(row))
 
-        with _quiet_optuna():
-            train_multi_exit(model, replace(data, train=train), settings, exit_weights=opts.exit_weights,
-                             on_epoch=score)
+        train_multi_exit(model, replace(data, train=train), settings, exit_weights=opts.exit_weights, on_epoch=score)
         return final
 
 

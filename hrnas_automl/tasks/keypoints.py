@@ -24,8 +24,9 @@ from hrnas_automl.data.heatmaps import decode_heatmaps
 from hrnas_automl.data.stick_figures import build_stick_figures
 from hrnas_automl.data.topdown import apply_affine, crop_matrix, invert_affine
 from hrnas_automl.tasks import EpochCallback, Task
-from hrnas_automl.tasks.classification import TrainSettings, to_device, train_classifier
-from hrnas_automl.tasks.keypoint_metrics import oks_ap, pck
+from hrnas_automl.tasks.classification import to_device, train_classifier
+from hrnas_automl.config import TrainSettings
+from hrnas_automl.tasks.metrics.keypoints import oks_ap, pck
 
 __all__ = ["heatmap_loss", "predict_keypoints", "evaluate_keypoints", "KeypointTask", "TASK"]
 

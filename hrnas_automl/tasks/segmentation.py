@@ -19,8 +19,9 @@ from hrnas_automl.data import call_builder
 from hrnas_automl.data.segmentation import IGNORE_INDEX, SegmentationData, build_ade20k, build_cityscapes
 from hrnas_automl.data.shapes import build_shapes
 from hrnas_automl.tasks import EpochCallback, Task
-from hrnas_automl.tasks.classification import TrainSettings, train_classifier
-from hrnas_automl.tasks.segmentation_metrics import confusion_matrix, miou, pixel_accuracy
+from hrnas_automl.tasks.classification import train_classifier
+from hrnas_automl.config import TrainSettings
+from hrnas_automl.tasks.metrics.segmentation import confusion_matrix, miou, pixel_accuracy
 
 __all__ = ["segmentation_loss", "evaluate_segmentation", "SegmentationTask", "TASK"]
 

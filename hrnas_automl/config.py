@@ -1,0 +1,111 @@
+"""Configuration pieces every entry point shares, with no torch or NNI import: the one-line
+:class:`ConfigError`, YAML reading, pydantic errors as one line, number parsing and the training settings.
+
+Each YAML entry point (trial, prune, oneshot, tune) declares its own pydantic model in its package and
+validates through :func:`one_line_error`, so every bad key reads the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+__all__ = ["ConfigError", "read_yaml_file", "one_line_error", "parse_number", "TrainSettings"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or mapping is invalid; the message names the key and the fix."""
+
+
+def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
+    node: Any = root
+    for part in loc[:-1]:
+        fields = getattr(node, "model_fields", None) or {f.name: f for f in dataclasses.fields(node)}
+        field = fields.get(part)
+        node = getattr(field, "annotation", None) or getattr(field, "type", None)
+        if node is None:
+            return []
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return list(node.model_fields)
+    if dataclasses.is_dataclass(node):
+        return [f.name for f in dataclasses.fields(node)]
+    return []
+
+
+def one_line_error(error: ValidationError, source: str, root: type[BaseModel]) -> str:
+    """The first validation error of ``root`` as one line naming the key (and, for unknown keys, the allowed ones)."""
+    first = error.errors()[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        allowed = _allowed_keys(loc, root)
+        return f"{source}: unknown key {where!r}; allowed keys here: {', '.join(allowed)}"
+    if first["type"] == "missing":
+        return f"{source}: missing required key {where!r}"
+    return f"{source}: {where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """The YAML of the ``what`` config file ``path`` (``yaml.safe_load``); a missing or malformed file raises a
+    one-line :class:`ConfigError` naming it and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist; pass the YAML file with --config")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def parse_number(name: str, value: Any, *, minimum: float | None = None, allow_none: bool = True) -> float | None:
+    """``value`` as a finite float: a number, or a string PyYAML did not read as one (``6.9e6`` has no sign in
+    its exponent, so YAML 1.1 keeps it a string). One parser for every budget of every config.
+
+    Raises:
+        ConfigError: not a number, not finite, or below ``minimum`` (the message names ``name`` and the fix).
+    """
+    if value is None and allow_none:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a number, got {value!r}; write e.g. 6900000 or 6.9e+6")
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{name} must be >= {minimum:g}, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How one network is trained (every trainer of the package reads these); validated on construction
+    (``ValueError`` naming the field)."""
+
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = False  # tqdm bars when run by hand
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0, "> 0"),
+            ("momentum", self.momentum >= 0, ">= 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+        )
+        for name, ok, need in checks:
+            if not ok:
+                raise ValueError(f"train.{name} must be {need}, got {getattr(self, name)!r}")

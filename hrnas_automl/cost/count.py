@@ -1,0 +1,41 @@
+"""Counting a built network: MACs by ptflops (the op kinds are listed in :mod:`hrnas_automl.cost`) and parameters."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = ["Cost", "count_cost", "parse_input_shape"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """MACs for one image of the given input shape, and the parameter count."""
+
+    macs: int
+    params: int
+
+
+def parse_input_shape(text: str) -> tuple[int, int, int]:
+    """Parse ``3x224x224`` into ``(3, 224, 224)``."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"input shape {text!r} must look like CxHxW, e.g. 3x224x224")
+    c, h, w = (int(p) for p in parts)
+    return c, h, w
+
+
+def count_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
+    """Count a network's MACs (ptflops, PyTorch backend) at ``input_shape`` and its parameters."""
+    from ptflops import get_model_complexity_info
+
+    logging.getLogger("ptflops").setLevel(logging.ERROR)
+    was_training = model.training
+    model.eval()
+    try:
+        macs, _ = get_model_complexity_info(model, tuple(input_shape), as_strings=False, print_per_layer_stat=False,
+                                            verbose=False, backend="pytorch")
+    finally:
+        model.train(was_training)
+    return Cost(macs=int(macs), params=sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,110 @@
+"""The trial entry point: architecture -> frozen network -> trained on a task -> metrics.
+
+Under nnictl (``trialCommand: hrnas-automl trial --config trial.yml``) the architecture comes from
+the tuner and results go to the NNI manager; by hand it runs one architecture (a file, a preset or a
+seeded random sample) and prints the same metrics. Every strategy reports the same keys, so the web
+UI sorts and plots them alike: ``default`` (the task metric), ``macs``, ``params``, ``latency_ms``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hrnas_automl.config import ConfigError
+from hrnas_automl.trial.config import TrialConfig
+
+__all__ = ["TrialResult", "run_trial", "resolve_arch"]
+
+Report = Callable[[Mapping[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """What one trial produced: its architecture, the final metric dict and the per-epoch dicts."""
+
+    space: str
+    arch: dict[str, Any]
+    metrics: dict[str, float]
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+
+def resolve_arch(config: TrialConfig, arch_ref: str | None = None) -> dict[str, Any]:
+    """The architecture of a standalone run: ``--arch`` beats ``config.arch``; neither = seeded random."""
+    from hrnas_automl.arch import choices_of, load_arch
+    from hrnas_automl.strategies import RandomSearch
+
+    from hrnas_automl.tasks import get_task
+
+    ref = arch_ref or config.arch
+    if ref is None:  # the task's head decides the head labels (HR-NAS: head_incre* vs head_transform)
+        choices = choices_of(config.space, **{**config.space_args, "head": get_task(config.task).head})
+        return RandomSearch(choices, seed=config.train.seed).ask()
+    space, arch = load_arch(ref)
+    if space is not None and space != config.space:
+        raise ConfigError(f"architecture {ref} belongs to space {space}, but the trial config searches "
+                          f"{config.space}; use an architecture of {config.space}")
+    return arch
+
+
+def _output_dir(config: TrialConfig) -> Path | None:
+    out = os.environ.get("NNI_OUTPUT_DIR") or config.output_dir
+    return Path(out) if out else None
+
+
+def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermediate: Report | None = None,
+              report_final: Report | None = None, progress: bool = False) -> TrialResult:
+    """Train and evaluate one architecture of ``config.space`` on the configured task.
+
+    Args:
+        config: the validated trial config.
+        arch: ``{label: value}`` of the space; validated before anything is built.
+        report_intermediate: called after every epoch with ``{"default": metric, ...}``.
+        report_final: called once with the final metric dict.
+        progress: show tqdm progress bars (a run by hand).
+    """
+    from dataclasses import replace
+
+    import torch
+
+    from hrnas_automl.arch import freeze
+    from hrnas_automl.cost import count_cost
+    from hrnas_automl.cost.latency import measure_latency, torch_threads
+    from hrnas_automl.tasks import get_task
+
+    task = get_task(config.task)  # the config was validated: the space has the task's head
+    t0 = time.perf_counter()
+    data = task.build_data(config.data.kind, config.data.options())
+    space_args = {**config.space_args, **task.model_args(data), "head": task.head}
+    with torch.random.fork_rng():  # initial weights follow train.seed; the caller's RNG state is untouched
+        torch.manual_seed(config.train.seed)
+        model = freeze(config.space, arch, **space_args)
+    cost = count_cost(model, data.input_shape)
+    epochs: list[dict[str, float]] = []
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        row = {"default": metrics[task.metric], "epoch": epoch, **metrics}
+        epochs.append(row)
+        if report_intermediate is not None:
+            report_intermediate(row)
+
+    with torch_threads(config.threads):
+        final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
+    metrics: dict[str, float] = {"default": final[task.metric], **final, "macs": cost.macs, "params": cost.params}
+    if config.latency.enabled:
+        metrics["latency_ms"] = measure_latency(model, data.input_shape, warmup=config.latency.warmup,
+                                                repeats=config.latency.repeats, threads=config.latency.threads)
+    metrics["trial_s"] = time.perf_counter() - t0
+    if report_final is not None:
+        report_final(metrics)
+    result = TrialResult(config.space, dict(arch), metrics, epochs)
+    out = _output_dir(config)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps({"space": result.space, "arch": result.arch,
+                                                      "metrics": metrics, "epochs": epochs}, indent=2))
+    return result

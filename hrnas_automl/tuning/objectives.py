@@ -1,0 +1,119 @@
+"""What ``hrnas-automl tune`` tunes: an objective that searches under {lam, threshold, warmup} and
+returns the task metric and the MACs of what it found.
+
+A tuning objective is any callable ``objective(params, report) -> TuneResult | (metric, macs)``:
+
+* ``params`` is a :class:`TuneParams` dict: ``lam`` (the sparsity weight λ), ``threshold`` (prune a unit
+  whose |importance| is at or below it) and ``warmup`` (epochs over which λ ramps up from 0).
+* ``report(step, metric, macs)`` is called after each pruning step / epoch. It may raise (Optuna's
+  ``TrialPruned`` when a pruner stops a hopeless trial): let it propagate, never catch it.
+* the return value is the final metric (higher is better) and MACs.
+
+Objectives are registered by name in ``_OBJECTIVES`` (``name -> "module:factory"``); a tune config names
+one (``objective: fine-grained``) and passes ``objective_args`` to its factory, which returns the callable.
+This module imports neither Optuna nor torch, so an objective module and an nnictl trial stay cheap.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict
+
+__all__ = ["TuneParams", "TuneResult", "Report", "TuneObjective", "objective_names", "make_objective",
+           "parse_params", "as_result"]
+
+# One line per objective: name -> "module:factory"; factory(**objective_args) returns a TuneObjective.
+_OBJECTIVES: dict[str, str] = {
+    "fine-grained": "hrnas_automl.strategies.fine_grained:tuning_objective",  # HR-NAS search (REFERENCE §1.3)
+    "network-slimming": "hrnas_automl.tuning.slimming:tuning_objective",
+}
+
+
+class TuneParams(TypedDict):
+    """The hyper-parameters one tuning trial runs with."""
+
+    lam: float  # λ, weight of the resource-aware L1 penalty on the importance factors
+    threshold: float  # units with |importance| <= threshold are pruned
+    warmup: int  # epochs over which λ ramps linearly from 0 to lam
+
+
+class Report(Protocol):
+    """Called by an objective after each step; may raise to stop the trial (do not catch that)."""
+
+    def __call__(self, step: int, metric: float, macs: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The outcome of one tuning trial: the task metric (higher is better) and the MACs of the result."""
+
+    metric: float
+    macs: float
+
+
+class TuneObjective(Protocol):
+    """Runs one search under ``params`` and returns its final metric and MACs."""
+
+    def __call__(self, params: TuneParams, report: Report) -> TuneResult | tuple[float, float]: ...
+
+
+def objective_names() -> list[str]:
+    """The registered objective names, sorted."""
+    return sorted(_OBJECTIVES)
+
+
+def make_objective(name: str, args: Mapping[str, Any] | None = None) -> TuneObjective:
+    """Build the objective registered as ``name`` with ``args`` (a tune config's ``objective_args``).
+
+    Raises:
+        KeyError: unknown name (lists the known ones).
+        ValueError: its module is not installed, or an argument the factory does not take.
+    """
+    try:
+        target = _OBJECTIVES[name]
+    except KeyError:
+        raise KeyError(f"unknown objective {name!r}; objectives: {', '.join(objective_names())}") from None
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise
+        raise ValueError(f"objective {name!r} is not available: module {module_name} is not installed; "
+                         f"use one of: {', '.join(n for n in objective_names() if n != name)}") from None
+    factory: Callable[..., TuneObjective] = getattr(module, attr)
+    try:
+        return factory(**dict(args or {}))
+    except TypeError as exc:
+        raise ValueError(f"objective_args of {name!r}: {exc}") from None
+
+
+def parse_params(value: Any) -> TuneParams:
+    """Check a parameter mapping (from nnictl or the command line) and convert it to :class:`TuneParams`."""
+    keys = ("lam", "threshold", "warmup")
+    if not isinstance(value, Mapping) or set(value) != set(keys):
+        raise ValueError(f"tuning parameters must be a mapping with exactly the keys {', '.join(keys)}, got {value!r}; "
+                         "under nnictl use the search space of `hrnas-automl tune-space`")
+    try:
+        lam, threshold, warmup = float(value["lam"]), float(value["threshold"]), value["warmup"]
+    except (TypeError, ValueError):
+        raise ValueError(f"lam and threshold must be numbers, got {value!r}") from None
+    if not (lam >= 0 and threshold >= 0) or isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"need lam >= 0, threshold >= 0 and an integer warmup >= 0, got {value!r}")
+    return TuneParams(lam=lam, threshold=threshold, warmup=warmup)
+
+
+def as_result(value: Any) -> TuneResult:
+    """Normalise what an objective returned to a :class:`TuneResult` with finite numbers."""
+    if isinstance(value, TuneResult):
+        metric, macs = value.metric, value.macs
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        metric, macs = value
+    else:
+        raise TypeError(f"a tuning objective must return TuneResult or (metric, macs), got {value!r}")
+    metric, macs = float(metric), float(macs)
+    if not (math.isfinite(metric) and math.isfinite(macs)):
+        raise ValueError(f"a tuning objective returned a non-finite result: metric={metric}, macs={macs}")
+    return TuneResult(metric, macs)

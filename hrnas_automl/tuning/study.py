@@ -1,0 +1,299 @@
+"""Optuna studies over λ, the pruning threshold and the warm-up length, plus sampling spaces in Optuna.
+
+Two objectives, task metric (max) and MACs (min), with NSGA-II, or the metric alone with TPE and a
+pruner. A MACs budget goes through Optuna 5's constraint API (``trial.set_constraint``: over-budget
+trials stay in the study, marked infeasible, and never enter the Pareto front). Studies live in an RDB
+storage (default a local SQLite file) and resume by name.
+
+Example::
+
+    from hrnas_automl.tuning.config import parse_tune_config
+    from hrnas_automl.tuning.study import plot_front, run_study
+
+    config = parse_tune_config({"study_name": "demo", "n_trials": 8, "objective": "network-slimming",
+                                "ranges": {"lam": {"low": 1e-4, "high": 1e-1, "log": True}}})
+    study = run_study(config)
+    plot_front(study, "front.png")
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from hrnas_automl.arch import choices_of, validate_arch
+from hrnas_automl.tuning.config import TuneConfig, TuneRanges
+from hrnas_automl.tuning.objectives import TuneObjective, TuneParams, as_result, make_objective
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["log_warnings_only", "to_optuna_distributions", "tell_failed", "make_sampler", "make_pruner", "open_study",
+           "open_named_study", "load_study", "suggest_params", "run_study", "front_trials", "front_figure",
+           "plot_front", "study_summary", "suggest_choices", "suggest_architecture", "METRIC_ATTR", "MACS_ATTR",
+           "CONSTRAINT_KEY"]
+
+METRIC_ATTR, MACS_ATTR = "metric", "macs"  # user attributes every finished trial carries, whatever the objectives
+CONSTRAINT_KEY = "max_macs"  # trial.constraints[CONSTRAINT_KEY] = macs - budget (feasible when <= 0)
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def log_warnings_only() -> None:
+    """Optuna logs every trial at INFO; keep only its warnings (the CLI prints its own line per trial)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def to_optuna_distributions(search_space: Mapping[str, Any]) -> tuple[dict[str, BaseDistribution],
+                                                                       dict[str, list[Any]]]:
+    """An NNI search space (flat) -> Optuna distributions, plus the candidate lists of choices whose values
+    are not JSON scalars (those are sampled by index)."""
+    dists: dict[str, BaseDistribution] = {}
+    by_index: dict[str, list[Any]] = {}
+    for key, spec in search_space.items():
+        kind, value = spec.get("_type"), spec.get("_value")
+        if kind == "choice":
+            if all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+                dists[key] = CategoricalDistribution(value)
+            else:
+                dists[key], by_index[key] = CategoricalDistribution(list(range(len(value)))), list(value)
+        elif kind == "randint":  # NNI's randint excludes the upper bound
+            dists[key] = IntDistribution(int(value[0]), int(value[1]) - 1)
+        elif kind in ("uniform", "loguniform", "quniform", "qloguniform"):
+            step = value[2] if kind.startswith("q") else None
+            dists[key] = FloatDistribution(value[0], value[1], log=kind.endswith("loguniform") and step is None,
+                                           step=step)
+        else:
+            raise ValueError(f"OptunaTuner: search-space key {key!r} has _type {kind!r}; supported: choice, randint, "
+                             "uniform, loguniform, quniform, qloguniform")
+    return dists, by_index
+
+
+def tell_failed(study: optuna.Study, trial: Trial) -> None:
+    """Store an asked trial that ended without a result as FAIL."""
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def make_sampler(name: str, seed: int, **args: Any) -> optuna.samplers.BaseSampler:
+    """A seeded Optuna sampler: ``nsga2``, ``tpe`` or ``random`` (same seed and history, same suggestions)."""
+    samplers: dict[str, type[optuna.samplers.BaseSampler]] = {
+        "nsga2": optuna.samplers.NSGAIISampler, "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler}
+    if name not in samplers:
+        raise ValueError(f"unknown sampler {name!r}; samplers: {', '.join(samplers)}")
+    try:
+        return samplers[name](seed=seed, **args)
+    except TypeError as exc:
+        raise ValueError(f"sampler_args of {name}: {exc}") from None
+
+
+def make_pruner(name: str, **args: Any) -> optuna.pruners.BasePruner:
+    """``median`` (stop a trial below the median of earlier ones at the same step), ``hyperband`` or ``none``."""
+    pruners: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
+        "median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner,
+        "none": optuna.pruners.NopPruner}
+    if name not in pruners:
+        raise ValueError(f"unknown pruner {name!r}; pruners: {', '.join(pruners)}")
+    try:
+        return pruners[name](**args)
+    except TypeError as exc:
+        raise ValueError(f"pruner_args of {name}: {exc}") from None
+
+
+def open_study(config: TuneConfig) -> optuna.Study:
+    """Create the study a tune config names, or load it by name with every trial it already holds."""
+    return open_named_study(config.study_name, config.storage, multi_objective=config.multi_objective,
+                            sampler=config.sampler_name, seed=config.seed, sampler_args=config.sampler_args,
+                            pruner=make_pruner(config.pruner_name, **config.pruner_args))
+
+
+def open_named_study(study_name: str, storage: str | None, *, multi_objective: bool, sampler: str, seed: int,
+                     sampler_args: Mapping[str, Any] | None = None,
+                     pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Create or load (by name) a study of (metric max[, MACs min]) with a seeded sampler.
+
+    The sampler is seeded with ``seed + number of trials already stored``, so a resumed study does not
+    replay the suggestions it made before the interruption, and a rerun from the same state repeats.
+
+    Raises:
+        ValueError: the stored study has other objectives.
+    """
+    directions = ["maximize", "minimize"] if multi_objective else ["maximize"]
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, directions=directions, pruner=pruner,
+                                    load_if_exists=True)
+    except (SQLAlchemyError, ImportError) as exc:
+        reason = str(exc).splitlines()[0]
+        raise ValueError(f"cannot open Optuna storage {storage!r}: {reason}; give a SQLAlchemy URL such as "
+                         "sqlite:///optuna.db (with its DB driver installed)") from None
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
+        raise ValueError(f"study {study_name!r} in {storage} optimizes {stored}, but {directions} was asked for; "
+                         "use another study_name")
+    study.sampler = make_sampler(sampler, seed + len(study.trials), **dict(sampler_args or {}))
+    return study
+
+
+def load_study(config: TuneConfig) -> optuna.Study:
+    """The stored study a config names (to plot or inspect it without running trials)."""
+    try:
+        return optuna.load_study(study_name=config.study_name, storage=config.storage)
+    except KeyError:
+        raise ValueError(f"no study {config.study_name!r} in {config.storage}; run `hrnas-automl tune --config` "
+                         "first or fix study_name/storage") from None
+
+
+def suggest_params(trial: Trial, ranges: TuneRanges) -> TuneParams:
+    """Suggest {lam, threshold, warmup} from ``ranges`` (Optuna params of the same names)."""
+    return TuneParams(
+        lam=trial.suggest_float("lam", ranges.lam.low, ranges.lam.high, log=ranges.lam.log),
+        threshold=trial.suggest_float("threshold", ranges.threshold.low, ranges.threshold.high,
+                                      log=ranges.threshold.log),
+        warmup=trial.suggest_int("warmup", ranges.warmup.low, ranges.warmup.high))
+
+
+def _trial_function(config: TuneConfig, objective: TuneObjective) -> Callable[[Trial], float | tuple[float, float]]:
+    def run(trial: Trial) -> float | tuple[float, float]:
+        params = suggest_params(trial, config.ranges)
+        steps: list[dict[str, float]] = []
+
+        def report(step: int, metric: float, macs: float) -> None:
+            steps.append({"step": step, METRIC_ATTR: float(metric), MACS_ATTR: float(macs)})
+            trial.set_user_attr("steps", steps)  # kept in both modes (Optuna's report is single-objective only)
+            if not config.multi_objective:
+                trial.report(float(metric), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"metric {metric:.4g} at step {step} is below the pruner's cut")
+
+        result = as_result(objective(params, report))
+        trial.set_user_attr(METRIC_ATTR, result.metric)
+        trial.set_user_attr(MACS_ATTR, result.macs)
+        if config.max_macs is not None:
+            trial.set_constraint(CONSTRAINT_KEY, result.macs - config.max_macs)
+        return (result.metric, result.macs) if config.multi_objective else result.metric
+
+    return run
+
+
+def run_study(config: TuneConfig, objective: TuneObjective | None = None,
+              callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None) -> optuna.Study:
+    """Run (or resume) the study until it holds ``config.n_trials`` finished (complete or pruned) trials.
+
+    ``objective`` defaults to the one the config names. A trial that raises is stored as FAIL and the
+    exception (KeyboardInterrupt included) propagates; every finished trial is already in the storage,
+    so running again continues the same study.
+    """
+    objective = objective or make_objective(config.objective, config.objective_args)
+    study = open_study(config)
+    remaining = config.n_trials - len(study.get_trials(deepcopy=False, states=_FINISHED))
+    if remaining > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(_trial_function(config, objective), n_trials=remaining, timeout=config.timeout,
+                           callbacks=callbacks, gc_after_trial=False)
+    return study
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible complete trials not dominated in (metric max, MACs min), by MACs; also for single-objective
+    studies, whose MACs are in the trials' user attributes."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if _feasible(t) and METRIC_ATTR in t.user_attrs]
+
+    def dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
+        am, ac, bm, bc = a.user_attrs[METRIC_ATTR], a.user_attrs[MACS_ATTR], b.user_attrs[METRIC_ATTR], \
+            b.user_attrs[MACS_ATTR]
+        return am >= bm and ac <= bc and (am > bm or ac < bc)
+
+    front = [t for t in done if not any(dominates(o, t) for o in done)]
+    return sorted(front, key=lambda t: (t.user_attrs[MACS_ATTR], t.number))
+
+
+def front_figure(study: optuna.Study, *, metric_name: str = "metric", max_macs: float | None = None) -> Figure:
+    """Every complete trial in (MACs, metric): the Pareto front joined, infeasible trials greyed out,
+    the MACs budget as a dashed line (a bare matplotlib Figure; PNG output needs no display).
+
+    Raises:
+        ValueError: the study has no complete trial yet.
+    """
+    from matplotlib.figure import Figure  # no pyplot: no display, no global backend switch
+
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if METRIC_ATTR in t.user_attrs]
+    if not done:
+        raise ValueError(f"study {study.study_name!r} has no complete trial to plot yet; run `hrnas-automl tune` first")
+    front = front_trials(study)
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    groups = (([t for t in done if not _feasible(t)], dict(c="0.6", marker="x", label="over budget")),
+              ([t for t in done if _feasible(t) and t not in front], dict(c="C0", alpha=0.5, label="trial")),
+              (front, dict(c="C3", label="Pareto front")))
+    for trials, style in groups:
+        if trials:
+            ax.scatter([t.user_attrs[MACS_ATTR] for t in trials], [t.user_attrs[METRIC_ATTR] for t in trials], **style)
+    ax.plot([t.user_attrs[MACS_ATTR] for t in front], [t.user_attrs[METRIC_ATTR] for t in front], c="C3", lw=1)
+    if max_macs is not None:
+        ax.axvline(max_macs, c="k", ls="--", lw=1, label="MACs budget")
+    ax.set_xlabel("MACs")
+    ax.set_ylabel(metric_name)
+    ax.set_title(f"{study.study_name}: {len(done)} trials, {len(front)} on the front")
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_front(study: optuna.Study, path: str | Path, *, metric_name: str = "metric",
+               max_macs: float | None = None) -> Path:
+    """Save :func:`front_figure` as a PNG; returns the path."""
+    path = Path(path)
+    front_figure(study, metric_name=metric_name, max_macs=max_macs).savefig(path, dpi=100)
+    return path
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def suggest_choices(trial: Trial, choices: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """One ``suggest_categorical`` per label. Labels whose candidates are not all JSON scalars (e.g. an
+    InputChoice's ``[[0], [1]]``) are suggested by index, so the Optuna param is the index into the list."""
+    arch = {}
+    for label, values in choices.items():
+        if all(_is_scalar(v) for v in values):
+            arch[label] = trial.suggest_categorical(label, list(values))
+        else:
+            arch[label] = values[trial.suggest_categorical(label, list(range(len(values))))]
+    return arch
+
+
+def suggest_architecture(trial: Trial, space: str, **space_args: Any) -> dict[str, Any]:
+    """Sample an architecture of a registered space inside an Optuna objective; freeze it with
+    :func:`hrnas_automl.arch.freeze` (same ``space_args``).
+
+    Example::
+
+        def objective(trial):
+            arch = suggest_architecture(trial, "detnas-small", num_classes=10)
+            net = freeze("detnas-small", arch, num_classes=10)
+            ...
+    """
+    choices = choices_of(space, **space_args)
+    return validate_arch(suggest_choices(trial, choices), choices, space)
+
+
+def study_summary(study: optuna.Study) -> list[dict[str, Any]]:
+    """Finished trials as JSON-ready rows: number, state, params, metric, MACs, feasible, on the front."""
+    front = {t.number for t in front_trials(study)}
+    return [{"number": t.number, "state": t.state.name, "params": t.params,
+             METRIC_ATTR: t.user_attrs.get(METRIC_ATTR, t.value if t.state == TrialState.PRUNED else None),
+             MACS_ATTR: t.user_attrs.get(MACS_ATTR), "feasible": _feasible(t), "pareto": t.number in front}
+            for t in study.get_trials(deepcopy=False, states=_FINISHED)]

@@ -1,0 +1,1 @@
+"""End-to-end runs: real nnictl experiments and the examples as the README runs them (marked slow)."""

@@ -1,0 +1,119 @@
+"""End to end through nnictl: the example experiments, shrunk, run by the NNI manager and read back
+through NNI's Python API. Each test runs under a private HOME and stops its experiment, also on failure."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from tests import EXAMPLES
+from hrnas_automl.cost import arch_cost
+from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
+
+EXAMPLES = EXAMPLES / "detnas"
+
+
+def shrunk_example(name: str, dest: Path, trials: int) -> Path:
+    """Copy an example experiment with tiny data and few trials, keeping its tuner and search space."""
+    shutil.copy(EXAMPLES / "search_space_small.json", dest)
+    trial = yaml.safe_load((EXAMPLES / "trial.yml").read_text())
+    trial["data"].update(train_size=128, val_size=64)
+    trial["train"].update(epochs=2, batch_size=32)
+    trial["latency"].update(repeats=3, warmup=1)
+    (dest / "trial.yml").write_text(yaml.safe_dump(trial))
+    config = yaml.safe_load((EXAMPLES / name).read_text())
+    config.update(maxTrialNumber=trials, trialConcurrency=2, maxExperimentDuration="10m")
+    if config["tuner"].get("className", "").endswith("EvolutionTuner"):  # reach generation 1 within the trials
+        config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
+    (dest / name).write_text(yaml.safe_dump(config))
+    return dest / name
+
+
+def test_trials_list_intermediate_results_in_report_order() -> None:
+    """NNI's REST API may return a trial's metrics out of order; ``trials()`` sorts them by NNI's sequence."""
+    def metric(kind: str, sequence: int, data: dict) -> SimpleNamespace:
+        return SimpleNamespace(type=kind, sequence=sequence, parameterId="0", data=data)
+
+    hp = SimpleNamespace(parameter_id=0, parameters={"lam": 0.1})
+    job = SimpleNamespace(trialJobId="t1", status="SUCCEEDED", hyperParameters=[hp])
+    api = SimpleNamespace(list_trial_jobs=lambda: [job], get_job_metrics=lambda: {"t1": [
+        metric("PERIODICAL", 1, {"default": 0.6, "step": 1}), metric("FINAL", 0, {"default": 0.7}),
+        metric("PERIODICAL", 0, {"default": 0.5, "step": 0})]})
+    exp = NniExperiment("e1", port=0, env={})
+    exp._connection = api
+    (record,) = exp.trials()
+    assert [m["step"] for m in record.intermediate] == [0, 1]
+    assert record.metrics == {"default": 0.7} and record.arch == {"lam": 0.1}
+
+
+SLOW_MANAGER = ("requests.exceptions.ConnectionError: HTTPConnectionPool(host='localhost', port=8080): Max retries "
+                "exceeded with url: /api/v1/nni/check-status (Caused by NewConnectionError(... Connection refused))")
+
+
+@pytest.mark.parametrize(("outputs", "runs", "error"), [
+    ([(1, SLOW_MANAGER), (0, "Experiment ID: abc123")], 2, None),  # a manager too slow for nnictl: run again
+    ([(1, SLOW_MANAGER)] * 3, 3, "check-status"),  # gives up after `attempts` runs, naming the cause
+    ([(1, "ERROR: tuner: unknown key 'foo'")], 1, "unknown key 'foo'"),  # any other failure is not retried
+])
+def test_create_retries_only_a_manager_too_slow_to_answer(outputs: list[tuple[int, str]], runs: int,
+                                                          error: str | None, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        code, out = outputs[len(calls) - 1]
+        return subprocess.CompletedProcess(argv, code, stdout=out, stderr="")
+
+    monkeypatch.setattr("hrnas_automl.nni.experiment.subprocess.run", fake_run)
+    (tmp_path / "config.yml").write_text("{}")
+    if error is None:
+        assert NniExperiment.create(tmp_path / "config.yml", port=free_port(), env={}).id == "abc123"
+    else:
+        with pytest.raises(RuntimeError, match=error):
+            NniExperiment.create(tmp_path / "config.yml", port=free_port(), env={})
+    assert len(calls) == runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["evolution.yml", "random.yml", "tpe.yml"])
+def test_example_experiment_runs_and_reports_common_keys(example: str, tmp_path: Path, nni_home: Path) -> None:
+    config = shrunk_example(example, tmp_path, trials=3)
+    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
+        trials = exp.wait(timeout=420)
+    assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    limit = yaml.safe_load(config.read_text())["tuner"].get("classArgs", {}).get("max_macs")
+    for t in trials:
+        assert {"default", "macs", "params", "latency_ms"} <= set(t.metrics)
+        assert 0.0 <= t.metrics["default"] <= 1.0
+        # the metrics belong to this arch: its MACs, counted again here, match what the trial reported
+        assert t.metrics["macs"] == arch_cost("detnas-small", t.arch, (3, 32, 32), num_classes=10).macs
+        assert limit is None or t.metrics["macs"] <= limit
+        assert [row["epoch"] for row in t.intermediate] == [0, 1]
+    assert (nni_home / "nni-experiments" / exp.id).is_dir()  # the registry went to the private HOME
+
+
+@pytest.mark.slow
+def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_home: Path) -> None:
+    examples = EXAMPLES.parent / "lite_hrnet"
+    shutil.copy(examples / "search_space.json", tmp_path)
+    trial = yaml.safe_load((examples / "trial_kpt.yml").read_text())
+    trial["data"].update(train_size=8, val_size=4, cache_dir=str(tmp_path / "data"))
+    trial["train"].update(epochs=1)
+    trial["latency"].update(repeats=2, warmup=0)
+    (tmp_path / "trial_kpt.yml").write_text(yaml.safe_dump(trial))
+    config = yaml.safe_load((examples / "evolution.yml").read_text())
+    config.update(maxTrialNumber=3, maxExperimentDuration="10m")
+    config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
+    (tmp_path / "evolution.yml").write_text(yaml.safe_dump(config))
+    with NniExperiment.create(tmp_path / "evolution.yml", port=free_port(), env=nni_env(home=nni_home)) as exp:
+        trials = exp.wait(timeout=420)
+    assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    for t in trials:
+        assert {"default", "ap", "pck", "macs", "params", "latency_ms"} <= set(t.metrics)
+        assert t.metrics["default"] == t.metrics["ap"] and t.metrics["latency_ms"] > 0
+        assert t.metrics["macs"] == arch_cost("lite-hrnet", t.arch, (3, 64, 48), head="keypoints").macs

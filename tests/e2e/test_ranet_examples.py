@@ -1,0 +1,61 @@
+"""The RANet examples run as shipped (shrunk data): the Optuna threshold-tuning script writes its fits and plot,
+and (slow) the nnictl random search reports the anytime curve and the budgeted accuracy of every trial."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import EXAMPLES
+from hrnas_automl.cost import arch_cost
+from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
+
+EXAMPLES = EXAMPLES / "ranet"
+
+
+def shrunk_trial(dest: Path, **task_args: object) -> Path:
+    trial = yaml.safe_load((EXAMPLES / "trial.yml").read_text())
+    trial["data"].update(train_size=64, val_size=32)
+    trial["train"].update(epochs=1)
+    trial["task_args"].update(task_args)
+    trial["latency"].update(repeats=2, warmup=0)
+    (dest / "trial.yml").write_text(yaml.safe_dump(trial))
+    return dest / "trial.yml"
+
+
+def test_tune_thresholds_example_writes_fits_and_plot(tmp_path: Path) -> None:
+    config = shrunk_trial(tmp_path, holdout=0.5)
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(EXAMPLES / "tune_thresholds.py"), "--config", str(config), "--budgets",
+                    "0.4", "0.7", "--trials", "5", "--out", str(out)], check=True, capture_output=True, timeout=300)
+    result = json.loads((out / "thresholds.json").read_text())
+    costs = result["early_exit_costs"]
+    assert len(costs) == len(result["anytime_accuracy"]) == 6  # small_arch.json: 2 + 2 * 2 exits
+    assert [(r["method"], r["budget_macs"]) for r in result["fits"]] == [
+        (m, pytest.approx(f * costs[-1])) for m in ("geometric", "optuna") for f in (0.4, 0.7)]
+    for row in result["fits"]:
+        assert costs[0] <= row["test_avg_macs"] <= costs[-1] and 0 <= row["test_accuracy"] <= 1
+        assert row["fit_accuracy"] >= 0 and len(row["thresholds"]) == 5
+    assert (out / "thresholds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_random_search_example_runs_under_nnictl(tmp_path: Path, nni_home: Path) -> None:
+    shutil.copy(EXAMPLES / "search_space.json", tmp_path)
+    shrunk_trial(tmp_path)
+    config = yaml.safe_load((EXAMPLES / "random.yml").read_text())
+    config.update(maxTrialNumber=2, maxExperimentDuration="10m")
+    (tmp_path / "random.yml").write_text(yaml.safe_dump(config))
+    with NniExperiment.create(tmp_path / "random.yml", port=free_port(), env=nni_env(home=nni_home)) as exp:
+        trials = exp.wait(timeout=300)
+    assert len(trials) == 2 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    for t in trials:
+        n_exits = sum(1 for key in t.metrics if key.endswith("_macs") and key.startswith("exit"))
+        assert n_exits >= 4 and all(f"exit{k}_accuracy" in t.metrics for k in range(1, n_exits + 1))
+        assert t.metrics["default"] == t.metrics["budgeted_accuracy"]
+        assert t.metrics["macs"] == arch_cost("ranet", t.arch, (3, 32, 32), num_classes=4).macs  # this arch's metrics

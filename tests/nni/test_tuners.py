@@ -1,0 +1,102 @@
+"""The NNI tuners, driven the way NNI's dispatcher drives them (no manager needed)."""
+from __future__ import annotations
+
+import json
+
+import nni
+import pytest
+
+from hrnas_automl.arch import choices_of
+from hrnas_automl.cost import arch_cost
+from hrnas_automl.nni.compat import to_nni_search_space
+from hrnas_automl.nni.tuners import EvolutionTuner, RandomTuner
+
+SPACE_ARGS = {"num_classes": 10}
+SHAPE = (3, 32, 32)
+LIMIT = 6.9e6
+
+
+def fitness(arch: dict) -> float:
+    """Synthetic score: how many blocks use the 5x5 op."""
+    return sum(v == "k5" for v in arch.values()) / len(arch)
+
+
+def drive(tuner: EvolutionTuner | RandomTuner, n_trials: int, concurrency: int) -> list[dict]:
+    """Request `concurrency` trials, then one more per finished trial, as the NNI manager does."""
+    sent: list[tuple[int, dict]] = []
+    deferred_sends: list[tuple[int, dict]] = []
+    next_id = 0
+
+    def request(k: int) -> None:
+        nonlocal next_id
+        ids = list(range(next_id, next_id + k))
+        next_id += k
+        params = tuner.generate_multiple_parameters(ids, st_callback=lambda i, p: deferred_sends.append((i, p)))
+        sent.extend(zip(ids, params))
+
+    tuner.update_search_space(to_nni_search_space(choices_of("detnas-small", **SPACE_ARGS)))
+    request(concurrency)
+    done = 0
+    while done < n_trials:
+        sent.extend(deferred_sends)
+        deferred_sends.clear()
+        pid, arch = sent[done]
+        tuner.receive_trial_result(pid, arch, {"default": fitness(arch), "macs": 0})
+        tuner.trial_end(pid, True)
+        done += 1
+        request(1)
+    return [arch for _, arch in sent[:n_trials]]
+
+
+def test_evolution_tuner_defers_between_generations_and_stays_under_limit() -> None:
+    args = dict(space="detnas-small", space_args=SPACE_ARGS, seed=0, max_macs=LIMIT, input_shape=list(SHAPE),
+                population_size=4, select_num=2, mutation_num=1, crossover_num=1)
+    archs = drive(EvolutionTuner(**args), n_trials=12, concurrency=3)
+    assert len(archs) == 12
+    assert len({json.dumps(a, sort_keys=True) for a in archs}) == 12  # duplicates rejected
+    assert all(arch_cost("detnas-small", a, SHAPE, **SPACE_ARGS).macs <= LIMIT for a in archs)
+    assert archs == drive(EvolutionTuner(**args), n_trials=12, concurrency=3)  # same seed, same proposals
+
+
+def test_failed_trial_does_not_stall_the_generation() -> None:
+    tuner = EvolutionTuner(space="detnas-small", seed=1, population_size=2, select_num=1, mutation_num=1,
+                           crossover_num=0)
+    tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
+    sends: list = []
+    first = tuner.generate_multiple_parameters([0, 1, 2], st_callback=lambda i, p: sends.append((i, p)))
+    assert len(first) == 2  # the third request waits for generation 0
+    tuner.receive_trial_result(0, first[0], 0.5)
+    tuner.trial_end(1, False)  # trial 1 crashed without a final result
+    assert [i for i, _ in sends] == [2]
+
+
+def test_random_tuner_minimize_mode_negates_scores() -> None:
+    tuner = RandomTuner(space="detnas-small", seed=0, optimize_mode="minimize")
+    tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
+    arch = tuner.generate_parameters(0)
+    tuner.receive_trial_result(0, arch, {"default": 3.0})
+    assert tuner.strategy.best() == (arch, -3.0)
+
+
+def test_search_space_mismatch_is_reported_with_the_fix() -> None:
+    tuner = RandomTuner(space="detnas-small")
+    stale = to_nni_search_space(choices_of("detnas-small"))
+    stale["s1_b0"]["_value"] = ["k3", "k5"]
+    with pytest.raises(ValueError, match=r"differs from space detnas-small at label 's1_b0'.*export-space"):
+        tuner.update_search_space(stale)
+
+
+def test_no_more_trial_error_is_nni_s() -> None:
+    tuner = EvolutionTuner(space="detnas-small", population_size=1, select_num=1, mutation_num=0, crossover_num=0)
+    tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
+    tuner.generate_parameters(0)
+    with pytest.raises(nni.NoMoreTrialError):
+        tuner.generate_parameters(1)
+
+
+def test_limits_given_as_yaml_strings_are_numbers_or_a_clear_error() -> None:
+    tuner = RandomTuner(space="detnas-small", max_macs="7e6", input_shape=[3, 32, 32], space_args=SPACE_ARGS)
+    tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
+    assert arch_cost("detnas-small", tuner.generate_parameters(0), SHAPE, **SPACE_ARGS).macs <= 7e6  # "7e6": PyYAML
+    with pytest.raises(ValueError, match="classArgs max_macs must be a number, got 'lots'"):
+        RandomTuner(space="detnas-small", max_macs="lots")

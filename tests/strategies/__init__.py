@@ -1,0 +1,1 @@
+"""Tests of hrnas_automl.strategies."""

@@ -1,0 +1,90 @@
+"""The trial config (one-line errors) and the trial entry point run by hand."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hrnas_automl.cli import main
+from hrnas_automl.cost import arch_cost
+from hrnas_automl.registry import get_preset
+from hrnas_automl.trial import resolve_arch, run_trial
+from hrnas_automl.config import ConfigError
+from hrnas_automl.trial.config import load_trial_config, parse_trial_config
+
+TINY = {"space": "detnas-small",
+        "data": {"kind": "synthetic", "num_classes": 4, "image_size": 32, "train_size": 64, "val_size": 32},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "seed": 0},
+        "latency": {"repeats": 2, "warmup": 0}}
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: "
+                   r"space, space_args, task, task_args, data, train, arch, threads, latency"),
+    ({"train": {"epoch": 3}}, r"unknown key 'train.epoch'; allowed keys here: epochs, batch_size, lr"),
+    ({"train": {"epochs": "many"}}, r"train.epochs: Input should be a valid integer"),
+    ({"latency": {"repeats": 0}}, r"latency.repeats: Input should be greater than or equal to 1"),
+    ({"space": "detnas-tiny"}, r"space: unknown space 'detnas-tiny'; registered spaces: detnas-large, detnas-small"),
+    ({"data": {"kind": "imagenet"}}, r"data.kind 'imagenet' is not a dataset of task 'classification'; "
+                                     r"use one of: synthetic, digits, folder"),
+    ({"task": "no-such-task"}, r"task: unknown task 'no-such-task'; tasks: .*classification"),
+    ({"task": "detection"}, r"data.kind 'synthetic' is not a dataset of task 'detection'; use one of: shapes, coco"),
+    ({"space": "ranet"},
+     r"space ranet has no 'classifier' head, which task 'classification' needs \(its heads: exits\)"),
+    ({"space_args": {"head": "backbone"}}, r"space_args.head is 'backbone', but task 'classification' trains"),
+    ({"task_args": {"budget": 3}}, r"task_args: task 'classification' takes no task_args \(got budget\)"),
+])
+def test_config_errors_are_one_line_and_name_the_key(patch: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_trial_config({**TINY, **patch}, "trial.yml")
+    assert "\n" not in str(info.value) and str(info.value).startswith("trial.yml: ")
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist; pass the YAML file with --config"):
+        load_trial_config(tmp_path / "nope.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("space: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_trial_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_trial_config(bad)
+    bad.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "space"}))
+    with pytest.raises(ConfigError, match="missing required key 'space'"):
+        load_trial_config(bad)
+
+
+def test_run_trial_reports_every_epoch_and_the_common_keys() -> None:
+    config = parse_trial_config(TINY)
+    arch = dict(get_preset("detnas-coco-fpn-300m").arch)
+    seen: list[dict] = []
+    finals: list[dict] = []
+    result = run_trial(config, arch, report_intermediate=seen.append, report_final=finals.append)
+    assert [row["epoch"] for row in seen] == [0, 1]
+    assert finals == [result.metrics]
+    assert {"default", "macs", "params", "latency_ms"} <= set(result.metrics)
+    assert result.metrics["default"] == seen[-1]["default"]
+    assert result.metrics["macs"] == arch_cost("detnas-small", arch, (3, 32, 32), num_classes=4).macs
+    again = run_trial(config, arch)
+    assert again.metrics["default"] == result.metrics["default"]  # same seed, same result
+
+
+def test_standalone_arch_resolution(tmp_path: Path) -> None:
+    config = parse_trial_config(TINY)
+    assert resolve_arch(config) == resolve_arch(config)  # seeded random sample
+    assert resolve_arch(config, "preset:detnas-coco-fpn-300m") == dict(get_preset("detnas-coco-fpn-300m").arch)
+    with pytest.raises(ConfigError, match="belongs to space detnas-large, but the trial config searches detnas-small"):
+        resolve_arch(config, "preset:detnas-coco-fpn-1.3g")
+
+
+def test_trial_command_by_hand_writes_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "trial.yml"
+    cfg.write_text(yaml.safe_dump({**TINY, "output_dir": str(tmp_path / "out")}))
+    assert main(["trial", "--config", str(cfg), "--arch", "preset:detnas-coco-retinanet-300m"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["arch"] == dict(get_preset("detnas-coco-retinanet-300m").arch)
+    saved = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert saved["metrics"]["default"] == lines[-1]["default"] and len(saved["epochs"]) == 2
