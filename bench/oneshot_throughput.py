@@ -43,8 +43,7 @@ def main() -> None:
         "train": {"steps": 20, "batch_size": 8, "checkpoint_every": 20}})
     train_supernet(supernet)  # throughput does not depend on how well it is trained
     search = {"supernet": str(work / "supernet.pt"), "strategy": "random", "bn_batches": 2, "batch_size": 8,
-              "threads": 1, "evolution": {"generations": 1, "population_size": args.inprocess, "select_num": 1,
-                                          "mutation_num": 0, "crossover_num": 0}}
+              "threads": 1, "candidates": args.inprocess}
 
     t0 = time.perf_counter()
     run_search(SearchConfig.model_validate({**search, "state": str(work / "state.json")}))

@@ -1,44 +1,142 @@
-"""Architecture samples: the choices of a registered space, validation, loading and freezing.
+"""Spaces and their samples: a registered space resolved once (:class:`Space`), its choices, validation, loading and
+freezing. This module and ``spaces/`` are the only ones that read NNI's mutables.
 
 An architecture (``arch``) is a plain ``{label: value}`` dict, so it passes unchanged through nnictl
 JSON, Optuna categoricals and YAML. Freezing turns it into an ordinary ``nn.Module`` with fresh
 weights and no NNI mutables inside.
+
+Example::
+
+    space = resolve_space("detnas-small", num_classes=10)   # resolved once; pass the object on
+    arch = {label: values[0] for label, values in space.choices.items()}
+    net = space.freeze(arch)                                  # the same as freeze("detnas-small", arch, num_classes=10)
 """
 from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping
-from functools import lru_cache
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from hrnas_automl.registry import get_preset, get_space
+from hrnas_automl.registry import SpaceSpec, get_preset, get_space, space_size
 
 if TYPE_CHECKING:  # torch stays out of the import, so pure-Python strategies can validate with this module
     from nni.nas.nn.pytorch import ModelSpace
     from torch import nn
 
-__all__ = ["ArchitectureError", "choices_of", "validate_arch", "load_arch", "freeze", "build_space", "space_choices",
-           "layer_choices"]
+__all__ = ["ArchitectureError", "Space", "resolve_space", "choices_of", "validate_arch", "load_arch", "freeze",
+           "build_space", "space_choices", "layer_choices"]
+
+_T = TypeVar("_T")
 
 
 class ArchitectureError(ValueError):
     """An architecture dict does not fit its space (unknown/missing label, value not a candidate)."""
 
 
-def _freeze_kwargs(kwargs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in kwargs.items()))
+class Space:
+    """A registered space with its constructor arguments, resolved once: the object the cost model, the strategies,
+    the tuners and the trials pass around. Its choices are read on first use and kept, and so is whatever the cost
+    model compiles for it (:meth:`memo`), so no layer looks the name up again or keeps a cache of its own.
+
+    Build one with :func:`resolve_space` (which returns the same object for the same name and arguments).
+    """
+
+    def __init__(self, spec: SpaceSpec, space_args: Mapping[str, Any]) -> None:
+        self.spec = spec
+        self.args: Mapping[str, Any] = MappingProxyType(dict(space_args))
+        self._memo: dict[Hashable, Any] = {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
+        return f"Space({self.name!r}{', ' if args else ''}{args})"
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def default_input(self) -> tuple[int, int, int]:
+        """The paper's input (C, H, W), used for costs when none is given."""
+        return self.spec.default_input
+
+    def input_shape(self, shape: Sequence[int] | None = None) -> tuple[int, ...]:
+        """``shape`` as a tuple, or :attr:`default_input` when None."""
+        return tuple(shape) if shape is not None else self.default_input
+
+    def build(self) -> nn.Module:
+        """The supernet (the un-frozen space), with NNI's import noise silenced."""
+        from hrnas_automl.nni.compat import quiet_nni
+
+        quiet_nni()
+        return self.spec.build(**self.args)
+
+    @cached_property
+    def _choices(self) -> dict[str, list[Any]]:
+        import torch
+
+        with torch.random.fork_rng():  # building draws initial weights: the caller's stream must not depend on this
+            return space_choices(self.build())
+
+    @property
+    def choices(self) -> dict[str, list[Any]]:
+        """``{label: candidates}`` (a copy; the space is built once to read them)."""
+        return {label: list(values) for label, values in self._choices.items()}
+
+    @property
+    def size(self) -> int:
+        """The number of architectures."""
+        return space_size(self._choices)
+
+    def validate(self, arch: Any) -> dict[str, Any]:
+        """``arch`` checked against the choices, as a plain dict in choices order (:func:`validate_arch`)."""
+        return validate_arch(arch, self._choices, self.name)
+
+    def freeze(self, arch: Mapping[str, Any]) -> nn.Module:
+        """Validate ``arch`` and build the fixed network it names (fresh weights, plain torch layers)."""
+        from nni.nas.space import model_context
+
+        arch = self.validate(arch)
+        with model_context(arch):
+            return self.build()
+
+    def with_args(self, **space_args: Any) -> Space:
+        """The same space with more (or other) constructor arguments."""
+        return resolve_space(self.name, **{**self.args, **space_args})
+
+    def memo(self, key: Hashable, compute: Callable[[], _T]) -> _T:
+        """``compute()`` once per ``key`` for this space (cost tables, latency tables, counts), then kept."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
 
-def build_space(space: str, **space_args: Any) -> nn.Module:
+_RESOLVED: dict[tuple[str, str], Space] = {}
+
+
+def resolve_space(space: str | Space, **space_args: Any) -> Space:
+    """The :class:`Space` of a registered name with these constructor arguments (the same object every time), or
+    ``space`` itself (with ``space_args`` added) when it is already resolved.
+
+    Raises:
+        KeyError: an unknown name (the message lists the registered spaces).
+    """
+    if isinstance(space, Space):
+        return space.with_args(**space_args) if space_args else space
+    spec, key = get_space(space), (space, json.dumps(space_args, sort_keys=True))
+    if key not in _RESOLVED or _RESOLVED[key].spec is not spec:  # a name registered again resolves anew
+        _RESOLVED[key] = Space(spec, space_args)
+    return _RESOLVED[key]
+
+
+def build_space(space: str | Space, **space_args: Any) -> nn.Module:
     """Build the supernet of a registered space, with NNI's import noise silenced."""
-    from hrnas_automl.nni.compat import quiet_nni
-
-    quiet_nni()
-    return get_space(space).build(**space_args)
+    return resolve_space(space, **space_args).build()
 
 
 def space_choices(space: ModelSpace) -> dict[str, list[Any]]:
@@ -71,17 +169,9 @@ def layer_choices(space: nn.Module) -> list[tuple[str, str, dict[str, nn.Module]
             if isinstance(m, LayerChoice)]
 
 
-@lru_cache(maxsize=64)
-def _choices(space: str, frozen_args: tuple[tuple[str, Any], ...]) -> dict[str, list[Any]]:
-    import torch
-
-    with torch.random.fork_rng():  # building draws initial weights: the caller's stream must not depend on this cache
-        return space_choices(build_space(space, **{k: json.loads(v) for k, v in frozen_args}))
-
-
-def choices_of(space: str, **space_args: Any) -> dict[str, list[Any]]:
-    """``{label: candidates}`` of a registered space (built once per set of arguments, then cached)."""
-    return {k: list(v) for k, v in _choices(space, _freeze_kwargs(space_args)).items()}
+def choices_of(space: str | Space, **space_args: Any) -> dict[str, list[Any]]:
+    """``{label: candidates}`` of a registered space (built once per set of arguments, then kept)."""
+    return resolve_space(space, **space_args).choices
 
 
 def _fmt(values: list[Any]) -> str:
@@ -140,10 +230,6 @@ def load_arch(ref: str) -> tuple[str | None, dict[str, Any]]:
     return None, dict(data)
 
 
-def freeze(space: str, arch: Mapping[str, Any], **space_args: Any) -> nn.Module:
+def freeze(space: str | Space, arch: Mapping[str, Any], **space_args: Any) -> nn.Module:
     """Validate ``arch`` and build the fixed network it names (fresh weights, plain torch layers)."""
-    from nni.nas.space import model_context
-
-    arch = validate_arch(arch, choices_of(space, **space_args), space)
-    with model_context(arch):
-        return build_space(space, **space_args)
+    return resolve_space(space, **space_args).freeze(arch)

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from hrnas_automl.arch import Space
 
 __all__ = ["main"]
 
@@ -28,27 +30,44 @@ def _space_args(pairs: list[str]) -> dict[str, Any]:
     return args
 
 
-def _size_text(choices: dict[str, list[Any]]) -> str:
+def _size_text(space: Space) -> str:
+    choices = space.choices
     counts = {len(v) for v in choices.values()}
-    size = math.prod(len(v) for v in choices.values())
     power = f"{counts.pop()}^{len(choices)} = " if len(counts) == 1 else ""
-    return f"{power}{Decimal(size):.3g}"  # Decimal: sizes such as 17^268 (hrnas) overflow a float
+    return f"{power}{Decimal(space.size):.3g}"  # Decimal: sizes such as 17^268 (hrnas) overflow a float
 
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2))
 
 
+def _write_json(obj: Any, output: str | None) -> None:
+    """``obj`` as indented JSON to the file ``output``, or to stdout without one."""
+    text = json.dumps(obj, indent=2) + "\n"
+    if output:
+        with open(output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _space(args: argparse.Namespace) -> Space:
+    """The command's space (``args.space`` with its ``--space-arg`` s), resolved once."""
+    from hrnas_automl.arch import resolve_space
+
+    return resolve_space(args.space, **_space_args(args.space_arg))
+
+
 def cmd_spaces(args: argparse.Namespace) -> None:
-    from hrnas_automl.arch import choices_of
-    from hrnas_automl.registry import list_presets, list_spaces
+    from hrnas_automl.arch import resolve_space
+    from hrnas_automl.registry import list_spaces
 
     rows = []
     for spec in list_spaces():
-        choices = choices_of(spec.name)
-        rows.append({"name": spec.name, "size": math.prod(len(v) for v in choices.values()),
-                     "size_text": _size_text(choices), "labels": len(choices), "heads": list(spec.heads),
-                     "presets": [p.name for p in list_presets(spec.name)], "description": spec.description})
+        space = resolve_space(spec.name)
+        rows.append({"name": spec.name, "size": space.size, "size_text": _size_text(space),
+                     "labels": len(space.choices), "heads": list(spec.heads), "presets": list(spec.presets),
+                     "description": spec.description})
     if args.json:
         _print_json(rows)
         return
@@ -59,50 +78,42 @@ def cmd_spaces(args: argparse.Namespace) -> None:
 
 
 def cmd_describe(args: argparse.Namespace) -> None:
-    from hrnas_automl.arch import choices_of
-    from hrnas_automl.registry import get_space, list_presets
-
-    spec = get_space(args.space)
-    choices = choices_of(args.space, **_space_args(args.space_arg))
+    space = _space(args)
+    spec, choices = space.spec, space.choices
     if args.json:
         _print_json({"name": spec.name, "description": spec.description, "default_input": list(spec.default_input),
-                     "heads": list(spec.heads), "size": math.prod(len(v) for v in choices.values()),
-                     "choices": choices, "presets": [p.name for p in list_presets(spec.name)]})
+                     "heads": list(spec.heads), "size": space.size, "choices": choices, "presets": list(spec.presets)})
         return
-    print(f"{spec.name}: {spec.description}\nsize {_size_text(choices)}, input {'x'.join(map(str, spec.default_input))}"
+    print(f"{spec.name}: {spec.description}\nsize {_size_text(space)}, input {'x'.join(map(str, spec.default_input))}"
           f", heads {', '.join(spec.heads)}")
     for label, values in choices.items():
         print(f"  {label:<20} {', '.join(map(str, values))}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from hrnas_automl.arch import choices_of
     from hrnas_automl.cost import cost_limit, parse_input_shape
     from hrnas_automl.strategies import RandomSearch
 
-    space_args = _space_args(args.space_arg)
+    space = _space(args)
     shape = parse_input_shape(args.input) if args.input else None
-    limit = cost_limit(args.space, max_macs=args.max_macs, max_params=args.max_params,
-                       max_latency_ms=args.max_latency_ms, input_shape=shape, space_args=space_args,
-                       threads=args.threads)
-    arch = RandomSearch(choices_of(args.space, **space_args), seed=args.seed, constraint=limit,
-                        max_attempts=args.max_attempts).ask()
+    limit = cost_limit(space, max_macs=args.max_macs, max_params=args.max_params, max_latency_ms=args.max_latency_ms,
+                       input_shape=shape, threads=args.threads)
+    arch = RandomSearch(space.choices, seed=args.seed, constraint=limit, max_attempts=args.max_attempts).ask()
     _print_json(arch)
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
-    from hrnas_automl.arch import choices_of, freeze, load_arch, validate_arch
+    from hrnas_automl.arch import load_arch
     from hrnas_automl.cost import analytic_cost, count_cost, parse_input_shape
-    from hrnas_automl.registry import get_space
 
     space_of_arch, arch = load_arch(args.arch)
     if space_of_arch is not None and space_of_arch != args.space:
         raise ValueError(f"{args.arch} is an architecture of {space_of_arch}, not {args.space}")
-    space_args = _space_args(args.space_arg)
-    shape = parse_input_shape(args.input) if args.input else get_space(args.space).default_input
-    arch = validate_arch(arch, choices_of(args.space, **space_args), args.space)
-    analytic = analytic_cost(args.space, arch, shape, **space_args)
-    net = freeze(args.space, arch, **space_args)
+    space = _space(args)
+    shape = space.input_shape(parse_input_shape(args.input) if args.input else None)
+    arch = space.validate(arch)
+    analytic = analytic_cost(space, arch, shape)
+    net = space.freeze(arch)
     cost = count_cost(net, shape)
     out: dict[str, Any] = {"space": args.space, "input": list(shape), "macs": cost.macs, "params": cost.params,
                            "analytic": {"macs": analytic.macs, "params": analytic.params}}
@@ -110,7 +121,7 @@ def cmd_cost(args: argparse.Namespace) -> None:
         from hrnas_automl.cost.latency import measure_latency, predicted_latency
 
         out["latency_ms"] = measure_latency(net, shape, threads=args.threads)
-        out["predicted_latency_ms"] = predicted_latency(args.space, arch, shape, threads=args.threads, **space_args)
+        out["predicted_latency_ms"] = predicted_latency(space, arch, shape, threads=args.threads)
     if args.json:
         _print_json(out)
         return
@@ -123,36 +134,24 @@ def cmd_cost(args: argparse.Namespace) -> None:
 
 
 def cmd_export_space(args: argparse.Namespace) -> None:
-    from hrnas_automl.arch import choices_of
     from hrnas_automl.nni.compat import to_nni_search_space
 
-    text = json.dumps(to_nni_search_space(choices_of(args.space, **_space_args(args.space_arg))), indent=2) + "\n"
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    _write_json(to_nni_search_space(_space(args).choices), args.output)
 
 
 def cmd_trial(args: argparse.Namespace) -> None:
-    from hrnas_automl.nni import compat as nni_compat
-    from hrnas_automl.trial import resolve_arch, run_trial
+    from hrnas_automl.trial import reporter, resolve_arch, run_trial
     from hrnas_automl.trial.config import load_trial_config
 
     config = load_trial_config(args.config)
-    nni_compat.quiet_nni()
-    if nni_compat.in_nni_trial():
-        run_trial(config, nni_compat.next_parameter(), report_intermediate=nni_compat.report_intermediate,
-                  report_final=nni_compat.report_final)
-        return
-    arch = resolve_arch(config, args.arch)
-
-    def show(row: Any) -> None:
-        print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}))
-
-    print(json.dumps({"space": config.space, "arch": arch}))
-    result = run_trial(config, arch, report_intermediate=show, progress=sys.stderr.isatty())
-    show(result.metrics)
+    out = reporter()
+    if out.nni:
+        arch = out.parameters()
+    else:
+        arch = resolve_arch(config, args.arch)
+        print(json.dumps({"space": config.space, "arch": arch}))
+    run_trial(config, arch, report_intermediate=out.intermediate, report_final=out.final,
+              progress=not out.nni and sys.stderr.isatty())
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -267,108 +266,80 @@ def cmd_front(args: argparse.Namespace) -> None:
 def cmd_tune_space(args: argparse.Namespace) -> None:
     from hrnas_automl.tuning.config import load_tune_config, tune_search_space
 
-    text = json.dumps(tune_search_space(load_tune_config(args.config).ranges), indent=2) + "\n"
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    _write_json(tune_search_space(load_tune_config(args.config).ranges), args.output)
 
 
 def cmd_tune_trial(args: argparse.Namespace) -> None:
-    from hrnas_automl.nni import compat as nni_compat
+    from hrnas_automl.trial import reporter
     from hrnas_automl.tuning.config import load_tune_config
     from hrnas_automl.tuning.objectives import as_result, make_objective, parse_params
 
     config = load_tune_config(args.config)
     objective = make_objective(config.objective, config.objective_args)
-    nni_compat.quiet_nni()
-    if nni_compat.in_nni_trial():
-        params = parse_params(nni_compat.next_parameter())
-
-        def report(step: int, metric: float, macs: float) -> None:
-            nni_compat.report_intermediate({"default": float(metric), "macs": float(macs), "step": step})
-
-        result = as_result(objective(params, report))
-        nni_compat.report_final({"default": result.metric, "macs": result.macs})
-        return
-    if not args.params:
+    out = reporter()
+    if out.nni:
+        params = parse_params(out.parameters())
+    elif args.params:
+        params = parse_params(yaml.safe_load(args.params))
+    else:
         raise ValueError("outside nnictl, give the parameters: --params '{lam: 1e-4, threshold: 1e-3, warmup: 2}'")
-    params = parse_params(yaml.safe_load(args.params))
 
-    def show(step: int, metric: float, macs: float) -> None:
-        print(json.dumps({"step": step, "metric": metric, "macs": macs}), flush=True)
+    def report(step: int, metric: float, macs: float) -> None:
+        out.intermediate({"default": float(metric), "macs": float(macs), "step": step})
 
-    result = as_result(objective(params, show))
-    print(json.dumps({"params": params, "metric": result.metric, "macs": result.macs}))
+    result = as_result(objective(params, report))
+    out.final({"default": result.metric, "macs": result.macs, **({} if out.nni else {"params": dict(params)})})
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from hrnas_automl.nni import compat as nni_compat
+    from hrnas_automl.trial import reporter
     from hrnas_automl.trial.prune import check_prune_options, load_prune_config, run_prune_trial
 
     config, prune = load_prune_config(args.config)
-    nni_compat.quiet_nni()
-    if nni_compat.in_nni_trial():  # the tuner's parameters (e.g. a λ grid) override the prune: section
-        prune.update(check_prune_options(nni_compat.next_parameter(), "nnictl parameters"))
-        run_prune_trial(config, prune, report_intermediate=nni_compat.report_intermediate,
-                        report_final=nni_compat.report_final)
-        return
-    record = run_prune_trial(config, prune, report_intermediate=lambda row: print(json.dumps(row), flush=True))
-    _print_json({k: record[k] for k in ("space", "arch", "metrics")})
+    out = reporter()
+    if out.nni:  # the tuner's parameters (e.g. a λ grid) override the prune: section
+        prune.update(check_prune_options(out.parameters(), "nnictl parameters"))
+    record = run_prune_trial(config, prune, report_intermediate=out.intermediate,
+                             report_final=out.final if out.nni else None)
+    if not out.nni:
+        _print_json({k: record[k] for k in ("space", "arch", "metrics")})
 
 
 def cmd_oneshot(args: argparse.Namespace) -> None:
-    from hrnas_automl.nni import compat as nni_compat
     from hrnas_automl.arch import load_arch
     from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
+    from hrnas_automl.trial import reporter
 
-    nni_compat.quiet_nni()
-    nni = nni_compat.in_nni_trial()
-    if nni and args.action != "eval":
-        nni_compat.next_parameter()  # NNI refuses reports before the trial has asked for its parameters
-
-    def show(row: dict[str, Any]) -> None:
-        print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
-
+    out = reporter()
+    arch = out.parameters() if out.nni else None  # NNI refuses reports before the trial has asked for them
     if args.action == "train":
         from hrnas_automl.oneshot.supernet import train_supernet
 
         def on_checkpoint(step: int, loss: float) -> None:
-            row = {"default": loss, "step": step, "loss": loss}
-            nni_compat.report_intermediate(row) if nni else show(row)
+            out.intermediate({"default": loss, "step": step, "loss": loss})
 
         metrics = train_supernet(load_config(args.config, SupernetConfig), on_checkpoint=on_checkpoint)
-        final = {"default": metrics["loss"], **metrics}
-        nni_compat.report_final(final) if nni else show(final)
+        out.final({"default": metrics["loss"], **metrics})
         return
     if args.action == "eval":
         from hrnas_automl.oneshot.search import evaluate_arch
 
         config = load_config(args.config, SearchConfig)
-        if nni:
-            arch = nni_compat.next_parameter()
-        elif args.arch:
+        if arch is None:
+            if not args.arch:
+                raise ValueError("oneshot eval needs --arch (a JSON file or preset:NAME) outside nnictl")
             arch = load_arch(args.arch)[1]
-        else:
-            raise ValueError("oneshot eval needs --arch (a JSON file or preset:NAME) outside nnictl")
         metrics = evaluate_arch(config, arch)
-        final = {"default": metrics["map"], **metrics}
-        nni_compat.report_final(final) if nni else show({**final, "arch": arch})
+        out.final({"default": metrics["map"], **metrics, **({} if out.nni else {"arch": arch})})
         return
     from hrnas_automl.oneshot.search import run_search
 
-    def on_candidate(row: dict[str, Any]) -> None:
-        metrics = {"default": row["map"], **{k: v for k, v in row.items() if k != "arch"}}
-        nni_compat.report_intermediate(metrics) if nni else show({**metrics, "arch": row["arch"]})
+    def as_row(row: dict[str, Any]) -> dict[str, Any]:  # NNI's metrics are numbers: the arch is its parameter
+        return {"default": row["map"], **{k: v for k, v in row.items() if k != "arch" or not out.nni}}
 
-    result = run_search(load_config(args.config, SearchConfig), on_candidate=on_candidate)
-    best = {"default": result.best["map"], **{k: v for k, v in result.best.items() if k != "arch"},
-            "candidates": len(result.evaluated)}
-    if nni:
-        nni_compat.report_final(best)
-    else:
-        show({**best, "arch": result.best["arch"]})
+    result = run_search(load_config(args.config, SearchConfig), on_candidate=lambda row: out.intermediate(
+        as_row(row)))
+    out.final({**as_row(result.best), "candidates": len(result.evaluated)})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""Built-in search spaces; importing this package registers them (see :mod:`hrnas_automl.registry`)."""
+"""Built-in search spaces: one module per family, each with its ``SpaceSpec`` (``SPEC``; DetNAS has two), which
+:data:`hrnas_automl.registry.SPACES` lists; shared blocks and the choice/freeze mixin are in ``common``."""
 from hrnas_automl.spaces.detnas import DETNAS_CONFIGS, DETNAS_OPS, DetNASConfig, DetNASSpace
 from hrnas_automl.spaces.hrnas import HRNAS_SETTINGS, HRNASNet, HRNASSetting, HRNASSpace
 from hrnas_automl.spaces.lite_hrnet import LiteHRNetSpace

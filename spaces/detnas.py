@@ -18,12 +18,13 @@ Heads: ``classifier`` (last 1x1 conv to 1024, global pool, dropout 0.2, linear; 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
-from hrnas_automl.registry import SpaceSpec, register_space
+from hrnas_automl.registry import SpaceSpec
 
 __all__ = ["DETNAS_OPS", "DetNASConfig", "DETNAS_CONFIGS", "ShuffleNetV2Block", "DetNASSpace", "channel_shuffle",
            "detnas_arch"]
@@ -197,11 +198,15 @@ _PRESETS = {
                                        2, 0, 2, 2, 2, 1, 3, 1, 0, 3, 3, 3, 1, 3, 3, 3, 3, 3, 3, 3]),
 }
 
-for _size, _desc in (("large", "DetNAS ShuffleNetV2 space, 40 blocks (stem 48, 96/240/480/960), 4^40"),
-                     ("small", "DetNAS ShuffleNetV2 space, 20 blocks (stem 16, 64/160/320/640), 4^20")):
-    register_space(
-        SpaceSpec(name=f"detnas-{_size}", factory=lambda _c=_size, **kw: DetNASSpace(_c, **kw), description=_desc,
-                  default_input=(3, 224, 224), heads=("classifier", "backbone")),
-        presets={name: (detnas_arch(cfg, idx), "megvii-model/DetNAS maskrcnn_benchmark/modeling/backbone/detnasnet.py")
-                 for name, (cfg, idx) in _PRESETS.items() if cfg == _size},
-    )
+_SOURCE = "megvii-model/DetNAS maskrcnn_benchmark/modeling/backbone/detnasnet.py"
+
+
+def _spec(size: str, description: str) -> SpaceSpec:
+    return SpaceSpec(name=f"detnas-{size}", factory=partial(DetNASSpace, size), description=description,
+                     default_input=(3, 224, 224), heads=("classifier", "backbone"),
+                     presets={name: (detnas_arch(cfg, idx), _SOURCE) for name, (cfg, idx) in _PRESETS.items()
+                              if cfg == size})
+
+
+DETNAS_LARGE = _spec("large", "DetNAS ShuffleNetV2 space, 40 blocks (stem 48, 96/240/480/960), 4^40")
+DETNAS_SMALL = _spec("small", "DetNAS ShuffleNetV2 space, 20 blocks (stem 16, 64/160/320/640), 4^20")

@@ -61,7 +61,7 @@ from nni.nas.space import current_model, model_context
 from torch import nn
 
 from hrnas_automl.arch import freeze
-from hrnas_automl.registry import SpaceSpec, register_space
+from hrnas_automl.registry import SpaceSpec
 
 __all__ = ["HEADS", "KERNEL_SIZES", "EXPAND_RATIO", "CHANNEL_STEPS", "TOKEN_GRID", "HRNASSetting", "HRNAS_SETTINGS",
            "BlockSpec", "PrunableUnit", "KernelPath", "TokenTransformer", "SearchingBlock", "HRNASNet", "HRNASSpace",
@@ -663,19 +663,13 @@ def official_searched_arch(*, channel_steps: int | None = CHANNEL_STEPS, transfo
     return arch
 
 
-def _cost_table(*args: Any) -> Any:
-    """The analytic cost compiler (:func:`hrnas_automl.spaces.hrnas_cost.hrnas_cost_table`), imported when used."""
-    from hrnas_automl.spaces.hrnas_cost import hrnas_cost_table
-
-    return hrnas_cost_table(*args)
-
-
 _SOURCE = "dingmyu/HR-NAS configs/{} (use_transformer: False; every hidden width at round(4 * C_in))"
 _DENSE = widest_arch(head="segmentation", tokens=False)
-register_space(
-    SpaceSpec(name="hrnas", factory=HRNASSpace,
-              description="HR-NAS: multi-branch 1/4-1/32 supernet, MixConv widths + Transformer tokens per block",
-              default_input=(3, 224, 224), heads=HEADS, cost_compiler=_cost_table),
+SPEC = SpaceSpec(
+    name="hrnas", factory=HRNASSpace,
+    description="HR-NAS: multi-branch 1/4-1/32 supernet, MixConv widths + Transformer tokens per block",
+    default_input=(3, 224, 224), heads=HEADS,
+    cost_compiler="hrnas_automl.spaces.hrnas_cost:hrnas_cost_table",  # each kernel path / Transformer alone
     presets={
         "hrnas-supernet-cls": (widest_arch(head="classifier", tokens=False), _SOURCE.format("cls_imagenet.yml")),
         "hrnas-supernet-seg": (_DENSE, _SOURCE.format("seg_cityscapes.yml") + "; head segmentation"),

@@ -57,7 +57,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
 from torch import nn
 
 from hrnas_automl.spaces.common import TopLevelChoices
-from hrnas_automl.registry import SpaceSpec, register_space
+from hrnas_automl.registry import SpaceSpec
 
 __all__ = ["LITE_HRNET_BLOCKS", "LITE_HRNET_GRID", "LITE_HRNET_DEPTHS", "LITE_HRNET_HEADS", "LiteHRNetSpace",
            "Stem", "SpatialWeighting", "CrossResolutionWeighting", "ConditionalChannelWeighting", "ShuffleBlock",
@@ -384,16 +384,10 @@ _PRESETS = {
                                   _SOURCE.format("naive_litehrnet", "wider_naive_litehrnet_18")),
 }
 
-def _cost_table(*args: Any) -> Any:
-    """The analytic cost compiler (:func:`hrnas_automl.spaces.lite_hrnet_cost.lite_hrnet_cost_table`)."""
-    from hrnas_automl.spaces.lite_hrnet_cost import lite_hrnet_cost_table
-
-    return lite_hrnet_cost_table(*args)
-
-
-register_space(
-    SpaceSpec(name="lite-hrnet", factory=LiteHRNetSpace,
-              description="Lite-HRNet: block type per module, modules per stage, widths, reduce ratio",
-              default_input=(3, 256, 192), heads=LITE_HRNET_HEADS, cost_compiler=_cost_table),
+SPEC = SpaceSpec(
+    name="lite-hrnet", factory=LiteHRNetSpace,
+    description="Lite-HRNet: block type per module, modules per stage, widths, reduce ratio",
+    default_input=(3, 256, 192), heads=LITE_HRNET_HEADS,
+    cost_compiler="hrnas_automl.spaces.lite_hrnet_cost:lite_hrnet_cost_table",  # module costs per width/ratio
     presets=_PRESETS,
 )

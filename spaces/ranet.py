@@ -53,7 +53,7 @@ from nni.nas.space import current_model, model_context
 from torch import nn
 
 from hrnas_automl.cost import count_cost
-from hrnas_automl.registry import SpaceSpec, register_space
+from hrnas_automl.registry import SpaceSpec
 
 __all__ = ["RANET_GRID", "SCALE_LISTS", "RANetConfig", "DenseBlock", "FusionBlock", "FusionLayer", "RANet",
            "RANetSpace", "ranet_grid", "ranet_config", "exit_macs"]
@@ -499,17 +499,11 @@ _PRESETS = {
                     "yangle15/RANet-pytorch train_cifar.sh (+ args.py defaults), CIFAR-10"),
 }
 
-def _cost_table(*args: Any) -> Any:
-    """The analytic cost compiler (:func:`hrnas_automl.spaces.ranet_cost.ranet_cost_table`): every label changes
-    the topology, so the table is exhaustive over the grid, each network counted in closed form."""
-    from hrnas_automl.spaces.ranet_cost import ranet_cost_table
-
-    return ranet_cost_table(*args)
-
-
-register_space(
-    SpaceSpec(name="ranet", factory=RANetSpace,
-              description="RANet: dense sub-networks from low to high resolution, with early exits",
-              default_input=(3, 32, 32), heads=("exits",), cost_compiler=_cost_table),
+SPEC = SpaceSpec(
+    name="ranet", factory=RANetSpace,
+    description="RANet: dense sub-networks from low to high resolution, with early exits",
+    default_input=(3, 32, 32), heads=("exits",),
+    # every label changes the topology: the table is exhaustive over the grid, each network counted in closed form
+    cost_compiler="hrnas_automl.spaces.ranet_cost:ranet_cost_table",
     presets=_PRESETS,
 )

@@ -35,14 +35,13 @@ from __future__ import annotations
 from hrnas_automl.registry import lazy_exports
 
 __all__ = ["Cost", "count_cost", "parse_input_shape", "CostTable", "NotAdditiveError", "arch_cost", "space_table",
-           "cost_table", "analytic_cost", "cost_bounds", "marginal_cost", "default_shape", "measure_latency",
+           "cost_table", "analytic_cost", "cost_bounds", "marginal_cost", "measure_latency",
            "torch_threads", "latency_table", "predicted_latency", "InfeasibleConstraintError", "cost_limit"]
 
 __getattr__ = lazy_exports(__name__, {
     "count": ("Cost", "count_cost", "parse_input_shape"),
     "tables": ("CostTable", "NotAdditiveError"),
-    "analytic": ("arch_cost", "space_table", "cost_table", "analytic_cost", "cost_bounds", "marginal_cost",
-                 "default_shape"),
+    "analytic": ("arch_cost", "space_table", "cost_table", "analytic_cost", "cost_bounds", "marginal_cost"),
     "latency": ("measure_latency", "torch_threads", "latency_table", "predicted_latency"),
     "limits": ("InfeasibleConstraintError", "cost_limit"),
 })

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from hrnas_automl.arch import Space
     from hrnas_automl.cost.tables import CostTable
 
 __all__ = ["measure_latency", "torch_threads", "latency_table", "predicted_latency"]
@@ -71,26 +72,27 @@ def _device_name(device: str, threads: int | None) -> str:
     return f"cpu:{platform.processor() or platform.machine()}:{threads or torch.get_num_threads()}t"
 
 
-def latency_table(space: str, input_shape: Sequence[int] | None = None, *, threads: int | None = None,
+def latency_table(space: str | Space, input_shape: Sequence[int] | None = None, *, threads: int | None = None,
                   device: str = "cpu", warmup: int = 3, repeats: int = 10, **space_args: Any) -> CostTable:
     """Per-op latency lookup table of a space, measured once on this machine and cached per device and
     input size: ``latency_ms`` of a candidate = base + the latency of each chosen block measured alone
     (DetNAS), or whole networks per group (RANet). It predicts candidates never measured; ``bench/
     cost_model.py`` reports its error against :func:`measure_latency`.
     """
-    from hrnas_automl.cost.analytic import default_shape, space_table
+    from hrnas_automl.arch import resolve_space
+    from hrnas_automl.cost.analytic import space_table
 
-    shape = default_shape(space, input_shape)
+    space = resolve_space(space, **space_args)
 
     def measure(module: nn.Module, module_shape: tuple[int, ...]) -> tuple[float, ...]:
         return (measure_latency(module, module_shape, warmup=warmup, repeats=repeats, threads=threads,
                                 device=device),)
 
-    return space_table(space, shape, space_args, measure, ("latency_ms",),
+    return space_table(space, space.input_shape(input_shape), measure, ("latency_ms",),
                        kind=f"latency-{_device_name(device, threads)}-w{warmup}r{repeats}", verify=False)
 
 
-def predicted_latency(space: str, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None, *,
+def predicted_latency(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None, *,
                       threads: int | None = None, device: str = "cpu", **space_args: Any) -> float:
     """Latency of ``arch`` in ms predicted by :func:`latency_table` (no network is built)."""
     return latency_table(space, input_shape, threads=threads, device=device, **space_args).evaluate(arch)[0]

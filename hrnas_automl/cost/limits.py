@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from hrnas_automl.arch import Space
     from hrnas_automl.cost.tables import CostTable
 
 __all__ = ["InfeasibleConstraintError", "cost_limit"]
@@ -22,39 +23,40 @@ def _check_limit(space: str, metric: str, limit: float, lo: float, hi: float, wh
                                         f"({lo:.6g}; the largest is {hi:.6g}); raise the limit to at least {lo:.6g}")
 
 
-def cost_limit(space: str, *, max_macs: float | None = None, max_params: float | None = None,
-               max_latency_ms: float | None = None, input_shape: Sequence[int] | None = None,
-               space_args: Mapping[str, Any] | None = None, threads: int | None = None, device: str = "cpu"
-               ) -> Callable[[dict[str, Any]], bool] | None:
-    """A feasibility test for strategies: the analytic MACs/params and the latency predicted by the table
-    measured on this machine (``threads``, ``device``) are within every limit given. None without limits.
+def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params: float | None = None,
+               max_latency_ms: float | None = None, max_conv_macs: float | None = None,
+               input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None,
+               threads: int | None = None, device: str = "cpu") -> Callable[[dict[str, Any]], bool] | None:
+    """A feasibility test for strategies: the analytic MACs/params, the Conv2d-only MACs (DetNAS's budget count) and
+    the latency predicted by the table measured on this machine (``threads``, ``device``) are within every limit
+    given. None without limits. ``space_args`` are added to ``space`` (a name or a resolved
+    :class:`~hrnas_automl.arch.Space`).
 
     Raises:
         InfeasibleConstraintError: a limit is below the smallest value the space can reach (the message
             names the smallest and the largest), so no search spins on an impossible budget.
     """
-    if max_macs is None and max_params is None and max_latency_ms is None:
+    if max_macs is None and max_params is None and max_latency_ms is None and max_conv_macs is None:
         return None
-    from hrnas_automl.cost.analytic import cost_table, default_shape  # torch: only once there is a limit
+    from hrnas_automl.arch import resolve_space
+    from hrnas_automl.cost.analytic import conv_macs_table, cost_table  # torch: only once there is a limit
+    from hrnas_automl.cost.latency import latency_table
 
-    shape = default_shape(space, input_shape)
-    args = dict(space_args or {})
+    space = resolve_space(space, **dict(space_args or {}))
+    shape = space.input_shape(input_shape)
     where = f"at {'x'.join(map(str, shape))}"
     checks: list[tuple[CostTable, int, float]] = []  # (table, metric index, limit)
-    if max_macs is not None or max_params is not None:
-        table = cost_table(space, shape, **args)
-        lo, hi = table.bounds()
-        for i, (metric, limit) in enumerate((("macs", max_macs), ("params", max_params))):
-            if limit is not None:
-                _check_limit(space, metric, limit, lo[i], hi[i], where)
-                checks.append((table, i, limit))
-    if max_latency_ms is not None:
-        from hrnas_automl.cost.latency import latency_table
-
-        table = latency_table(space, shape, threads=threads, device=device, **args)
-        lo, hi = table.bounds()
-        _check_limit(space, "latency_ms", max_latency_ms, lo[0], hi[0], f"{where} on {device} (predicted)")
-        checks.append((table, 0, max_latency_ms))
+    limits = ((lambda: cost_table(space, shape), "macs", 0, max_macs, where),
+              (lambda: cost_table(space, shape), "params", 1, max_params, where),
+              (lambda: conv_macs_table(space, shape), "conv_macs", 0, max_conv_macs, where),
+              (lambda: latency_table(space, shape, threads=threads, device=device), "latency_ms", 0, max_latency_ms,
+               f"{where} on {device} (predicted)"))
+    for table_of, metric, i, limit, at in limits:
+        if limit is not None:
+            table = table_of()  # kept by the space: asking twice compiles once
+            lo, hi = table.bounds()
+            _check_limit(space.name, metric, limit, lo[i], hi[i], at)
+            checks.append((table, i, limit))
 
     def feasible(arch: dict[str, Any]) -> bool:
         return all(table.evaluate(arch)[i] <= limit for table, i, limit in checks)

@@ -1,7 +1,8 @@
 """Datasets the tasks train on: generated, bundled (scikit-learn digits) and a user's image folder.
 
-Classification kinds live here; the dense tasks' datasets (segmentation masks, COCO keypoints) are in
-their own modules of this package and share :func:`call_builder` and :func:`check_size`. Every
+Every kind is registered in :data:`hrnas_automl.registry.DATA` as ``"<family>/<kind>"`` (the family is what a task
+reads: classification, segmentation, keypoints, detection) and built through :func:`build_data`; the kinds share
+:func:`call_builder` and :func:`check_size`. Every
 classification kind returns a :class:`ClassificationData` whose datasets yield ``(float tensor CxHxW, int label)``,
 so the classification task and the cost/latency probes never look at where the images came from.
 """
@@ -15,10 +16,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["ClassificationData", "TensorImageDataset", "DATA_KINDS", "build_classification_data", "call_builder",
-           "check_size"]
-
-DATA_KINDS: tuple[str, ...] = ("synthetic", "digits", "folder")
+__all__ = ["ClassificationData", "TensorImageDataset", "data_kinds", "build_data", "build_classification_data",
+           "call_builder", "check_size"]
 
 
 @dataclass(frozen=True)
@@ -57,27 +56,27 @@ def _check_option(kind: str, name: str, value: Any, need: str, test: Callable[[A
         raise ValueError(f"{kind} data: option {name}={value!r} is invalid; it must be {need}")
 
 
-def _builder(kind: str) -> Callable[..., ClassificationData]:
-    # Imported on use: each kind pulls in its own dependencies (scikit-learn, Pillow).
-    if kind == "synthetic":
-        from hrnas_automl.data.synthetic import build_synthetic
-        return build_synthetic
-    if kind == "digits":
-        from hrnas_automl.data.digits import build_digits
-        return build_digits
-    if kind == "folder":
-        from hrnas_automl.data.image_folder import build_image_folder
-        return build_image_folder
-    raise ValueError(f"unknown data kind {kind!r}; use one of: {', '.join(DATA_KINDS)}")
+def data_kinds(family: str) -> tuple[str, ...]:
+    """The registered data kinds of a data ``family`` (``classification``, ``segmentation``, ...)."""
+    from hrnas_automl.registry import DATA
+
+    return tuple(name.partition("/")[2] for name in DATA.names() if name.startswith(f"{family}/"))
+
+
+def build_data(family: str, kind: str, options: Mapping[str, Any]) -> Any:
+    """The dataset of ``kind`` in ``family`` built with that kind's ``options`` (registry ``DATA``, entries
+    ``"<family>/<kind>"``). Unknown kinds, unknown options and a missing required option raise a one-line
+    ``ValueError`` that lists what is accepted."""
+    from hrnas_automl.registry import DATA
+
+    if f"{family}/{kind}" not in DATA:
+        raise ValueError(f"unknown {family} data kind {kind!r}; use one of: {', '.join(data_kinds(family))}")
+    return call_builder(kind, DATA.get(f"{family}/{kind}"), options)
 
 
 def build_classification_data(kind: str, **options: Any) -> ClassificationData:
-    """Build the dataset of ``kind`` ("synthetic" | "digits" | "folder") with that kind's options.
-
-    Unknown kinds, unknown options and a missing required option raise a one-line ``ValueError``
-    that lists what is accepted.
-    """
-    return call_builder(kind, _builder(kind), options)
+    """Build the classification dataset of ``kind`` ("synthetic" | "digits" | "folder") with its options."""
+    return build_data("classification", kind, options)
 
 
 def call_builder(kind: str, build: Callable[..., Any], options: Mapping[str, Any]) -> Any:

@@ -10,20 +10,15 @@ collate batches it and the classification training recipe can be reused.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-__all__ = ["CocoDetection", "DetectionData", "DETECTION_DATA_KINDS", "SHAPE_CLASSES", "generate_coco_shapes",
-           "build_detection_data"]
-
-DETECTION_DATA_KINDS: tuple[str, ...] = ("shapes", "coco")
+__all__ = ["CocoDetection", "DetectionData", "SHAPE_CLASSES", "generate_coco_shapes", "build_shapes", "build_coco"]
 SHAPE_CLASSES: tuple[str, ...] = ("square", "circle", "triangle", "cross")
 # One base colour per class (jittered per object), so a few hundred steps suffice to learn them.
 _PALETTE = ((230, 60, 50), (50, 200, 70), (60, 90, 230), (230, 200, 40))
@@ -187,36 +182,24 @@ def generate_coco_shapes(root: str | Path, *, train_size: int = 64, val_size: in
     return root
 
 
-def build_detection_data(kind: str, options: Mapping[str, Any]) -> DetectionData:
-    """``shapes``: generate (or reuse) a shapes dataset at ``root``; ``coco``: ``train_ann``, ``train_images``,
-    ``val_ann``, ``val_images`` of a real COCO download. Both take ``image_size`` (default 64)."""
-    options = dict(options)
-    image_size = int(options.pop("image_size", 64))
-    if image_size < 16:
-        raise ValueError(f"data.image_size must be >= 16, got {image_size}")
-    if kind == "shapes":
-        if "root" not in options:
-            raise ValueError("data.root is missing: the shapes generator needs a folder to write the dataset to")
-        root = Path(options.pop("root"))
-        try:
-            generate_coco_shapes(root, image_size=image_size, **options)
-        except TypeError as exc:
-            raise ValueError(f"shapes data: {exc}; its options are root, train_size, val_size, image_size, "
-                             "num_classes, max_objects, seed") from None
-        files = {"train_ann": root / "annotations" / "instances_train.json", "train_images": root / "train",
-                 "val_ann": root / "annotations" / "instances_val.json", "val_images": root / "val"}
-    elif kind == "coco":
-        needed = ("train_ann", "train_images", "val_ann", "val_images")
-        missing = [k for k in needed if k not in options]
-        extra = sorted(set(options) - set(needed))
-        if missing or extra:
-            raise ValueError(f"coco data needs {', '.join(needed)} (and image_size); missing {missing}, unknown "
-                             f"{extra}")
-        files = options
-    else:
-        raise ValueError(f"unknown detection data kind {kind!r}; use one of {', '.join(DETECTION_DATA_KINDS)}")
-    train = CocoDetection(files["train_ann"], files["train_images"], image_size)
-    val = CocoDetection(files["val_ann"], files["val_images"], image_size)
+def build_shapes(*, root: str | Path, image_size: int = 64, train_size: int = 64, val_size: int = 16,
+                 num_classes: int = 3, max_objects: int = 3, seed: int = 0) -> DetectionData:
+    """Generated shapes in COCO format: written once at ``root`` (:func:`generate_coco_shapes`), then read back."""
+    root = Path(root)
+    generate_coco_shapes(root, image_size=image_size, train_size=train_size, val_size=val_size,
+                         num_classes=num_classes, max_objects=max_objects, seed=seed)
+    return build_coco(train_ann=root / "annotations" / "instances_train.json", train_images=root / "train",
+                      val_ann=root / "annotations" / "instances_val.json", val_images=root / "val",
+                      image_size=image_size)
+
+
+def build_coco(*, train_ann: str | Path, train_images: str | Path, val_ann: str | Path, val_images: str | Path,
+               image_size: int = 64) -> DetectionData:
+    """A real COCO download: ``instances_*.json`` and image folders of the two splits, resized to ``image_size``."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 16:
+        raise ValueError(f"data.image_size must be an integer >= 16, got {image_size!r}")
+    train = CocoDetection(train_ann, train_images, image_size)
+    val = CocoDetection(val_ann, val_images, image_size)
     if val.category_ids != train.category_ids:
         raise ValueError(f"{val.ann_file} and {train.ann_file} list different categories; use splits of one dataset")
     return DetectionData(train, val)

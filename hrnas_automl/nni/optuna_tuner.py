@@ -28,6 +28,7 @@ from typing import Any
 
 from nni.tuner import Tuner
 
+from hrnas_automl.config import parse_number
 from hrnas_automl.nni.compat import quiet_nni
 from hrnas_automl.tuning.config import default_storage
 from hrnas_automl.tuning.study import (
@@ -67,10 +68,7 @@ class OptunaTuner(Tuner):
         log_warnings_only()
         if objectives not in ("metric+macs", "metric"):
             raise ValueError(f"OptunaTuner objectives must be 'metric+macs' or 'metric', got {objectives!r}")
-        try:
-            self.max_macs = None if max_macs is None else float(max_macs)  # PyYAML reads 2.0e5 as a string
-        except ValueError:
-            raise ValueError(f"OptunaTuner max_macs must be a number, got {max_macs!r}; write e.g. 2.0e+5") from None
+        self.max_macs = parse_number("OptunaTuner max_macs", max_macs, minimum=0)  # PyYAML reads 2.0e5 as a string
         self.multi = objectives == "metric+macs"
         self.metric_key, self.macs_key = metric_key, macs_key
         if study_name is None:

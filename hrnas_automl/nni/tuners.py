@@ -1,11 +1,11 @@
-"""NNI tuners that run hrnas-automl strategies under nnictl (``tuner: {className: ...}``).
+"""The NNI tuner that runs any registered hrnas-automl strategy under nnictl (``tuner: {className: ...}``).
 
 Example (nnictl YAML)::
 
     tuner:
-      className: hrnas_automl.nni.tuners.EvolutionTuner
+      className: hrnas_automl.nni.StrategyTuner
       codeDirectory: .
-      classArgs: {space: detnas-small, seed: 0, max_macs: 6.0e6, input_shape: [3, 32, 32],
+      classArgs: {strategy: evolution, space: detnas-small, seed: 0, max_macs: 6.0e+6, input_shape: [3, 32, 32],
                   space_args: {num_classes: 10}, population_size: 8, select_num: 3}
 
 The tuner only adapts NNI's callbacks to the strategy's ask/tell; the search itself lives in
@@ -24,30 +24,24 @@ from typing import Any
 import nni
 from nni.tuner import Tuner
 
-from hrnas_automl.arch import choices_of
+from hrnas_automl.arch import Space, resolve_space
+from hrnas_automl.config import parse_number
 from hrnas_automl.nni.compat import quiet_nni, to_nni_search_space
-from hrnas_automl.strategies import Evolution, RandomSearch, Strategy
+from hrnas_automl.registry import STRATEGIES
+from hrnas_automl.strategies import Strategy
 
-__all__ = ["StrategyTuner", "RandomTuner", "EvolutionTuner"]
+__all__ = ["StrategyTuner"]
 
 _log = logging.getLogger(__name__)
 
 
-def _number(name: str, value: Any) -> float | None:
-    """classArgs come through PyYAML, which reads ``6.9e6`` (no sign in the exponent) as a string."""
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"tuner classArgs {name} must be a number, got {value!r}; write e.g. 6900000 or 6.9e+6"
-                         ) from None
-
-
 class StrategyTuner(Tuner):
-    """Adapts a :class:`~hrnas_automl.strategies.Strategy` to NNI's Tuner interface.
+    """Adapts a registered :class:`~hrnas_automl.strategies.Strategy` to NNI's Tuner interface.
 
     Args:
+        strategy: a name of :data:`hrnas_automl.registry.STRATEGIES` (``random``, ``evolution``, or a plugin's);
+            its own options (e.g. evolution's ``population_size``, ``select_num``, ``mutation_num``,
+            ``mutation_prob``, ``crossover_num``) are further classArgs.
         space: a registered space name; the nnictl search space must be its ``export-space`` output.
         seed: the strategy's seed (same seed, same proposals).
         optimize_mode: ``maximize`` or ``minimize`` the ``default`` metric.
@@ -59,19 +53,19 @@ class StrategyTuner(Tuner):
         space_args: space constructor arguments used for the limits (e.g. ``num_classes``).
     """
 
-    def __init__(self, space: str, *, seed: int = 0, optimize_mode: str = "maximize", max_macs: float | None = None,
-                 max_params: float | None = None, max_latency_ms: float | None = None,
+    def __init__(self, space: str, *, strategy: str = "random", seed: int = 0, optimize_mode: str = "maximize",
+                 max_macs: float | None = None, max_params: float | None = None, max_latency_ms: float | None = None,
                  latency_threads: int | None = None, input_shape: Sequence[int] | None = None,
                  space_args: Mapping[str, Any] | None = None, **strategy_args: Any) -> None:
         quiet_nni()
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
-        max_macs, max_params = _number("max_macs", max_macs), _number("max_params", max_params)
-        max_latency_ms = _number("max_latency_ms", max_latency_ms)
-        self.space, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
+        limits = {name: parse_number(f"tuner classArgs {name}", value) for name, value in
+                  (("max_macs", max_macs), ("max_params", max_params), ("max_latency_ms", max_latency_ms))}
+        self.strategy_class = STRATEGIES.get(strategy)
+        self.space_name, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
         self.space_args = dict(space_args or {})
-        self._limits = {"max_macs": max_macs, "max_params": max_params, "max_latency_ms": max_latency_ms,
-                        "input_shape": input_shape, "threads": latency_threads}
+        self._limits = {**limits, "input_shape": input_shape, "threads": latency_threads}
         self._strategy_args = strategy_args
         self._running: dict[int, dict[str, Any]] = {}
         self._deferred: deque[int] = deque()
@@ -80,30 +74,26 @@ class StrategyTuner(Tuner):
     # Built on first use, not in __init__: NNI creates the tuner before its dispatcher connects to the
     # manager, which gives up after 10 s, and building a space or compiling its cost table can take longer.
     @cached_property
-    def choices(self) -> dict[str, list[Any]]:
-        """The space's ``{label: candidates}`` (the nnictl search space must be their NNI form)."""
-        return choices_of(self.space, **self.space_args)
+    def space(self) -> Space:
+        """The resolved space (the nnictl search space must be its choices in NNI's form)."""
+        return resolve_space(self.space_name, **self.space_args)
 
     @cached_property
     def strategy(self) -> Strategy:
         """The strategy this tuner drives, under the configured limits."""
         from hrnas_automl.cost import cost_limit  # imports torch
 
-        constraint = cost_limit(self.space, space_args=self.space_args, **self._limits)
-        return self.make_strategy(self.choices, seed=self.seed, constraint=constraint, **self._strategy_args)
-
-    def make_strategy(self, choices: dict[str, list[Any]], **kwargs: Any) -> Strategy:
-        """Build the strategy this tuner drives."""
-        raise NotImplementedError
+        constraint = cost_limit(self.space, **self._limits)
+        return self.strategy_class(self.space.choices, seed=self.seed, constraint=constraint, **self._strategy_args)
 
     def update_search_space(self, search_space: dict[str, Any]) -> None:
-        expected = to_nni_search_space(self.choices)
+        expected = to_nni_search_space(self.space.choices)
         if search_space == expected:
             return
         diff = next((k for k in expected if search_space.get(k) != expected[k]), None) or \
             next(k for k in search_space if k not in expected)
-        raise ValueError(f"the experiment's search space differs from space {self.space} at label {diff!r}; "
-                         f"regenerate it with `hrnas-automl export-space {self.space} -o search_space.json`")
+        raise ValueError(f"the experiment's search space differs from space {self.space_name} at label {diff!r}; "
+                         f"regenerate it with `hrnas-automl export-space {self.space_name} -o search_space.json`")
 
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
         self._send = kwargs.get("st_callback", self._send)
@@ -144,18 +134,3 @@ class StrategyTuner(Tuner):
             self._running[parameter_id] = arch
             _log.info("sending deferred trial %d", parameter_id)
             self._send(parameter_id, arch)
-
-
-class RandomTuner(StrategyTuner):
-    """Uniform random architectures under the limits, never the same one twice."""
-
-    def make_strategy(self, choices: dict[str, list[Any]], **kwargs: Any) -> Strategy:
-        return RandomSearch(choices, **kwargs)
-
-
-class EvolutionTuner(StrategyTuner):
-    """DetNAS's evolutionary search; extra classArgs go to :class:`~hrnas_automl.strategies.Evolution`
-    (``population_size``, ``select_num``, ``mutation_num``, ``mutation_prob``, ``crossover_num``)."""
-
-    def make_strategy(self, choices: dict[str, list[Any]], **kwargs: Any) -> Strategy:
-        return Evolution(choices, **kwargs)

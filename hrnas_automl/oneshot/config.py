@@ -3,14 +3,14 @@ search.yml``, validated into pydantic models with the same one-line errors as th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hrnas_automl.config import ConfigError, one_line_error, read_yaml_file
 from hrnas_automl.trial.config import DataConfig
 
-__all__ = ["SupernetTrainSettings", "SupernetConfig", "EvolutionSettings", "SearchConfig", "load_config"]
+__all__ = ["SupernetTrainSettings", "SupernetConfig", "SearchConfig", "load_config"]
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
@@ -48,28 +48,19 @@ class SupernetConfig(BaseModel):
     threads: int | None = Field(1, ge=1)
 
 
-class EvolutionSettings(BaseModel):
-    """DetNAS's EA (arch_search_config.py:24-36, REFERENCE §3.3): 20 generations of 50."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    generations: int = Field(20, ge=1)
-    population_size: int = Field(50, ge=1)
-    select_num: int = Field(10, ge=1)
-    mutation_num: int = Field(20, ge=0)
-    mutation_prob: float = Field(0.1, ge=0, le=1)
-    crossover_num: int = Field(20, ge=0)
-
-
 class SearchConfig(BaseModel):
     """Search on a trained supernet; ``state`` is the resumable search state (JSON, rewritten atomically)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     supernet: str
     state: str
-    strategy: Literal["evolution", "random"] = "evolution"  # random: the same budget, for comparison
-    evolution: EvolutionSettings = EvolutionSettings()
+    # a name of hrnas_automl.registry.STRATEGIES (random: the same budget, for comparison) and its own options;
+    # Evolution's defaults are DetNAS's EA (arch_search_config.py:24-36, REFERENCE §3.3), 20 generations of 50.
+    strategy: str = "evolution"
+    strategy_args: dict[str, Any] = Field(default_factory=dict)
+    candidates: int = Field(1000, ge=1)  # architectures to evaluate (evolution: generations x population_size)
     seed: int = 0
-    max_macs: float | None = Field(None, gt=0)  # backbone Conv2d MACs at the supernet's macs_input
+    max_conv_macs: float | None = Field(None, gt=0)  # backbone Conv2d MACs at the supernet's macs_input (DetNAS)
     bn_batches: int = Field(10, ge=1)  # DetNAS: 500 training iterations of BN re-statistics
     batch_size: int = Field(8, ge=1)
     threads: int | None = Field(1, ge=1)

@@ -18,11 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from hrnas_automl.config import ConfigError
 from hrnas_automl.cost.latency import torch_threads
 from hrnas_automl.oneshot.paths import set_path
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
 from hrnas_automl.oneshot.supernet import Supernet, batch_indices, build_supernet, collate, load_checkpoint
-from hrnas_automl.strategies import Evolution, RandomSearch
+from hrnas_automl.registry import STRATEGIES
 from hrnas_automl.strategies.base import Strategy
 from hrnas_automl.tasks.detection import evaluate_map
 
@@ -84,20 +85,20 @@ def evaluate_arch(config: SearchConfig, arch: Mapping[str, Any]) -> dict[str, An
     ``map50`` and backbone ``macs``, evaluated exactly as :func:`run_search` does."""
     with torch_threads(config.threads):
         net, _ = load_supernet(config.supernet)
-        return {**evaluate_candidate(net, arch, _bn_batches(config, net), config.batch_size), "macs": net.macs(arch)}
+        return {**evaluate_candidate(net, arch, _bn_batches(config, net), config.batch_size),
+                "conv_macs": net.conv_macs(arch)}
 
 
 def _strategy(config: SearchConfig, net: Supernet) -> Strategy:
-    limit = config.max_macs
-    constraint = None if limit is None else (lambda arch: net.macs(arch) <= limit)
-    lo = net.macs.bounds()[0]
-    if limit is not None and lo > limit:
-        raise ValueError(f"max_macs {limit:.4g} is below the smallest architecture of the space ({lo:.4g} backbone "
-                         "Conv2d MACs at the supernet's macs_input); raise max_macs")
-    if config.strategy == "random":
-        return RandomSearch(net.choices, seed=config.seed, constraint=constraint)
-    evo = config.evolution.model_dump(exclude={"generations"})
-    return Evolution(net.choices, seed=config.seed, constraint=constraint, **evo)
+    """The registered strategy ``config.strategy`` over the backbone's choices, under ``max_conv_macs``."""
+    from hrnas_automl.cost import cost_limit
+
+    constraint = cost_limit(net.space, max_conv_macs=config.max_conv_macs, input_shape=net.macs_input)
+    try:
+        return STRATEGIES.get(config.strategy)(net.choices, seed=config.seed, constraint=constraint,
+                                               **config.strategy_args)
+    except TypeError as exc:
+        raise ConfigError(f"strategy_args of {config.strategy!r}: {exc}") from None
 
 
 def _fingerprint(config: SearchConfig, ckpt: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,7 +116,7 @@ def _write_json_atomic(obj: Any, path: Path) -> None:
 
 def run_search(config: SearchConfig, *,
                on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
-    """Run (or resume) the search of ``config``: ``evolution.generations * population_size`` candidates.
+    """Run (or resume) the search of ``config``: ``config.candidates`` candidates.
 
     ``on_candidate(row)`` is called after each newly evaluated candidate is saved (NNI intermediate results).
     """
@@ -140,13 +141,12 @@ def run_search(config: SearchConfig, *,
             strategy.load_state_dict(state["strategy"])
             evaluated = state["evaluated"]
         bn_batches = _bn_batches(config, net)
-        total = config.evolution.generations * config.evolution.population_size
-        while len(evaluated) < total:
+        while len(evaluated) < config.candidates:
             arch = strategy.ask()
             metrics = evaluate_candidate(net, arch, bn_batches, config.batch_size)
             strategy.tell(arch, metrics["map"])
             row = {"index": len(evaluated), "generation": getattr(strategy, "generation", 0), "arch": arch,
-                   **metrics, "macs": net.macs(arch)}
+                   **metrics, "conv_macs": net.conv_macs(arch)}
             evaluated.append(row)
             _write_json_atomic({"kind": _STATE_KIND, "fingerprint": fingerprint, "strategy": strategy.state_dict(),
                                 "evaluated": evaluated}, state_path)

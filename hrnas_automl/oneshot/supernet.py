@@ -20,99 +20,59 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from hrnas_automl.arch import build_space, choices_of
-from hrnas_automl.data.coco_detection import DetectionData, build_detection_data
+from hrnas_automl.arch import Space, resolve_space
+from hrnas_automl.cost.analytic import conv_macs_table
+from hrnas_automl.data import build_data
+from hrnas_automl.data.coco_detection import DetectionData
 from hrnas_automl.cost.latency import torch_threads
-from hrnas_automl.oneshot.paths import path_choices, set_path, to_supernet
+from hrnas_automl.oneshot.paths import set_path, to_supernet
 from hrnas_automl.oneshot.config import SupernetConfig
 from hrnas_automl.strategies.base import random_arch
 from hrnas_automl.tasks.detection import Detector, check_detector_options, fcos_loss
 
-__all__ = ["MacsTable", "Supernet", "build_supernet", "conv_macs_table", "sample_path", "batch_indices",
+__all__ = ["Supernet", "build_supernet", "sample_path", "batch_indices",
            "load_checkpoint", "train_supernet"]
 
 _CHECKPOINT_KIND = "hrnas-automl detection supernet"
 _BIN_TRIES = 500  # Supernet-ImageNet/train.py: at most 500 draws per MACs bin
 
 
-@dataclass(frozen=True)
-class MacsTable:
-    """Backbone Conv2d MACs of every candidate at a fixed input: ``base`` (stem, ...) + one entry per choice."""
-
-    base: int
-    ops: dict[str, dict[str, int]]
-
-    def __call__(self, arch: Mapping[str, Any]) -> int:
-        return self.base + sum(self.ops[label][arch[label]] for label in self.ops)
-
-    def bounds(self) -> tuple[int, int]:
-        """The space's smallest and largest MACs."""
-        return (self.base + sum(min(v.values()) for v in self.ops.values()),
-                self.base + sum(max(v.values()) for v in self.ops.values()))
-
-
 @dataclass
 class Supernet:
-    """The detector over the supernet backbone, its data, choices and MACs table."""
+    """The detector over the supernet backbone, its data, and the backbone's space (choices and cost tables)."""
 
     model: Detector
     data: DetectionData
-    choices: dict[str, list[Any]]
-    macs: MacsTable
+    space: Space  # the backbone head of the config's space
+    macs_input: tuple[int, int, int]
 
+    @property
+    def choices(self) -> dict[str, list[Any]]:
+        return self.space.choices
 
-@torch.no_grad()
-def conv_macs_table(backbone: nn.Module, choices: Mapping[str, list[Any]],
-                    input_shape: tuple[int, int, int]) -> MacsTable:
-    """Conv2d MACs per candidate, as DetNAS's ``Complexity`` counter (hooks on ``nn.Conv2d`` only, backbone only,
-    REFERENCE §3.3 and §5.11); a block's input shape does not depend on the choices, so MACs add up per choice."""
-    owner = {}  # conv module -> (label, candidate) or None for the fixed layers
-    for choice in path_choices(backbone):
-        for name in choice.names:
-            for module in choice._modules[name].modules():
-                owner[module] = (choice.label, name)
-    ops: dict[str, dict[str, int]] = {label: {} for label in choices}
-    fixed: list[int] = []  # fixed-layer MACs of the first pass (the same on every pass)
-    first_pass = [True]
+    def conv_macs(self, arch: Mapping[str, Any]) -> int:
+        """Backbone Conv2d MACs of ``arch`` at ``macs_input`` (DetNAS's budget count, from the cost model)."""
+        return int(conv_macs_table(self.space, self.macs_input).evaluate(arch)[0])
 
-    def hook(module: nn.Conv2d, _inputs: Any, output: torch.Tensor) -> None:
-        k = module.kernel_size[0] * module.kernel_size[1]
-        macs = output[0].numel() * (module.in_channels // module.groups) * k
-        where = owner.get(module)
-        if where is None:
-            if first_pass[0]:
-                fixed.append(macs)
-        else:
-            ops[where[0]][where[1]] = ops[where[0]].get(where[1], 0) + macs
-
-    handles = [m.register_forward_hook(hook) for m in backbone.modules() if isinstance(m, nn.Conv2d)]
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        for j in range(max(len(v) for v in choices.values())):
-            set_path(backbone, {label: values[j % len(values)] for label, values in choices.items()})
-            backbone(torch.zeros(1, *input_shape))
-            first_pass[0] = False
-    finally:
-        for h in handles:
-            h.remove()
-        backbone.train(was_training)
-    return MacsTable(sum(fixed), ops)
+    def conv_macs_bounds(self) -> tuple[int, int]:
+        """The space's smallest and largest backbone Conv2d MACs at ``macs_input``."""
+        lo, hi = conv_macs_table(self.space, self.macs_input).bounds()
+        return int(lo[0]), int(hi[0])
 
 
 def build_supernet(config: SupernetConfig) -> Supernet:
     """The config's data and a freshly initialised (seeded) supernet detector on it."""
-    data = build_detection_data(config.data.kind, config.data.options())
-    space_args = {**config.space_args, "in_channels": data.input_shape[0]}
-    choices = choices_of(config.space, **space_args, head="backbone")
+    data = build_data("detection", config.data.kind, config.data.options())
+    space = resolve_space(config.space, **config.space_args, in_channels=data.input_shape[0], head="backbone")
     with torch.random.fork_rng():
         torch.manual_seed(config.train.seed)
-        backbone = to_supernet(build_space(config.space, **space_args, head="backbone"))
+        backbone = to_supernet(space.build())
         model = Detector(backbone, data.num_classes, data.input_shape, **check_detector_options(config.detector))
-    return Supernet(model, data, choices, conv_macs_table(backbone, choices, config.macs_input))
+    return Supernet(model, data, space, config.macs_input)
 
 
-def sample_path(choices: Mapping[str, list[Any]], rng: random.Random, macs: MacsTable | None = None,
+def sample_path(choices: Mapping[str, list[Any]], rng: random.Random,
+                macs: Callable[[Mapping[str, Any]], float] | None = None,
                 bins: Sequence[tuple[float, float]] | None = None) -> dict[str, Any]:
     """A uniform random path or, with ``bins``, one whose MACs fall in a uniformly drawn ``[lo, hi)`` bin (the
     last draw when 500 draws miss the bin, as the official loop gives up)."""
@@ -207,7 +167,7 @@ def train_supernet(config: SupernetConfig, *,
         model.train()
         for step in range(start, settings.steps):
             rng = random.Random(f"{settings.seed}/{step}")
-            set_path(model.backbone, sample_path(net.choices, rng, net.macs, settings.macs_bins))
+            set_path(model.backbone, sample_path(net.choices, rng, net.conv_macs, settings.macs_bins))
             images, targets = collate(data.train, batch_indices(len(data.train), settings.batch_size, step,
                                                                 settings.seed))
             loss = fcos_loss(model(images), targets)

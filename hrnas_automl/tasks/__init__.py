@@ -4,11 +4,10 @@ A :class:`Task` names the space head it needs, builds its data from the trial co
 tells the space what to build for that data (classes, channels, keypoints) and trains + scores the
 network, returning a metric dict whose ``task.metric`` key becomes NNI's ``default``. The trial entry
 point (:mod:`hrnas_automl.trial`) is the same for every task; a new task is one class plus one line in
-``_TASKS`` below.
+:data:`hrnas_automl.registry.TASKS` (or an entry point of the group ``hrnas_automl.tasks``).
 """
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -22,16 +21,6 @@ __all__ = ["Task", "EpochCallback", "get_task", "task_names"]
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
-# name -> "module:attribute" of its Task instance; imported on first use (each task has its own deps).
-_TASKS: dict[str, str] = {
-    "classification": "hrnas_automl.tasks.classification:TASK",
-    "detection": "hrnas_automl.tasks.detection:TASK",
-    "keypoints": "hrnas_automl.tasks.keypoints:TASK",
-    "segmentation": "hrnas_automl.tasks.segmentation:TASK",
-    "early-exit": "hrnas_automl.tasks.early_exit_task:TASK",
-}
-
-
 class Task(ABC):
     """One kind of trial: data, the head it trains and its metric.
 
@@ -39,17 +28,26 @@ class Task(ABC):
         name: the trial config's ``task:`` value.
         head: the space head it trains (``SpaceSpec.heads`` must list it).
         metric: the metric key reported as ``default`` (higher is better).
-        data_kinds: the ``data.kind`` values it accepts.
+        data_family: the family of data kinds it reads (:func:`hrnas_automl.data.build_data`); default its name.
     """
 
     name: str
     head: str
     metric: str
-    data_kinds: tuple[str, ...]
+    data_family: str = ""
 
-    @abstractmethod
+    @property
+    def data_kinds(self) -> tuple[str, ...]:
+        """The ``data.kind`` values it accepts (the registered kinds of its data family)."""
+        from hrnas_automl.data import data_kinds
+
+        return data_kinds(self.data_family or self.name)
+
     def build_data(self, kind: str, options: Mapping[str, Any]) -> Any:
         """The dataset of ``kind`` with the trial config's data options; it has ``input_shape`` (C, H, W)."""
+        from hrnas_automl.data import build_data
+
+        return build_data(self.data_family or self.name, kind, options)
 
     @abstractmethod
     def model_args(self, data: Any) -> dict[str, Any]:
@@ -72,15 +70,14 @@ class Task(ABC):
 
 
 def task_names() -> list[str]:
-    """The registered task names, sorted."""
-    return sorted(_TASKS)
+    """The registered task names."""
+    from hrnas_automl.registry import TASKS
+
+    return TASKS.names()
 
 
 def get_task(name: str) -> Task:
     """The task called ``name``; an unknown name raises a ``KeyError`` listing the known ones."""
-    try:
-        target = _TASKS[name]
-    except KeyError:
-        raise KeyError(f"unknown task {name!r}; tasks: {', '.join(task_names())}") from None
-    module, attr = target.split(":")
-    return getattr(importlib.import_module(module), attr)
+    from hrnas_automl.registry import TASKS
+
+    return TASKS.get(name)

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from hrnas_automl.data import DATA_KINDS, ClassificationData, build_classification_data
+from hrnas_automl.data import ClassificationData
 from hrnas_automl.tasks import EpochCallback, Task
 
 __all__ = ["TrainSettings", "train_classifier", "evaluate_classifier", "to_device", "ClassificationTask", "TASK"]
@@ -141,10 +141,7 @@ class ClassificationTask(Task):
     name = "classification"
     head = "classifier"
     metric = "accuracy"
-    data_kinds = DATA_KINDS
-
-    def build_data(self, kind: str, options: Mapping[str, Any]) -> ClassificationData:
-        return build_classification_data(kind, **options)
+    data_family = "classification"
 
     def model_args(self, data: ClassificationData) -> dict[str, Any]:
         return {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from hrnas_automl.data.coco_detection import DETECTION_DATA_KINDS, CocoDetection, DetectionData, build_detection_data
+from hrnas_automl.data.coco_detection import CocoDetection, DetectionData
 from hrnas_automl.tasks import EpochCallback, Task
 from hrnas_automl.tasks.classification import train_classifier
 from hrnas_automl.config import TrainSettings
@@ -267,11 +267,6 @@ class DetectionTask(Task):
     name = "detection"
     head = "backbone"
     metric = "map"
-    data_kinds = DETECTION_DATA_KINDS
-
-    def build_data(self, kind: str, options: Mapping[str, Any]) -> DetectionData:
-        return build_detection_data(kind, options)
-
     def model_args(self, data: DetectionData) -> dict[str, Any]:
         return {"in_channels": data.input_shape[0]}
 

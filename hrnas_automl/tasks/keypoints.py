@@ -10,7 +10,7 @@ classification recipe through its ``output_loss`` and ``evaluate`` hooks.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,10 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hrnas_automl.data import call_builder
-from hrnas_automl.data.coco_keypoints import HEATMAP_STRIDE, KeypointData, build_coco_keypoints
+from hrnas_automl.data.coco_keypoints import HEATMAP_STRIDE, KeypointData
 from hrnas_automl.data.heatmaps import decode_heatmaps
-from hrnas_automl.data.stick_figures import build_stick_figures
 from hrnas_automl.data.topdown import apply_affine, crop_matrix, invert_affine
 from hrnas_automl.tasks import EpochCallback, Task
 from hrnas_automl.tasks.classification import to_device, train_classifier
@@ -30,9 +28,6 @@ from hrnas_automl.tasks.metrics.keypoints import oks_ap, pck
 
 __all__ = ["heatmap_loss", "predict_keypoints", "evaluate_keypoints", "KeypointTask", "TASK"]
 
-_BUILDERS: Mapping[str, Callable[..., KeypointData]] = {
-    "coco-keypoints": build_coco_keypoints, "stick-figures": build_stick_figures,
-}
 _SCORE_THRESHOLD = 0.2  # HRNet's in_vis_thre: peaks above it count towards the person score
 
 
@@ -94,11 +89,6 @@ class KeypointTask(Task):
     name = "keypoints"
     head = "keypoints"
     metric = "ap"
-    data_kinds = tuple(_BUILDERS)
-
-    def build_data(self, kind: str, options: Mapping[str, Any]) -> KeypointData:
-        return call_builder(kind, _BUILDERS[kind], options)
-
     def model_args(self, data: KeypointData) -> dict[str, Any]:
         return {"num_keypoints": data.num_keypoints, "in_channels": data.input_shape[0]}
 

@@ -7,7 +7,7 @@ classification recipe (:func:`~hrnas_automl.tasks.classification.train_classifie
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,9 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from hrnas_automl.data import call_builder
-from hrnas_automl.data.segmentation import IGNORE_INDEX, SegmentationData, build_ade20k, build_cityscapes
-from hrnas_automl.data.shapes import build_shapes
+from hrnas_automl.data.segmentation import IGNORE_INDEX, SegmentationData
 from hrnas_automl.tasks import EpochCallback, Task
 from hrnas_automl.tasks.classification import train_classifier
 from hrnas_automl.config import TrainSettings
@@ -25,9 +23,6 @@ from hrnas_automl.tasks.metrics.segmentation import confusion_matrix, miou, pixe
 
 __all__ = ["segmentation_loss", "evaluate_segmentation", "SegmentationTask", "TASK"]
 
-_BUILDERS: Mapping[str, Callable[..., SegmentationData]] = {
-    "cityscapes": build_cityscapes, "ade20k": build_ade20k, "shapes": build_shapes,
-}
 
 
 def _at_label_size(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -70,11 +65,6 @@ class SegmentationTask(Task):
     name = "segmentation"
     head = "segmentation"
     metric = "miou"
-    data_kinds = tuple(_BUILDERS)
-
-    def build_data(self, kind: str, options: Mapping[str, Any]) -> SegmentationData:
-        return call_builder(kind, _BUILDERS[kind], options)
-
     def model_args(self, data: SegmentationData) -> dict[str, Any]:
         return {"num_classes": data.num_classes, "in_channels": data.input_shape[0]}
 

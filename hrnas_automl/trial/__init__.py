@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from hrnas_automl.registry import lazy_exports
 
-__all__ = ["TrialResult", "run_trial", "resolve_arch", "TrialConfig", "load_trial_config", "parse_trial_config"]
+__all__ = ["TrialResult", "run_trial", "resolve_arch", "TrialConfig", "load_trial_config", "parse_trial_config",
+           "Reporter", "reporter"]
 
 __getattr__ = lazy_exports(__name__, {
     "run": ("TrialResult", "run_trial", "resolve_arch"),
     "config": ("TrialConfig", "load_trial_config", "parse_trial_config"),
+    "report": ("Reporter", "reporter"),
 })

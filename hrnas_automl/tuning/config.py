@@ -135,7 +135,7 @@ def parse_tune_config(data: Any, source: str = "tune config", directory: str | P
 
     if config.objective not in objective_names():
         raise ConfigError(f"{source}: objective: unknown objective {config.objective!r}; "
-                          f"objectives: {', '.join(objective_names())}")
+                          f"registered objectives: {', '.join(objective_names())}")
     if config.storage is None:
         config = config.model_copy(update={"storage": default_storage(directory)})
     return config

@@ -9,13 +9,13 @@ A tuning objective is any callable ``objective(params, report) -> TuneResult | (
   ``TrialPruned`` when a pruner stops a hopeless trial): let it propagate, never catch it.
 * the return value is the final metric (higher is better) and MACs.
 
-Objectives are registered by name in ``_OBJECTIVES`` (``name -> "module:factory"``); a tune config names
-one (``objective: fine-grained``) and passes ``objective_args`` to its factory, which returns the callable.
+Objectives are registered by name in :data:`hrnas_automl.registry.OBJECTIVES` (a factory each; a plugin adds its own
+through the entry-point group ``hrnas_automl.objectives``); a tune config names one (``objective: fine-grained``)
+and passes ``objective_args`` to its factory, which returns the callable.
 This module imports neither Optuna nor torch, so an objective module and an nnictl trial stay cheap.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,13 +23,6 @@ from typing import Any, Protocol, TypedDict
 
 __all__ = ["TuneParams", "TuneResult", "Report", "TuneObjective", "objective_names", "make_objective",
            "parse_params", "as_result"]
-
-# One line per objective: name -> "module:factory"; factory(**objective_args) returns a TuneObjective.
-_OBJECTIVES: dict[str, str] = {
-    "fine-grained": "hrnas_automl.strategies.fine_grained:tuning_objective",  # HR-NAS search (REFERENCE §1.3)
-    "network-slimming": "hrnas_automl.tuning.slimming:tuning_objective",
-}
-
 
 class TuneParams(TypedDict):
     """The hyper-parameters one tuning trial runs with."""
@@ -60,8 +53,10 @@ class TuneObjective(Protocol):
 
 
 def objective_names() -> list[str]:
-    """The registered objective names, sorted."""
-    return sorted(_OBJECTIVES)
+    """The registered objective names."""
+    from hrnas_automl.registry import OBJECTIVES
+
+    return OBJECTIVES.names()
 
 
 def make_objective(name: str, args: Mapping[str, Any] | None = None) -> TuneObjective:
@@ -69,21 +64,11 @@ def make_objective(name: str, args: Mapping[str, Any] | None = None) -> TuneObje
 
     Raises:
         KeyError: unknown name (lists the known ones).
-        ValueError: its module is not installed, or an argument the factory does not take.
+        ValueError: an argument the factory does not take or rejects.
     """
-    try:
-        target = _OBJECTIVES[name]
-    except KeyError:
-        raise KeyError(f"unknown objective {name!r}; objectives: {', '.join(objective_names())}") from None
-    module_name, attr = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):
-            raise
-        raise ValueError(f"objective {name!r} is not available: module {module_name} is not installed; "
-                         f"use one of: {', '.join(n for n in objective_names() if n != name)}") from None
-    factory: Callable[..., TuneObjective] = getattr(module, attr)
+    from hrnas_automl.registry import OBJECTIVES
+
+    factory: Callable[..., TuneObjective] = OBJECTIVES.get(name)
     try:
         return factory(**dict(args or {}))
     except TypeError as exc:

@@ -231,10 +231,10 @@ def test_grouped_table_is_exact_when_interacting_labels_share_a_group() -> None:
 
 
 def test_space_without_cost_model_gets_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(registry._SPACES, "width-toy", SpaceSpec("width-toy", WidthSpace, "toy", (3, 8, 8)))
+    monkeypatch.setitem(registry.SPACES._objects, "width-toy", SpaceSpec("width-toy", WidthSpace, "toy", (3, 8, 8)))
     with pytest.raises(ValueError, match=r"space width-toy has no analytic cost model .*SpaceSpec\(cost_groups="):
         cost_table("width-toy")
-    monkeypatch.setitem(registry._SPACES, "width-toy", SpaceSpec("width-toy", WidthSpace, "toy", (3, 8, 8),
+    monkeypatch.setitem(registry.SPACES._objects, "width-toy", SpaceSpec("width-toy", WidthSpace, "toy", (3, 8, 8),
                                                                  cost_groups=lambda c: [list(c)]))
     archs = [{"w1": a, "w2": b} for a in (2, 4) for b in (3, 6)]
     assert [analytic_cost("width-toy", a) for a in archs] == [arch_cost("width-toy", a) for a in archs]

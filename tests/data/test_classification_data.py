@@ -20,7 +20,8 @@ def _stack(dataset) -> tuple[torch.Tensor, list[int]]:
 # --- build_classification_data ------------------------------------------------------------------
 
 def test_unknown_kind_lists_valid_kinds():
-    with pytest.raises(ValueError, match=r"unknown data kind 'cifar'; use one of: synthetic, digits, folder"):
+    with pytest.raises(ValueError,
+                       match=r"unknown classification data kind 'cifar'; use one of: synthetic, digits, folder"):
         build_classification_data("cifar")
 
 

@@ -27,7 +27,7 @@ def shrunk_example(name: str, dest: Path, trials: int) -> Path:
     (dest / "trial.yml").write_text(yaml.safe_dump(trial))
     config = yaml.safe_load((EXAMPLES / name).read_text())
     config.update(maxTrialNumber=trials, trialConcurrency=2, maxExperimentDuration="10m")
-    if config["tuner"].get("className", "").endswith("EvolutionTuner"):  # reach generation 1 within the trials
+    if config["tuner"].get("classArgs", {}).get("strategy") == "evolution":  # reach generation 1 within the trials
         config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
     (dest / name).write_text(yaml.safe_dump(config))
     return dest / name

@@ -9,7 +9,7 @@ import pytest
 from hrnas_automl.arch import choices_of
 from hrnas_automl.cost import arch_cost
 from hrnas_automl.nni.compat import to_nni_search_space
-from hrnas_automl.nni.tuners import EvolutionTuner, RandomTuner
+from hrnas_automl.nni.tuners import StrategyTuner
 
 SPACE_ARGS = {"num_classes": 10}
 SHAPE = (3, 32, 32)
@@ -21,7 +21,7 @@ def fitness(arch: dict) -> float:
     return sum(v == "k5" for v in arch.values()) / len(arch)
 
 
-def drive(tuner: EvolutionTuner | RandomTuner, n_trials: int, concurrency: int) -> list[dict]:
+def drive(tuner: StrategyTuner, n_trials: int, concurrency: int) -> list[dict]:
     """Request `concurrency` trials, then one more per finished trial, as the NNI manager does."""
     sent: list[tuple[int, dict]] = []
     deferred_sends: list[tuple[int, dict]] = []
@@ -51,16 +51,17 @@ def drive(tuner: EvolutionTuner | RandomTuner, n_trials: int, concurrency: int) 
 def test_evolution_tuner_defers_between_generations_and_stays_under_limit() -> None:
     args = dict(space="detnas-small", space_args=SPACE_ARGS, seed=0, max_macs=LIMIT, input_shape=list(SHAPE),
                 population_size=4, select_num=2, mutation_num=1, crossover_num=1)
-    archs = drive(EvolutionTuner(**args), n_trials=12, concurrency=3)
+    archs = drive(StrategyTuner(strategy="evolution", **args), n_trials=12, concurrency=3)
     assert len(archs) == 12
     assert len({json.dumps(a, sort_keys=True) for a in archs}) == 12  # duplicates rejected
     assert all(arch_cost("detnas-small", a, SHAPE, **SPACE_ARGS).macs <= LIMIT for a in archs)
-    assert archs == drive(EvolutionTuner(**args), n_trials=12, concurrency=3)  # same seed, same proposals
+    # same seed, same proposals
+    assert archs == drive(StrategyTuner(strategy="evolution", **args), n_trials=12, concurrency=3)
 
 
 def test_failed_trial_does_not_stall_the_generation() -> None:
-    tuner = EvolutionTuner(space="detnas-small", seed=1, population_size=2, select_num=1, mutation_num=1,
-                           crossover_num=0)
+    tuner = StrategyTuner(strategy="evolution", space="detnas-small", seed=1, population_size=2, select_num=1,
+                          mutation_num=1, crossover_num=0)
     tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
     sends: list = []
     first = tuner.generate_multiple_parameters([0, 1, 2], st_callback=lambda i, p: sends.append((i, p)))
@@ -71,7 +72,7 @@ def test_failed_trial_does_not_stall_the_generation() -> None:
 
 
 def test_random_tuner_minimize_mode_negates_scores() -> None:
-    tuner = RandomTuner(space="detnas-small", seed=0, optimize_mode="minimize")
+    tuner = StrategyTuner(strategy="random", space="detnas-small", seed=0, optimize_mode="minimize")
     tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
     arch = tuner.generate_parameters(0)
     tuner.receive_trial_result(0, arch, {"default": 3.0})
@@ -79,7 +80,7 @@ def test_random_tuner_minimize_mode_negates_scores() -> None:
 
 
 def test_search_space_mismatch_is_reported_with_the_fix() -> None:
-    tuner = RandomTuner(space="detnas-small")
+    tuner = StrategyTuner(strategy="random", space="detnas-small")
     stale = to_nni_search_space(choices_of("detnas-small"))
     stale["s1_b0"]["_value"] = ["k3", "k5"]
     with pytest.raises(ValueError, match=r"differs from space detnas-small at label 's1_b0'.*export-space"):
@@ -87,7 +88,8 @@ def test_search_space_mismatch_is_reported_with_the_fix() -> None:
 
 
 def test_no_more_trial_error_is_nni_s() -> None:
-    tuner = EvolutionTuner(space="detnas-small", population_size=1, select_num=1, mutation_num=0, crossover_num=0)
+    tuner = StrategyTuner(strategy="evolution", space="detnas-small", population_size=1, select_num=1, mutation_num=0,
+                          crossover_num=0)
     tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
     tuner.generate_parameters(0)
     with pytest.raises(nni.NoMoreTrialError):
@@ -95,8 +97,9 @@ def test_no_more_trial_error_is_nni_s() -> None:
 
 
 def test_limits_given_as_yaml_strings_are_numbers_or_a_clear_error() -> None:
-    tuner = RandomTuner(space="detnas-small", max_macs="7e6", input_shape=[3, 32, 32], space_args=SPACE_ARGS)
+    tuner = StrategyTuner(strategy="random", space="detnas-small", max_macs="7e6", input_shape=[3, 32, 32],
+                          space_args=SPACE_ARGS)
     tuner.update_search_space(to_nni_search_space(choices_of("detnas-small")))
     assert arch_cost("detnas-small", tuner.generate_parameters(0), SHAPE, **SPACE_ARGS).macs <= 7e6  # "7e6": PyYAML
     with pytest.raises(ValueError, match="classArgs max_macs must be a number, got 'lots'"):
-        RandomTuner(space="detnas-small", max_macs="lots")
+        StrategyTuner(strategy="random", space="detnas-small", max_macs="lots")

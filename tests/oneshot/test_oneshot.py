@@ -20,8 +20,9 @@ from hrnas_automl.oneshot.supernet import build_supernet, sample_path, train_sup
 from hrnas_automl.registry import get_preset
 from hrnas_automl.tasks.detection import fcos_loss
 
-EVOLUTION = {"generations": 3, "population_size": 8, "select_num": 3, "mutation_num": 3, "crossover_num": 3}
-LIMIT = 300e6  # DetNAS's backbone limit (REFERENCE §3.3); the space spans 237-365 M at 224x224
+EVOLUTION = {"population_size": 8, "select_num": 3, "mutation_num": 3, "crossover_num": 3}
+CANDIDATES = 24  # 3 generations of 8
+LIMIT = 300e6  # DetNAS's backbone limit in Conv2d MACs (REFERENCE §3.3); the space spans 237-365 M at 224x224
 
 
 def _supernet_config(data_root: Path, checkpoint: str | Path, **train: Any) -> SupernetConfig:
@@ -46,7 +47,8 @@ def supernet(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _search(supernet: Path, state: Path, strategy: str, seed: int, **kw: Any) -> SearchResult:
     return run_search(SearchConfig.model_validate({"supernet": str(supernet), "state": str(state), "seed": seed,
-                                                   "strategy": strategy, "evolution": EVOLUTION, "max_macs": LIMIT,
+                                                   "strategy": strategy, "strategy_args": EVOLUTION,
+                                                   "candidates": CANDIDATES, "max_conv_macs": LIMIT,
                                                    "bn_batches": 2}), **kw)
 
 
@@ -58,10 +60,10 @@ def evolution(supernet: Path, tmp_path_factory: pytest.TempPathFactory) -> Searc
 def test_macs_table_reproduces_detnas_300m(data_root: Path, tmp_path: Path) -> None:
     net = build_supernet(_supernet_config(data_root, tmp_path / "x.pt"))
     # REFERENCE §5.11: the COCO-FPN-300M backbone is 288.1 M Conv2d MACs at 224x224.
-    assert round(net.macs(get_preset("detnas-coco-fpn-300m").arch) / 1e6, 1) == 288.1
-    lo, hi = net.macs.bounds()
+    assert round(net.conv_macs(get_preset("detnas-coco-fpn-300m").arch) / 1e6, 1) == 288.1
+    lo, hi = net.conv_macs_bounds()
     assert lo < LIMIT < hi
-    k3, k7 = (net.macs({label: op for label in net.choices}) for op in ("k3", "k7"))
+    k3, k7 = (net.conv_macs({label: op for label in net.choices}) for op in ("k3", "k7"))
     assert lo <= k3 < k7 <= hi
 
 
@@ -86,11 +88,12 @@ def test_one_path_runs_and_only_it_gets_gradients(data_root: Path, tmp_path: Pat
 
 def test_macs_binned_sampling_draws_each_bin_alike(data_root: Path, tmp_path: Path) -> None:
     net = build_supernet(_supernet_config(data_root, tmp_path / "x.pt"))
-    uniform = sorted(net.macs(sample_path(net.choices, random.Random(i))) for i in range(200))
+    uniform = sorted(net.conv_macs(sample_path(net.choices, random.Random(i))) for i in range(200))
     low, high = uniform[20], uniform[-20]  # 10% quantiles of uniform paths
-    bins = [(net.macs.bounds()[0], low), (high, net.macs.bounds()[1] + 1)]
+    lo, hi = net.conv_macs_bounds()
+    bins = [(lo, low), (high, hi + 1)]
     rng = random.Random(0)
-    binned = [net.macs(sample_path(net.choices, rng, net.macs, bins)) for _ in range(100)]
+    binned = [net.conv_macs(sample_path(net.choices, rng, net.conv_macs, bins)) for _ in range(100)]
     # Uniform paths fall in the outer bins 10% of the time each; bins drawn uniformly (REFERENCE §3.3) half.
     assert 30 < sum(m < low for m in binned) < 70 and 30 < sum(m >= high for m in binned) < 70
 
@@ -142,7 +145,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_evolution_beats_mean_of_random_candidates(evolution: SearchResult, supernet: Path, tmp_path: Path) -> None:
     random_run = _search(supernet, tmp_path / "random.json", "random", 1)
     assert len(evolution.evaluated) == len(random_run.evaluated) == 24
-    assert all(row["macs"] <= LIMIT for row in evolution.evaluated + random_run.evaluated)
+    assert all(row["conv_macs"] <= LIMIT for row in evolution.evaluated + random_run.evaluated)
     assert [row["generation"] for row in evolution.evaluated] == [g for g in range(3) for _ in range(8)]
     mean_random = statistics.mean(row["map"] for row in random_run.evaluated)
     assert evolution.best["map"] > mean_random > 0.05  # the supernet learned to detect
@@ -151,8 +154,8 @@ def test_evolution_beats_mean_of_random_candidates(evolution: SearchResult, supe
 
 
 def _search_yaml(supernet: Path, path: Path, state: Path) -> Path:
-    path.write_text(yaml.safe_dump({"supernet": str(supernet), "state": str(state), "seed": 0, "max_macs": LIMIT,
-                                    "evolution": EVOLUTION, "bn_batches": 2}))
+    path.write_text(yaml.safe_dump({"supernet": str(supernet), "state": str(state), "seed": 0, "max_conv_macs": LIMIT,
+                                    "strategy_args": EVOLUTION, "candidates": CANDIDATES, "bn_batches": 2}))
     return path
 
 
@@ -198,7 +201,8 @@ def test_eval_cli_scores_an_arch_like_the_search(evolution: SearchResult, supern
     config = _search_yaml(supernet, tmp_path / "search.yml", tmp_path / "unused.json")
     assert main(["oneshot", "eval", "--config", str(config), "--arch", str(arch)]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["map"] == pytest.approx(evolution.best["map"], abs=1e-6) and out["macs"] == evolution.best["macs"]
+    assert out["map"] == pytest.approx(evolution.best["map"], abs=1e-6)
+    assert out["conv_macs"] == evolution.best["conv_macs"]
 
 
 @pytest.mark.slow
@@ -211,8 +215,8 @@ def test_nnictl_search_trial_reports_every_candidate(supernet: Path, tmp_path: P
     shutil.copy(examples / "nnictl_oneshot_search.yml", tmp_path)
     shutil.copy(examples / "oneshot_space.json", tmp_path)
     search = yaml.safe_load((examples / "oneshot_search.yml").read_text())
-    search.update(supernet=str(supernet), state="state.json", evolution={
-        "generations": 1, "population_size": 3, "select_num": 1, "mutation_num": 1, "crossover_num": 1})
+    search.update(supernet=str(supernet), state="state.json", candidates=3, strategy_args={
+        "population_size": 3, "select_num": 1, "mutation_num": 1, "crossover_num": 1})
     (tmp_path / "oneshot_search.yml").write_text(yaml.safe_dump(search))
     config = tmp_path / "nnictl_oneshot_search.yml"
     with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:

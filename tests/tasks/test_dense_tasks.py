@@ -23,8 +23,7 @@ from tests.dense_space import SPEC
 
 @pytest.fixture
 def tiny_dense(monkeypatch: pytest.MonkeyPatch) -> str:
-    registry.list_spaces()  # load the built-in spaces first
-    monkeypatch.setitem(registry._SPACES, SPEC.name, SPEC)
+    monkeypatch.setitem(registry.SPACES._objects, SPEC.name, SPEC)
     return SPEC.name
 
 

@@ -29,7 +29,7 @@ TINY = {"space": "detnas-small",
     ({"space": "detnas-tiny"}, r"space: unknown space 'detnas-tiny'; registered spaces: detnas-large, detnas-small"),
     ({"data": {"kind": "imagenet"}}, r"data.kind 'imagenet' is not a dataset of task 'classification'; "
                                      r"use one of: synthetic, digits, folder"),
-    ({"task": "no-such-task"}, r"task: unknown task 'no-such-task'; tasks: .*classification"),
+    ({"task": "no-such-task"}, r"task: unknown task 'no-such-task'; registered tasks: .*classification"),
     ({"task": "detection"}, r"data.kind 'synthetic' is not a dataset of task 'detection'; use one of: shapes, coco"),
     ({"space": "ranet"},
      r"space ranet has no 'classifier' head, which task 'classification' needs \(its heads: exits\)"),

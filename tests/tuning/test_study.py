@@ -147,7 +147,8 @@ def test_larger_lambda_gives_fewer_macs() -> None:
 
 @pytest.mark.parametrize(("data", "message"), [
     ({"n_trials": 2, "objective": "network-slimming"}, "missing required key 'study_name'"),
-    ({"study_name": "s", "n_trials": 2, "objective": "nope"}, "unknown objective 'nope'; objectives: fine-grained"),
+    ({"study_name": "s", "n_trials": 2, "objective": "nope"},
+     "unknown objective 'nope'; registered objectives: fine-grained"),
     ({"study_name": "s", "n_trials": 2, "objective": "network-slimming", "pruner": "median"},
      "prunes single-objective studies only"),
     ({"study_name": "s", "n_trials": 2, "objective": "network-slimming", "ranges": {"lam": {"low": 0, "high": 1,
@@ -166,7 +167,7 @@ def test_bad_configs_are_one_line_errors(data: dict, message: str) -> None:
 def test_objective_lookup_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="objective_args of 'network-slimming': .*unexpected keyword argument 'depth'"):
         make_objective("network-slimming", {"depth": 3})
-    with pytest.raises(KeyError, match="unknown objective 'x'; objectives: fine-grained, network-slimming"):
+    with pytest.raises(KeyError, match="unknown objective 'x'; registered objectives: fine-grained, network-slimming"):
         make_objective("x")
 
 

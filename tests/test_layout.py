@@ -1,0 +1,80 @@
+"""The package layout the README describes: what may import NNI and Optuna, how many top-level modules there are,
+and no import cycle between modules at import time."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests import REPO
+
+PACKAGE = REPO / "hrnas_automl"
+# spaces/ and strategies/ install as hrnas_automl.spaces / hrnas_automl.strategies
+SOURCES = {"hrnas_automl": PACKAGE, "hrnas_automl.spaces": REPO / "spaces",
+           "hrnas_automl.strategies": REPO / "strategies"}
+
+
+def _modules() -> dict[str, Path]:
+    modules = {}
+    for prefix, root in SOURCES.items():
+        for path in root.rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            if prefix == "hrnas_automl" and parts[0] in ("spaces", "strategies"):
+                continue
+            name = ".".join((prefix, *parts)).removesuffix(".__init__")
+            modules[name] = path
+    return modules
+
+
+def _imports(path: Path, *, import_time_only: bool) -> set[str]:
+    """Modules ``path`` imports (absolute names); with ``import_time_only``, only module-level statements outside
+    ``if TYPE_CHECKING:`` (what runs when the module is imported)."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if import_time_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_nni_and_optuna_are_imported_only_by_their_glue() -> None:
+    """NNI: spaces/, the space core (arch.py) and the nni/ package; Optuna: the tuning/ package (issue 16)."""
+    allowed = {"nni": lambda m: m.startswith(("hrnas_automl.spaces", "hrnas_automl.nni")) or m == "hrnas_automl.arch",
+               "optuna": lambda m: m.startswith("hrnas_automl.tuning")}
+    offenders = [(name, lib) for name, path in _modules().items()
+                 for lib, ok in allowed.items()
+                 if any(i == lib or i.startswith(f"{lib}.") for i in _imports(path, import_time_only=False))
+                 and not ok(name)]
+    assert offenders == []
+
+
+def test_top_level_holds_at_most_eight_modules() -> None:
+    modules = [p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    assert len(modules) <= 8, modules
+
+
+def test_no_import_cycle_at_import_time() -> None:
+    modules = _modules()
+    graph = {name: {i for i in _imports(path, import_time_only=True) if i in modules and i != name}
+             for name, path in modules.items()}
+    for name in graph:  # a submodule import also imports its packages
+        graph[name] |= {".".join(i.split(".")[:k]) for i in set(graph[name]) for k in range(2, i.count(".") + 1)
+                        if ".".join(i.split(".")[:k]) in modules and ".".join(i.split(".")[:k]) != name
+                        and not name.startswith(".".join(i.split(".")[:k]) + ".")}
+    state: dict[str, int] = {}  # 1: on the stack, 2: done
+
+    def visit(node: str, stack: list[str]) -> list[str] | None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*stack, node, nxt]
+            if nxt not in state and (cycle := visit(nxt, [*stack, node])):
+                return cycle
+        state[node] = 2
+        return None
+
+    cycles = [c for name in sorted(graph) if name not in state and (c := visit(name, []))]
+    assert cycles == []
