@@ -21,6 +21,7 @@ __all__ = ["Task", "EpochCallback", "get_task", "task_names"]
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 
+
 class Task(ABC):
     """One kind of trial: data, the head it trains and its metric.
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrnas_automl.data.coco_detection import CocoDetection, build_detection_data, generate_coco_shapes
+from hrnas_automl.data import build_data
+from hrnas_automl.data.coco_detection import CocoDetection, generate_coco_shapes
 from hrnas_automl.tasks import get_task
 from hrnas_automl.tasks.detection import Detector, _targets, evaluate_map, fcos_loss
 from hrnas_automl.trial import run_trial
@@ -57,7 +58,7 @@ def test_loader_errors_name_the_file(tmp_path: Path, shapes: Path) -> None:
     with pytest.raises(ValueError, match="bad.json is not a COCO instances file"):
         CocoDetection(bad, shapes / "train", 32)
     with pytest.raises(ValueError, match="unknown detection data kind 'voc'"):
-        build_detection_data("voc", {})
+        build_data("detection", "voc", {})
 
 
 class _Oracle(torch.nn.Module):
@@ -86,8 +87,8 @@ class _Oracle(torch.nn.Module):
 
 
 def test_perfect_outputs_score_map_one_and_lower_loss(shapes: Path) -> None:
-    data = build_detection_data("shapes", {"root": shapes, "train_size": 12, "val_size": 6, "image_size": 32,
-                                           "seed": 3})
+    data = build_data("detection", "shapes", {"root": shapes, "train_size": 12, "val_size": 6, "image_size": 32,
+                                              "seed": 3})
     from hrnas_automl.arch import freeze
     from hrnas_automl.registry import get_preset
 
