@@ -1,9 +1,53 @@
-"""What the space families share: the choice/freeze mixin of spaces whose constructor reads choices."""
+"""What the space families share: the conv-BN-activation unit and the channel shuffle every family builds from,
+and the choice/freeze mixin of spaces whose constructor reads choices."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["TopLevelChoices"]
+import torch
+from torch import nn
+
+__all__ = ["Activation", "TopLevelChoices", "channel_shuffle", "conv_bn_act", "dw_pw", "relu"]
+
+Activation = Callable[[], nn.Module]
+
+
+def relu() -> nn.Module:
+    """The activation of every family's conv unit: ReLU in place (mmcv's ``ConvModule`` default too)."""
+    return nn.ReLU(inplace=True)
+
+
+def conv_bn_act(cin: int, cout: int, kernel: int = 1, stride: int = 1, *, groups: int = 1, bias: bool | None = None,
+                norm: bool = True, bn_args: Mapping[str, float] | None = None,
+                act: Activation | None = relu) -> nn.Sequential:
+    """Conv (padding ``kernel // 2``), BatchNorm, activation: the conv unit of every family (DetNAS ``conv_bn``,
+    HR-NAS ``ConvBNReLU``, Lite-HRNet's mmcv ``ConvModule``, RANet ``ConvBasic``).
+
+    One ``nn.Sequential`` whose indices (conv 0, BN 1, activation last) are the state_dict keys checkpoints use.
+    ``bias=None`` gives the conv a bias only without a norm (``ConvModule``'s 'auto'); ``norm=False`` drops the BN,
+    ``act=None`` the activation (e.g. ``nn.Sigmoid`` for another); ``bn_args`` go to ``nn.BatchNorm2d``.
+    """
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups,
+                                         bias=not norm if bias is None else bias)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout, **(bn_args or {})))
+    if act is not None:
+        layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def dw_pw(cin: int, cout: int, kernel: int = 3, stride: int = 1, *, act: Activation | None = relu) -> nn.Sequential:
+    """Depthwise kxk conv + BN (carries the stride), then pointwise 1x1 conv + BN + ``act``: the separable unit of
+    DetNAS (projection, Xception op) and Lite-HRNet (stem, transitions, fusion, head)."""
+    return nn.Sequential(conv_bn_act(cin, cin, kernel, stride, groups=cin, act=None), conv_bn_act(cin, cout, act=act))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
+    """ShuffleNet channel shuffle: interleave ``groups`` equal channel groups (8 channels, 2 groups:
+    0, 4, 1, 5, 2, 6, 3, 7). DetNAS's ``channel_shuffle1`` is this, split in halves."""
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
 class TopLevelChoices:

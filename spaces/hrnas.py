@@ -62,6 +62,7 @@ from torch import nn
 
 from hrnas_automl.arch import freeze
 from hrnas_automl.registry import SpaceSpec, register_space
+from hrnas_automl.spaces.common import conv_bn_act
 
 __all__ = ["HEADS", "KERNEL_SIZES", "EXPAND_RATIO", "CHANNEL_STEPS", "TOKEN_GRID", "HRNASSetting", "HRNAS_SETTINGS",
            "BlockSpec", "PrunableUnit", "KernelPath", "TokenTransformer", "SearchingBlock", "HRNASNet", "HRNASSpace",
@@ -216,16 +217,6 @@ def snap_to_grid(value: int, candidates: Sequence[int]) -> int:
     return min(candidates, key=lambda c: (abs(c - value), -c))
 
 
-def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int, bn: Mapping[str, float], *, groups: int = 1,
-                 act: bool = True) -> nn.Sequential:
-    """``ConvBNReLU`` of the official code: bias-free conv, BN, optional ReLU."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(cout, **bn)]
-    if act:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize (``mmseg.utils.resize`` with align_corners=False); a no-op when the size already fits."""
     if tuple(x.shape[-2:]) == tuple(size):
@@ -241,7 +232,7 @@ class KernelPath(nn.Module):
     def __init__(self, inp: int, hidden: int, oup: int, kernel: int, stride: int, bn: Mapping[str, float]) -> None:
         super().__init__()
         self.kernel = kernel
-        self.expand = _conv_bn_act(inp, hidden, 1, 1, bn)
+        self.expand = conv_bn_act(inp, hidden, bn_args=bn)
         self.dw = nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False)
         self.dw_bn = nn.BatchNorm2d(hidden, **bn)
         self.act = nn.ReLU(inplace=True)
@@ -425,7 +416,7 @@ class _ClassifierHead(nn.Module):
         n = len(setting.head_channels)
         self.incre = nn.ModuleList(blocks[f"head_incre{i}"] for i in range(n))
         self.down = nn.ModuleList(blocks[f"head_down{i}"] for i in range(n - 1))
-        self.final = _conv_bn_act(setting.head_channels[-1], setting.last_channel, 1, 1, bn)
+        self.final = conv_bn_act(setting.head_channels[-1], setting.last_channel, bn_args=bn)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(setting.last_channel, num_classes)
 
@@ -477,7 +468,7 @@ class HRNASNet(nn.Module):
                                             arch.get(f"{spec.name}_tokens", 0), bn)
                   for spec in block_specs(setting, head)}
         s0, s1 = setting.stem_channels
-        self.stem = nn.Sequential(_conv_bn_act(in_channels, s0, 3, 2, bn), _conv_bn_act(s0, s1, 3, 2, bn))
+        self.stem = nn.Sequential(conv_bn_act(in_channels, s0, 3, 2, bn_args=bn), conv_bn_act(s0, s1, 3, 2, bn_args=bn))
         stages, in_branches = [], 1
         for e, (branches, depths, _) in enumerate(setting.entries, start=1):
             fuse, new = f"e{e}_fuse", f"e{e}_new"
