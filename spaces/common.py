@@ -2,10 +2,12 @@
 and the choice/freeze mixin of spaces whose constructor reads choices."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Self
 
 import torch
+from nni.mutable import Categorical, ensure_frozen
+from nni.nas.space import current_model, model_context
 from torch import nn
 
 __all__ = ["Activation", "TopLevelChoices", "channel_shuffle", "conv_bn_act", "dw_pw", "relu"]
@@ -54,24 +56,20 @@ class TopLevelChoices:
     """Mixin for a ``ModelSpace`` whose constructor reads choices that shape every layer (widths, depths).
 
     :meth:`choose` registers the choice only while the space itself is built (so ``simplify()`` lists it and the
-    dry run uses the first candidate); under ``model_context(sample)`` it returns the sample's value and registers
-    nothing, so the frozen network has no mutables. :meth:`freeze` rebuilds the space in that context.
+    dry run uses its default); under ``model_context(sample)`` it returns the sample's value and registers
+    nothing, so the frozen network has no mutables. :meth:`freeze` rebuilds the space in that context, and so does
+    :func:`hrnas_automl.arch.freeze`.
     """
 
-    def choose(self, label: str, values: list[Any]) -> Any:
-        """The value of choice ``label`` over ``values`` for this build."""
-        import nni
-        from nni.mutable import ensure_frozen
-        from nni.nas.space import current_model
-
-        choice = nni.choice(label, list(values))
+    def choose(self, label: str, values: Sequence[Any], *, default: Any = None) -> Any:
+        """The value of choice ``label`` over ``values`` for this build; the un-frozen space takes ``default``
+        (None: the first candidate)."""
+        choice = Categorical(list(values), label=label, **({} if default is None else {"default": default}))
         if current_model() is None:
             self.add_mutable(choice)  # type: ignore[attr-defined]  (a ModelSpace method)
         return ensure_frozen(choice)
 
-    def freeze(self, sample: dict[str, Any]) -> Any:
+    def freeze(self, sample: dict[str, Any]) -> Self:
         """Rebuild the space for ``sample`` (fresh weights); the result is a fixed network."""
-        from nni.nas.space import model_context
-
         with model_context(sample):
             return self.__class__(*self.trace_args, **self.trace_kwargs)  # type: ignore[attr-defined]

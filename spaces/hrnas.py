@@ -55,14 +55,12 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from nni.mutable import Categorical, ensure_frozen
 from nni.nas.nn.pytorch import ModelSpace
-from nni.nas.space import current_model, model_context
 from torch import nn
 
 from hrnas_automl.arch import freeze
 from hrnas_automl.registry import SpaceSpec, register_space
-from hrnas_automl.spaces.common import conv_bn_act
+from hrnas_automl.spaces.common import TopLevelChoices, conv_bn_act
 
 __all__ = ["HEADS", "KERNEL_SIZES", "EXPAND_RATIO", "CHANNEL_STEPS", "TOKEN_GRID", "HRNASSetting", "HRNAS_SETTINGS",
            "BlockSpec", "PrunableUnit", "KernelPath", "TokenTransformer", "SearchingBlock", "HRNASNet", "HRNASSpace",
@@ -527,10 +525,11 @@ class HRNASNet(nn.Module):
         return counts
 
 
-class HRNASSpace(ModelSpace):
-    """The HR-NAS space: one ``nni.choice`` per unit (module docstring), read once in ``__init__``, then an
-    :class:`HRNASNet` (``self.net``) built with those widths. Un-frozen, every choice takes its largest value,
-    so the space itself is the widest supernet; :meth:`freeze` rebuilds it for a sample with no mutables left.
+class HRNASSpace(TopLevelChoices, ModelSpace):
+    """The HR-NAS space: one ``nni.choice`` per unit (module docstring), read once in ``__init__``
+    (:class:`~hrnas_automl.spaces.common.TopLevelChoices`), then an :class:`HRNASNet` (``self.net``) built with those
+    widths. Un-frozen, every choice takes its largest value, so the space itself is the widest supernet;
+    :meth:`freeze` rebuilds it for a sample with no mutables left.
 
     Args:
         setting: a name of :data:`HRNAS_SETTINGS` ('official', 'tiny') or a mapping of :class:`HRNASSetting` fields.
@@ -568,21 +567,10 @@ class HRNASSpace(ModelSpace):
         if dense_channel is not None:
             self.setting = replace(self.setting, dense_channel=dense_channel)
         grid = hrnas_grid(self.setting, head, channel_steps=channel_steps, transformer=transformer)
-        arch = {label: self._choose(label, values) for label, values in grid.items()}
+        arch = {label: self.choose(label, values, default=max(values)) for label, values in grid.items()}
         outputs = num_keypoints if head == "keypoints" else num_classes
         self.net = HRNASNet(self.setting, arch, head=head, outputs=outputs, in_channels=in_channels, dropout=dropout,
                             bn_momentum=bn_momentum)
-
-    def _choose(self, label: str, values: tuple[int, ...]) -> int:
-        choice = Categorical(list(values), default=max(values), label=label)
-        if current_model() is None:  # building the space itself: expose the label (dry run = widest)
-            self.add_mutable(choice)
-        return ensure_frozen(choice)
-
-    def freeze(self, sample: dict[str, Any]) -> HRNASSpace:
-        """Rebuild the space for ``sample`` (fresh weights); the result is a fixed network."""
-        with model_context(sample):
-            return self.__class__(*self.trace_args, **self.trace_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

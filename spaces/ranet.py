@@ -44,17 +44,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-import nni
 import torch
 import torch.nn.functional as F
-from nni.mutable import ensure_frozen
 from nni.nas.nn.pytorch import ModelSpace
-from nni.nas.space import current_model, model_context
 from torch import nn
 
 from hrnas_automl.cost import count_cost
 from hrnas_automl.registry import SpaceSpec, register_space
-from hrnas_automl.spaces.common import conv_bn_act
+from hrnas_automl.spaces.common import TopLevelChoices, conv_bn_act
 
 __all__ = ["RANET_GRID", "SCALE_LISTS", "RANetConfig", "DenseBlock", "FusionBlock", "FusionLayer", "RANet",
            "RANetSpace", "ranet_grid", "ranet_config", "exit_macs"]
@@ -413,12 +410,13 @@ def ranet_config(arch: Mapping[str, Any], *, data: str = "cifar", num_classes: i
                        in_channels=in_channels)
 
 
-class RANetSpace(ModelSpace):
+class RANetSpace(TopLevelChoices, ModelSpace):
     """The RANet space: top-level choices (module docstring) resolved in ``__init__``, then a :class:`RANet`
     built for them (``self.net``; ``self.config`` is its :class:`RANetConfig`).
 
-    The choices are registered with ``add_mutable`` only in the un-frozen space, so ``simplify()`` lists them;
-    under ``model_context(sample)`` / :meth:`freeze` they read the sample, and the result has no mutables.
+    The choices are registered only in the un-frozen space (:class:`~hrnas_automl.spaces.common.TopLevelChoices`),
+    so ``simplify()`` lists them; under ``model_context(sample)`` / :meth:`freeze` they read the sample, and the
+    result has no mutables.
 
     Args:
         data: 'cifar' or 'imagenet' (stem, exits and scale lists).
@@ -436,20 +434,9 @@ class RANetSpace(ModelSpace):
         super().__init__()
         if head != "exits":
             raise ValueError(f"unknown head {head!r} for the RANet space; it has only 'exits'")
-        arch = {label: self._choose(label, values) for label, values in ranet_grid(data).items()}
+        arch = {label: self.choose(label, values) for label, values in ranet_grid(data).items()}
         self.config = ranet_config(arch, data=data, num_classes=num_classes, in_channels=in_channels)
         self.net = RANet(self.config)
-
-    def _choose(self, label: str, values: tuple[Any, ...]) -> Any:
-        choice = nni.choice(label, list(values))
-        if current_model() is None:  # building the space itself: expose the label (dry run = first candidate)
-            self.add_mutable(choice)
-        return ensure_frozen(choice)
-
-    def freeze(self, sample: dict[str, Any]) -> RANetSpace:
-        """Rebuild the space for ``sample`` (fresh weights); the result is a fixed network."""
-        with model_context(sample):
-            return self.__class__(*self.trace_args, **self.trace_kwargs)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.net(x)
