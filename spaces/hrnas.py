@@ -631,10 +631,15 @@ def official_searched_arch(*, channel_steps: int | None = CHANNEL_STEPS, transfo
     """``checkpoint.json`` as a sample of the official classifier space: each hidden width snapped to the grid
     (exact with ``channel_steps=None``), tokens 0 (the searched network has no Transformer)."""
     specs = block_specs(HRNAS_SETTINGS["official"], "classifier")
+    if len(specs) != len(_OFFICIAL_SEARCHED):
+        raise ValueError(f"the checkpoint table has {len(_OFFICIAL_SEARCHED)} blocks but the official classifier "
+                         f"has {len(specs)}; give one (oup, stride, kernels, hidden) row per block of block_specs")
     arch: dict[str, int] = {}
-    for spec, (oup, stride, hidden) in zip(specs, _OFFICIAL_SEARCHED, strict=True):
+    for spec, (oup, stride, hidden) in zip(specs, _OFFICIAL_SEARCHED):
         if (spec.oup, spec.stride) != (oup, stride):  # guards the construction order against the checkpoint
-            raise AssertionError(f"checkpoint block {spec.name}: expected oup {spec.oup} / stride {spec.stride}")
+            raise ValueError(f"checkpoint block {spec.name} has oup {oup} / stride {stride} where the official "
+                             f"setting builds oup {spec.oup} / stride {spec.stride}; order the checkpoint rows as "
+                             "block_specs builds the blocks")
         grid = channel_grid(spec.inp, channel_steps)
         arch.update({f"{spec.name}_k{k}": snap_to_grid(hidden.get(k, 0), grid) for k in KERNEL_SIZES})
         if transformer:

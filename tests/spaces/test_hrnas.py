@@ -88,6 +88,20 @@ def test_searched_checkpoint_maps_exactly_on_the_fine_grid() -> None:
     assert [arch[f"e5_fuse0to1_k{k}"] for k in (3, 5, 7)] == [0, 1, 0]
 
 
+def test_a_checkpoint_table_out_of_construction_order_names_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hrnas_automl.spaces.hrnas as hrnas
+
+    rows = list(hrnas._OFFICIAL_SEARCHED)
+    monkeypatch.setattr(hrnas, "_OFFICIAL_SEARCHED", (rows[0], rows[3], *rows[1:3], *rows[4:]))
+    with pytest.raises(ValueError, match=r"^checkpoint block e1_b0_0 has oup 36 / stride 2 where the official "
+                                         r"setting builds oup 24 / stride 1; order the checkpoint rows as block_specs"):
+        official_searched_arch()
+    monkeypatch.setattr(hrnas, "_OFFICIAL_SEARCHED", tuple(rows[:-1]))
+    with pytest.raises(ValueError, match=r"^the checkpoint table has 66 blocks but the official classifier has 67; "
+                                         r"give one \(oup, stride, kernels, hidden\) row per block"):
+        official_searched_arch()
+
+
 def test_searched_preset_is_the_checkpoint_snapped_to_the_default_grid() -> None:
     preset = get_preset("hrnas-searched-cls")
     exact = official_searched_arch(channel_steps=None, transformer=False)
