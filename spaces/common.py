@@ -1,8 +1,9 @@
 """What the space families share: the conv-BN-activation unit and the channel shuffle every family builds from,
-and the choice/freeze mixin of spaces whose constructor reads choices."""
+the choice/freeze mixin of spaces whose constructor reads choices, and the channel surgery with which a block
+shrinks itself (the fine-grained search decides what to keep, the block slices its own layers)."""
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, Self
 
 import torch
@@ -10,9 +11,11 @@ from nni.mutable import Categorical, ensure_frozen
 from nni.nas.space import current_model, model_context
 from torch import nn
 
-__all__ = ["Activation", "TopLevelChoices", "channel_shuffle", "conv_bn_act", "dw_pw", "relu"]
+__all__ = ["Activation", "OptimizerState", "TopLevelChoices", "channel_shuffle", "conv_bn_act", "dw_pw", "relu",
+           "sliced_bn", "sliced_conv", "take_over"]
 
 Activation = Callable[[], nn.Module]
+OptimizerState = MutableMapping[torch.Tensor, dict[str, Any]]  # an optimizer's ``state``: parameter -> buffers
 
 
 def relu() -> nn.Module:
@@ -73,3 +76,46 @@ class TopLevelChoices:
         """Rebuild the space for ``sample`` (fresh weights); the result is a fixed network."""
         with model_context(sample):
             return self.__class__(*self.trace_args, **self.trace_kwargs)  # type: ignore[attr-defined]
+
+
+def take_over(state: OptimizerState | None, old: torch.Tensor, new: torch.Tensor,
+              take: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Fill ``new`` with ``take(old)`` and move ``old``'s optimizer state (the momentum buffer), sliced the same way:
+    the survivors of a shrink keep their momentum, as in the official search (``utils/optim.py`` ``compress_mask``)."""
+    new.data.copy_(take(old.detach()))
+    if state is not None and old in state:
+        state[new] = {k: take(v) if torch.is_tensor(v) and v.shape == old.shape else v
+                      for k, v in state.pop(old).items()}
+
+
+def sliced_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None,
+                state: OptimizerState | None = None) -> nn.Conv2d:
+    """A copy of ``conv`` keeping the output channels ``out_idx`` / input channels ``in_idx`` (depthwise: both)."""
+    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+
+    def take(t: torch.Tensor) -> torch.Tensor:
+        t = t if out_idx is None else t[out_idx]
+        return t if in_idx is None or depthwise else t[:, in_idx]
+
+    def take_bias(t: torch.Tensor) -> torch.Tensor:
+        return t if out_idx is None else t[out_idx]
+
+    cout = conv.out_channels if out_idx is None else len(out_idx)
+    cin = cout if depthwise else (conv.in_channels if in_idx is None else len(in_idx) * conv.groups)
+    new = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    groups=cout if depthwise else conv.groups, bias=conv.bias is not None)
+    take_over(state, conv.weight, new.weight, take)
+    if conv.bias is not None:
+        take_over(state, conv.bias, new.bias, take_bias)
+    return new
+
+
+def sliced_bn(bn: nn.BatchNorm2d, idx: torch.Tensor, state: OptimizerState | None = None) -> nn.BatchNorm2d:
+    """A copy of ``bn`` for the channels ``idx`` (affine parameters and running statistics)."""
+    new = nn.BatchNorm2d(len(idx), eps=bn.eps, momentum=bn.momentum)
+    for name in ("weight", "bias"):
+        take_over(state, getattr(bn, name), getattr(new, name), lambda t: t[idx])
+    new.running_mean.copy_(bn.running_mean[idx])
+    new.running_var.copy_(bn.running_var[idx])
+    new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    return new

@@ -43,8 +43,9 @@ encoder memory (the official ``transformer.py:304`` adds memory, REFERENCE §5.4
 
 For pruning (REFERENCE §1.3, issue 4): :meth:`SearchingBlock.prunable_units` lists every unit with its label and
 importance factors (``KernelPath.dw_bn.weight`` per channel, ``TokenTransformer.token_norm.weight`` per token);
-:meth:`HRNASNet.arch` reads the current counts back from the module sizes, and :func:`snap_to_grid` maps
-counts onto the grid.
+:meth:`SearchingBlock.shrink_unit` keeps the given channels / tokens of a unit (its layers sliced, their optimizer
+state with them; none kept removes the unit); :meth:`HRNASNet.arch` reads the current counts back from the module
+sizes, and :func:`snap_to_grid` maps counts onto the grid.
 """
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ from torch import nn
 
 from hrnas_automl.arch import freeze
 from hrnas_automl.registry import SpaceSpec, register_space
-from hrnas_automl.spaces.common import TopLevelChoices, conv_bn_act
+from hrnas_automl.spaces.common import (OptimizerState, TopLevelChoices, conv_bn_act, sliced_bn, sliced_conv,
+                                        take_over)
 
 __all__ = ["HEADS", "KERNEL_SIZES", "EXPAND_RATIO", "CHANNEL_STEPS", "TOKEN_GRID", "HRNASSetting", "HRNAS_SETTINGS",
            "BlockSpec", "PrunableUnit", "KernelPath", "TokenTransformer", "SearchingBlock", "HRNASNet", "HRNASSpace",
@@ -241,6 +243,20 @@ class KernelPath(nn.Module):
         """Current hidden width (after physical pruning too)."""
         return self.dw.out_channels
 
+    @torch.no_grad()
+    def shrink(self, keep: torch.Tensor, state: OptimizerState | None = None) -> None:
+        """Keep only the hidden channels ``keep`` (indices, in order): the expand conv + BN and the depthwise conv
+        + BN lose the other outputs, the projection the other inputs. ``state`` (an optimizer's ``state``) has the
+        sliced parameters' entries (momentum) moved to their replacements, sliced the same way."""
+        if len(keep) == 0:
+            raise ValueError(f"a k{self.kernel} kernel path must keep at least one channel; remove the path instead "
+                             "(SearchingBlock.shrink_unit with no channels)")
+        self.expand[0] = sliced_conv(self.expand[0], out_idx=keep, state=state)
+        self.expand[1] = sliced_bn(self.expand[1], keep, state)
+        self.dw = sliced_conv(self.dw, out_idx=keep, state=state)
+        self.dw_bn = sliced_bn(self.dw_bn, keep, state)
+        self.project = sliced_conv(self.project, in_idx=keep, state=state)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(self.act(self.dw_bn(self.dw(self.expand(x)))))
 
@@ -309,6 +325,21 @@ class TokenTransformer(nn.Module):
         """Current token count (after physical pruning too)."""
         return self.input_proj.out_channels
 
+    @torch.no_grad()
+    def shrink(self, keep: torch.Tensor, state: OptimizerState | None = None) -> None:
+        """Keep only the tokens ``keep`` (indices, in order): the input projection + token norm lose the other
+        outputs, the learned queries the other rows, the reverse projection the other inputs. ``state`` as in
+        :meth:`KernelPath.shrink`."""
+        if len(keep) == 0:
+            raise ValueError("a Transformer must keep at least one token; remove it instead "
+                             "(SearchingBlock.shrink_unit with no tokens)")
+        self.input_proj = sliced_conv(self.input_proj, out_idx=keep, state=state)
+        self.token_norm = sliced_bn(self.token_norm, keep, state)
+        queries = nn.Embedding(len(keep), self.queries.embedding_dim)
+        take_over(state, self.queries.weight, queries.weight, lambda t: t[keep])
+        self.queries = queries
+        self.reverse_proj = sliced_conv(self.reverse_proj, in_idx=keep, state=state)
+
     def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         b = x.shape[0]
         feat = F.interpolate(x, size=_TOKEN_MAP, mode="bilinear", align_corners=False)
@@ -366,6 +397,24 @@ class SearchingBlock(nn.Module):
             units.append(PrunableUnit(f"{self.name}_tokens", "tokens", self.transformer,
                                       self.transformer.token_norm.weight))
         return units
+
+    @torch.no_grad()
+    def shrink_unit(self, label: str, keep: torch.Tensor, state: OptimizerState | None = None) -> None:
+        """Keep the channels / tokens ``keep`` (indices, in order) of unit ``label`` (:meth:`KernelPath.shrink`,
+        :meth:`TokenTransformer.shrink`); with none kept the unit is removed, and the block's BN with its last kernel
+        path. ``state`` (an optimizer's ``state``) has the sliced parameters' entries moved to their replacements."""
+        units = {unit.label: unit.module for unit in self.prunable_units()}
+        if label not in units:
+            raise ValueError(f"block {self.name} has no unit {label!r}; its units are {', '.join(units) or 'none'}")
+        module = units[label]
+        if len(keep) > 0:
+            module.shrink(keep, state)
+        elif isinstance(module, TokenTransformer):
+            self.transformer = None
+        else:
+            del self.paths[f"k{module.kernel}"]
+            if not self.paths:
+                self.pw_bn = None
 
     def arch(self, *, tokens: bool = True) -> dict[str, int]:
         """Current widths as labels of the space (0 for absent paths), read from the module sizes."""
