@@ -25,9 +25,9 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
 from hrnas_automl.registry import SpaceSpec
+from hrnas_automl.spaces.common import channel_shuffle, conv_bn_act, dw_pw
 
-__all__ = ["DETNAS_OPS", "DetNASConfig", "DETNAS_CONFIGS", "ShuffleNetV2Block", "DetNASSpace", "channel_shuffle",
-           "detnas_arch"]
+__all__ = ["DETNAS_OPS", "DetNASConfig", "DETNAS_CONFIGS", "ShuffleNetV2Block", "DetNASSpace", "detnas_arch"]
 
 DETNAS_OPS: tuple[str, ...] = ("k3", "k5", "k7", "xception")
 _KERNEL = {"k3": 3, "k5": 5, "k7": 7, "xception": 3}
@@ -57,29 +57,6 @@ DETNAS_CONFIGS: dict[str, DetNASConfig] = {
 }
 
 
-def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, *, groups: int = 1, relu: bool = True,
-             bias: bool = False) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=bias),
-                               nn.BatchNorm2d(cout)]
-    if relu:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-def _dw_pw(cin: int, cout: int, kernel: int, stride: int, *, relu: bool) -> nn.Sequential:
-    """Depthwise kxk conv + BN, then pointwise 1x1 conv + BN (+ ReLU): one separable unit."""
-    return nn.Sequential(_conv_bn(cin, cin, kernel, stride, groups=cin, relu=False),
-                         _conv_bn(cin, cout, 1, relu=relu))
-
-
-def channel_shuffle(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Interleave the two channel groups and split in halves (``channel_shuffle1`` of the supernet code;
-    for 8 channels the halves are [0,4,1,5] and [2,6,3,7], REFERENCE §5.13)."""
-    b, c, h, w = x.shape
-    x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
-    return x[:, : c // 2], x[:, c // 2:]
-
-
 class ShuffleNetV2Block(nn.Module):
     """One candidate op of a DetNAS block (``ShuffleNetV2BlockSearched``), all convs bias-free.
 
@@ -98,23 +75,22 @@ class ShuffleNetV2Block(nn.Module):
         k, mid = _KERNEL[op], out_channels // 2
         if stride == 2:
             branch_in, branch_out = in_channels, out_channels - in_channels
-            self.proj: nn.Module | None = _dw_pw(in_channels, in_channels, k, 2, relu=True)
+            self.proj: nn.Module | None = dw_pw(in_channels, in_channels, k, 2)
         else:
             branch_in, branch_out = in_channels // 2, out_channels // 2
             self.proj = None
         if op == "xception":
-            self.main = nn.Sequential(_dw_pw(branch_in, mid, 3, stride, relu=True),
-                                      _dw_pw(mid, mid, 3, 1, relu=True),
-                                      _dw_pw(mid, branch_out, 3, 1, relu=False))
+            self.main = nn.Sequential(dw_pw(branch_in, mid, 3, stride), dw_pw(mid, mid, 3, 1),
+                                      dw_pw(mid, branch_out, 3, 1, act=None))
         else:
-            self.main = nn.Sequential(_conv_bn(branch_in, mid, 1),
-                                      _conv_bn(mid, mid, k, stride, groups=mid, relu=False),
-                                      _conv_bn(mid, branch_out, 1, relu=False))
+            self.main = nn.Sequential(conv_bn_act(branch_in, mid, 1),
+                                      conv_bn_act(mid, mid, k, stride, groups=mid, act=None),
+                                      conv_bn_act(mid, branch_out, 1, act=None))
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.proj is None:
-            x_proj, x = channel_shuffle(x)
+            x_proj, x = channel_shuffle(x).chunk(2, dim=1)  # the official channel_shuffle1
         else:
             x_proj = self.proj(x)
         return torch.cat((x_proj, self.relu(self.main(x))), dim=1)
@@ -145,7 +121,7 @@ class DetNASSpace(ModelSpace):
         if head not in ("classifier", "backbone"):
             raise ValueError(f"unknown head {head!r} for a DetNAS space; choose 'classifier' or 'backbone'")
         self.config, self.head = config, head
-        self.stem = _conv_bn(in_channels, config.stem_channels, 3, 2, bias=True)
+        self.stem = conv_bn_act(in_channels, config.stem_channels, 3, 2, bias=True)
         stages, cin = [], config.stem_channels
         for s, (repeats, cout) in enumerate(zip(config.stage_repeats, config.stage_channels), start=1):
             blocks = []
@@ -159,7 +135,7 @@ class DetNASSpace(ModelSpace):
         # timm-style description of the feature maps the backbone head returns.
         self.feature_info = [{"num_chs": c, "reduction": 2 ** (i + 2)} for i, c in enumerate(config.stage_channels)]
         if head == "classifier":
-            self.last_conv = _conv_bn(cin, config.last_channels, 1, bias=True)
+            self.last_conv = conv_bn_act(cin, config.last_channels, 1, bias=True)
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.dropout = nn.Dropout(dropout)
             self.fc = nn.Linear(config.last_channels, num_classes)

@@ -43,8 +43,9 @@ encoder memory (the official ``transformer.py:304`` adds memory, REFERENCE §5.4
 
 For pruning (REFERENCE §1.3, issue 4): :meth:`SearchingBlock.prunable_units` lists every unit with its label and
 importance factors (``KernelPath.dw_bn.weight`` per channel, ``TokenTransformer.token_norm.weight`` per token);
-:meth:`HRNASNet.arch` reads the current counts back from the module sizes, and :func:`snap_to_grid` maps
-counts onto the grid.
+:meth:`SearchingBlock.shrink_unit` keeps the given channels / tokens of a unit (its layers sliced, their optimizer
+state with them; none kept removes the unit); :meth:`HRNASNet.arch` reads the current counts back from the module
+sizes, and :func:`snap_to_grid` maps counts onto the grid.
 """
 from __future__ import annotations
 
@@ -55,13 +56,13 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from nni.mutable import Categorical, ensure_frozen
 from nni.nas.nn.pytorch import ModelSpace
-from nni.nas.space import current_model, model_context
 from torch import nn
 
 from hrnas_automl.arch import freeze
 from hrnas_automl.registry import SpaceSpec
+from hrnas_automl.spaces.common import (OptimizerState, TopLevelChoices, conv_bn_act, sliced_bn, sliced_conv,
+                                        take_over)
 
 __all__ = ["HEADS", "KERNEL_SIZES", "EXPAND_RATIO", "CHANNEL_STEPS", "TOKEN_GRID", "HRNASSetting", "HRNAS_SETTINGS",
            "BlockSpec", "PrunableUnit", "KernelPath", "TokenTransformer", "SearchingBlock", "HRNASNet", "HRNASSpace",
@@ -216,16 +217,6 @@ def snap_to_grid(value: int, candidates: Sequence[int]) -> int:
     return min(candidates, key=lambda c: (abs(c - value), -c))
 
 
-def _conv_bn_act(cin: int, cout: int, kernel: int, stride: int, bn: Mapping[str, float], *, groups: int = 1,
-                 act: bool = True) -> nn.Sequential:
-    """``ConvBNReLU`` of the official code: bias-free conv, BN, optional ReLU."""
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-                               nn.BatchNorm2d(cout, **bn)]
-    if act:
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize (``mmseg.utils.resize`` with align_corners=False); a no-op when the size already fits."""
     if tuple(x.shape[-2:]) == tuple(size):
@@ -241,7 +232,7 @@ class KernelPath(nn.Module):
     def __init__(self, inp: int, hidden: int, oup: int, kernel: int, stride: int, bn: Mapping[str, float]) -> None:
         super().__init__()
         self.kernel = kernel
-        self.expand = _conv_bn_act(inp, hidden, 1, 1, bn)
+        self.expand = conv_bn_act(inp, hidden, bn_args=bn)
         self.dw = nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False)
         self.dw_bn = nn.BatchNorm2d(hidden, **bn)
         self.act = nn.ReLU(inplace=True)
@@ -251,6 +242,20 @@ class KernelPath(nn.Module):
     def hidden(self) -> int:
         """Current hidden width (after physical pruning too)."""
         return self.dw.out_channels
+
+    @torch.no_grad()
+    def shrink(self, keep: torch.Tensor, state: OptimizerState | None = None) -> None:
+        """Keep only the hidden channels ``keep`` (indices, in order): the expand conv + BN and the depthwise conv
+        + BN lose the other outputs, the projection the other inputs. ``state`` (an optimizer's ``state``) has the
+        sliced parameters' entries (momentum) moved to their replacements, sliced the same way."""
+        if len(keep) == 0:
+            raise ValueError(f"a k{self.kernel} kernel path must keep at least one channel; remove the path instead "
+                             "(SearchingBlock.shrink_unit with no channels)")
+        self.expand[0] = sliced_conv(self.expand[0], out_idx=keep, state=state)
+        self.expand[1] = sliced_bn(self.expand[1], keep, state)
+        self.dw = sliced_conv(self.dw, out_idx=keep, state=state)
+        self.dw_bn = sliced_bn(self.dw_bn, keep, state)
+        self.project = sliced_conv(self.project, in_idx=keep, state=state)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(self.act(self.dw_bn(self.dw(self.expand(x)))))
@@ -320,6 +325,21 @@ class TokenTransformer(nn.Module):
         """Current token count (after physical pruning too)."""
         return self.input_proj.out_channels
 
+    @torch.no_grad()
+    def shrink(self, keep: torch.Tensor, state: OptimizerState | None = None) -> None:
+        """Keep only the tokens ``keep`` (indices, in order): the input projection + token norm lose the other
+        outputs, the learned queries the other rows, the reverse projection the other inputs. ``state`` as in
+        :meth:`KernelPath.shrink`."""
+        if len(keep) == 0:
+            raise ValueError("a Transformer must keep at least one token; remove it instead "
+                             "(SearchingBlock.shrink_unit with no tokens)")
+        self.input_proj = sliced_conv(self.input_proj, out_idx=keep, state=state)
+        self.token_norm = sliced_bn(self.token_norm, keep, state)
+        queries = nn.Embedding(len(keep), self.queries.embedding_dim)
+        take_over(state, self.queries.weight, queries.weight, lambda t: t[keep])
+        self.queries = queries
+        self.reverse_proj = sliced_conv(self.reverse_proj, in_idx=keep, state=state)
+
     def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         b = x.shape[0]
         feat = F.interpolate(x, size=_TOKEN_MAP, mode="bilinear", align_corners=False)
@@ -378,6 +398,24 @@ class SearchingBlock(nn.Module):
                                       self.transformer.token_norm.weight))
         return units
 
+    @torch.no_grad()
+    def shrink_unit(self, label: str, keep: torch.Tensor, state: OptimizerState | None = None) -> None:
+        """Keep the channels / tokens ``keep`` (indices, in order) of unit ``label`` (:meth:`KernelPath.shrink`,
+        :meth:`TokenTransformer.shrink`); with none kept the unit is removed, and the block's BN with its last kernel
+        path. ``state`` (an optimizer's ``state``) has the sliced parameters' entries moved to their replacements."""
+        units = {unit.label: unit.module for unit in self.prunable_units()}
+        if label not in units:
+            raise ValueError(f"block {self.name} has no unit {label!r}; its units are {', '.join(units) or 'none'}")
+        module = units[label]
+        if len(keep) > 0:
+            module.shrink(keep, state)
+        elif isinstance(module, TokenTransformer):
+            self.transformer = None
+        else:
+            del self.paths[f"k{module.kernel}"]
+            if not self.paths:
+                self.pw_bn = None
+
     def arch(self, *, tokens: bool = True) -> dict[str, int]:
         """Current widths as labels of the space (0 for absent paths), read from the module sizes."""
         counts = {f"{self.name}_k{k}": self.paths[f"k{k}"].hidden if f"k{k}" in self.paths else 0
@@ -425,7 +463,7 @@ class _ClassifierHead(nn.Module):
         n = len(setting.head_channels)
         self.incre = nn.ModuleList(blocks[f"head_incre{i}"] for i in range(n))
         self.down = nn.ModuleList(blocks[f"head_down{i}"] for i in range(n - 1))
-        self.final = _conv_bn_act(setting.head_channels[-1], setting.last_channel, 1, 1, bn)
+        self.final = conv_bn_act(setting.head_channels[-1], setting.last_channel, bn_args=bn)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(setting.last_channel, num_classes)
 
@@ -477,7 +515,7 @@ class HRNASNet(nn.Module):
                                             arch.get(f"{spec.name}_tokens", 0), bn)
                   for spec in block_specs(setting, head)}
         s0, s1 = setting.stem_channels
-        self.stem = nn.Sequential(_conv_bn_act(in_channels, s0, 3, 2, bn), _conv_bn_act(s0, s1, 3, 2, bn))
+        self.stem = nn.Sequential(conv_bn_act(in_channels, s0, 3, 2, bn_args=bn), conv_bn_act(s0, s1, 3, 2, bn_args=bn))
         stages, in_branches = [], 1
         for e, (branches, depths, _) in enumerate(setting.entries, start=1):
             fuse, new = f"e{e}_fuse", f"e{e}_new"
@@ -536,10 +574,11 @@ class HRNASNet(nn.Module):
         return counts
 
 
-class HRNASSpace(ModelSpace):
-    """The HR-NAS space: one ``nni.choice`` per unit (module docstring), read once in ``__init__``, then an
-    :class:`HRNASNet` (``self.net``) built with those widths. Un-frozen, every choice takes its largest value,
-    so the space itself is the widest supernet; :meth:`freeze` rebuilds it for a sample with no mutables left.
+class HRNASSpace(TopLevelChoices, ModelSpace):
+    """The HR-NAS space: one ``nni.choice`` per unit (module docstring), read once in ``__init__``
+    (:class:`~hrnas_automl.spaces.common.TopLevelChoices`), then an :class:`HRNASNet` (``self.net``) built with those
+    widths. Un-frozen, every choice takes its largest value, so the space itself is the widest supernet;
+    :meth:`freeze` rebuilds it for a sample with no mutables left.
 
     Args:
         setting: a name of :data:`HRNAS_SETTINGS` ('official', 'tiny') or a mapping of :class:`HRNASSetting` fields.
@@ -577,21 +616,10 @@ class HRNASSpace(ModelSpace):
         if dense_channel is not None:
             self.setting = replace(self.setting, dense_channel=dense_channel)
         grid = hrnas_grid(self.setting, head, channel_steps=channel_steps, transformer=transformer)
-        arch = {label: self._choose(label, values) for label, values in grid.items()}
+        arch = {label: self.choose(label, values, default=max(values)) for label, values in grid.items()}
         outputs = num_keypoints if head == "keypoints" else num_classes
         self.net = HRNASNet(self.setting, arch, head=head, outputs=outputs, in_channels=in_channels, dropout=dropout,
                             bn_momentum=bn_momentum)
-
-    def _choose(self, label: str, values: tuple[int, ...]) -> int:
-        choice = Categorical(list(values), default=max(values), label=label)
-        if current_model() is None:  # building the space itself: expose the label (dry run = widest)
-            self.add_mutable(choice)
-        return ensure_frozen(choice)
-
-    def freeze(self, sample: dict[str, Any]) -> HRNASSpace:
-        """Rebuild the space for ``sample`` (fresh weights); the result is a fixed network."""
-        with model_context(sample):
-            return self.__class__(*self.trace_args, **self.trace_kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -652,10 +680,15 @@ def official_searched_arch(*, channel_steps: int | None = CHANNEL_STEPS, transfo
     """``checkpoint.json`` as a sample of the official classifier space: each hidden width snapped to the grid
     (exact with ``channel_steps=None``), tokens 0 (the searched network has no Transformer)."""
     specs = block_specs(HRNAS_SETTINGS["official"], "classifier")
+    if len(specs) != len(_OFFICIAL_SEARCHED):
+        raise ValueError(f"the checkpoint table has {len(_OFFICIAL_SEARCHED)} blocks but the official classifier "
+                         f"has {len(specs)}; give one (oup, stride, kernels, hidden) row per block of block_specs")
     arch: dict[str, int] = {}
-    for spec, (oup, stride, hidden) in zip(specs, _OFFICIAL_SEARCHED, strict=True):
+    for spec, (oup, stride, hidden) in zip(specs, _OFFICIAL_SEARCHED):
         if (spec.oup, spec.stride) != (oup, stride):  # guards the construction order against the checkpoint
-            raise AssertionError(f"checkpoint block {spec.name}: expected oup {spec.oup} / stride {spec.stride}")
+            raise ValueError(f"checkpoint block {spec.name} has oup {oup} / stride {stride} where the official "
+                             f"setting builds oup {spec.oup} / stride {spec.stride}; order the checkpoint rows as "
+                             "block_specs builds the blocks")
         grid = channel_grid(spec.inp, channel_steps)
         arch.update({f"{spec.name}_k{k}": snap_to_grid(hidden.get(k, 0), grid) for k in KERNEL_SIZES})
         if transformer:

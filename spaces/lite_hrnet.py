@@ -56,13 +56,12 @@ import torch.nn.functional as F
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
 from torch import nn
 
-from hrnas_automl.spaces.common import TopLevelChoices
 from hrnas_automl.registry import SpaceSpec
+from hrnas_automl.spaces.common import TopLevelChoices, channel_shuffle, conv_bn_act, dw_pw, relu
 
 __all__ = ["LITE_HRNET_BLOCKS", "LITE_HRNET_GRID", "LITE_HRNET_DEPTHS", "LITE_HRNET_HEADS", "LiteHRNetSpace",
            "Stem", "SpatialWeighting", "CrossResolutionWeighting", "ConditionalChannelWeighting", "ShuffleBlock",
-           "MultiResolutionFusion", "LiteHRModule", "IterativeHead", "channel_shuffle", "lite_hrnet_arch",
-           "distinct_networks"]
+           "MultiResolutionFusion", "LiteHRModule", "IterativeHead", "lite_hrnet_arch", "distinct_networks"]
 
 LITE_HRNET_BLOCKS: tuple[str, ...] = ("naive", "ccw")
 LITE_HRNET_HEADS: tuple[str, ...] = ("keypoints", "segmentation")
@@ -76,39 +75,17 @@ _BLOCKS_PER_MODULE = 2  # num_blocks = (2, 2, 2) in every official config
 _SPATIAL_RATIO = 4  # SpatialWeighting ratio, hard-coded in ConditionalChannelWeighting (REFERENCE §5.10)
 
 
-def _conv(c_in: int, c_out: int, kernel: int = 1, stride: int = 1, *, groups: int = 1, norm: bool = True,
-          act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
-    """mmcv ``ConvModule``: conv (bias only without a norm), BatchNorm, activation."""
-    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups, bias=not norm)]
-    if norm:
-        layers.append(nn.BatchNorm2d(c_out))
-    if act is not None:
-        layers.append(act())
-    return nn.Sequential(*layers)
-
-
-def _dw_pw(c_in: int, c_out: int, stride: int = 1, *, act: bool = True) -> nn.Sequential:
-    """Depthwise 3x3 + BN, then 1x1 + BN (+ ReLU): the unit of transitions, fusion and the head."""
-    return nn.Sequential(_conv(c_in, c_in, 3, stride, groups=c_in, act=None),
-                         _conv(c_in, c_out, act=nn.ReLU if act else None))
-
-
-def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
-    """ShuffleNet channel shuffle: interleave ``groups`` equal channel groups."""
-    b, c, h, w = x.shape
-    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-
-
 class Stem(nn.Module):
     """3x3/2 conv to 32 channels, then a stride-2 shuffle unit (``Stem``, litehrnet.py:162-269): 1/4 resolution."""
 
     def __init__(self, in_channels: int, channels: int = _STEM_CHANNELS) -> None:
         super().__init__()
         half = channels // 2
-        self.conv1 = _conv(in_channels, channels, 3, 2)
-        self.branch1 = _dw_pw(half, channels - half, 2)
-        self.branch2 = nn.Sequential(_conv(half, channels), _conv(channels, channels, 3, 2, groups=channels, act=None),
-                                     _conv(channels, half))
+        self.conv1 = conv_bn_act(in_channels, channels, 3, 2)
+        self.branch1 = dw_pw(half, channels - half, 3, 2)
+        self.branch2 = nn.Sequential(conv_bn_act(half, channels),
+                                     conv_bn_act(channels, channels, 3, 2, groups=channels, act=None),
+                                     conv_bn_act(channels, half))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.conv1(x).chunk(2, dim=1)
@@ -121,8 +98,8 @@ class SpatialWeighting(nn.Module):
     def __init__(self, channels: int, ratio: int = _SPATIAL_RATIO) -> None:
         super().__init__()
         hidden = int(channels / ratio)
-        self.weights = nn.Sequential(nn.AdaptiveAvgPool2d(1), _conv(channels, hidden, norm=False),
-                                     _conv(hidden, channels, norm=False, act=nn.Sigmoid))
+        self.weights = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv_bn_act(channels, hidden, norm=False),
+                                     conv_bn_act(hidden, channels, norm=False, act=nn.Sigmoid))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.weights(x)
@@ -140,8 +117,8 @@ class CrossResolutionWeighting(nn.Module):
         super().__init__()
         self.channels = list(channels)
         total = sum(self.channels)
-        self.reduce = _conv(total, int(total / ratio))
-        self.expand = _conv(int(total / ratio), total, act=nn.Sigmoid)
+        self.reduce = conv_bn_act(total, int(total / ratio))
+        self.expand = conv_bn_act(int(total / ratio), total, act=nn.Sigmoid)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         size = xs[-1].shape[-2:]
@@ -161,7 +138,7 @@ class ConditionalChannelWeighting(nn.Module):
         super().__init__()
         halves = [c // 2 for c in widths]
         self.cross_resolution = CrossResolutionWeighting(halves, reduce_ratio)
-        self.depthwise = nn.ModuleList(_conv(c, c, 3, groups=c, act=None) for c in halves)
+        self.depthwise = nn.ModuleList(conv_bn_act(c, c, 3, groups=c, act=None) for c in halves)
         self.spatial = nn.ModuleList(SpatialWeighting(c) for c in halves)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -177,7 +154,8 @@ class ShuffleBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         half = channels // 2
-        self.branch = nn.Sequential(_conv(half, half), _conv(half, half, 3, groups=half, act=None), _conv(half, half))
+        self.branch = nn.Sequential(conv_bn_act(half, half), conv_bn_act(half, half, 3, groups=half, act=None),
+                                    conv_bn_act(half, half))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.chunk(2, dim=1)
@@ -219,10 +197,10 @@ class MultiResolutionFusion(nn.Module):
         if j == i:
             return nn.Identity()
         if j > i:
-            return _conv(widths[j], widths[i], act=None)
+            return conv_bn_act(widths[j], widths[i], act=None)
         steps = i - j
-        return nn.Sequential(*(_dw_pw(widths[j], widths[i] if k == steps - 1 else widths[j], 2, act=k < steps - 1)
-                               for k in range(steps)))
+        return nn.Sequential(*(dw_pw(widths[j], widths[i] if k == steps - 1 else widths[j], 3, 2,
+                                     act=relu if k < steps - 1 else None) for k in range(steps)))
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         outs = []
@@ -259,8 +237,8 @@ class _Transition(nn.Module):
         super().__init__()
         if len(widths_out) != len(widths_in) + 1:
             raise ValueError(f"a transition adds one branch: {len(widths_in)} -> {len(widths_out)} branches")
-        self.existing = nn.ModuleList(nn.Identity() if a == b else _dw_pw(a, b) for a, b in zip(widths_in, widths_out))
-        self.new = _dw_pw(widths_in[-1], widths_out[-1], 2)
+        self.existing = nn.ModuleList(nn.Identity() if a == b else dw_pw(a, b) for a, b in zip(widths_in, widths_out))
+        self.new = dw_pw(widths_in[-1], widths_out[-1], 3, 2)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [t(x) for t, x in zip(self.existing, xs)] + [self.new(xs[-1])]
@@ -273,7 +251,7 @@ class IterativeHead(nn.Module):
     def __init__(self, widths: Sequence[int]) -> None:
         super().__init__()
         rev = list(widths)[::-1]
-        self.projects = nn.ModuleList(_dw_pw(c, rev[min(k + 1, len(rev) - 1)]) for k, c in enumerate(rev))
+        self.projects = nn.ModuleList(dw_pw(c, rev[min(k + 1, len(rev) - 1)]) for k, c in enumerate(rev))
 
     def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         xs = xs[::-1]

@@ -44,16 +44,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-import nni
 import torch
 import torch.nn.functional as F
-from nni.mutable import ensure_frozen
 from nni.nas.nn.pytorch import ModelSpace
-from nni.nas.space import current_model, model_context
 from torch import nn
 
 from hrnas_automl.cost import count_cost
 from hrnas_automl.registry import SpaceSpec
+from hrnas_automl.spaces.common import TopLevelChoices, conv_bn_act
 
 __all__ = ["RANET_GRID", "SCALE_LISTS", "RANetConfig", "DenseBlock", "FusionBlock", "FusionLayer", "RANet",
            "RANetSpace", "ranet_grid", "ranet_config", "exit_macs"]
@@ -182,17 +180,11 @@ class RANetConfig:
         return set(lower_ends[len(lower_ends) - (scale - 1):]) if scale > 1 else set()
 
 
-def _conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> nn.Sequential:
-    """``ConvBasic`` (RANet.py:12-23): bias-free conv, BN, ReLU."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
-
-
 def _bottleneck(c_in: int, c_out: int, bn_width: int, stride: int, bn_after: bool) -> nn.Sequential:
     """``ConvBN`` (RANet.py:26-76): 1x1 to ``min(c_in, bn_width * c_out)`` channels, then 3x3 (stride 1 or 2)."""
     inner = min(c_in, bn_width * c_out)
     if bn_after:
-        return nn.Sequential(_conv_bn_relu(c_in, inner, 1), _conv_bn_relu(inner, c_out, 3, stride))
+        return nn.Sequential(conv_bn_act(c_in, inner, 1), conv_bn_act(inner, c_out, 3, stride))
     return nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True), nn.Conv2d(c_in, inner, 1, bias=False),
                          nn.BatchNorm2d(inner), nn.ReLU(inplace=True),
                          nn.Conv2d(inner, c_out, 3, stride, 1, bias=False))
@@ -209,7 +201,7 @@ def _transition(channels: int, reduction: float, enabled: bool) -> tuple[nn.Modu
     if not enabled:
         return nn.Identity(), channels
     out = math.floor(reduction * channels)
-    return _conv_bn_relu(channels, out, 1), out
+    return conv_bn_act(channels, out, 1), out
 
 
 class DenseBlock(nn.Module):
@@ -276,7 +268,7 @@ class FusionBlock(nn.Module):
             for i in range(n_layers))
         self.feature_channels = [c_in + i * growth for i in range(n_layers + 1)]
         c_out = self.feature_channels[-1]
-        self.conv_last = _conv_bn_relu(low_channels[-1], math.floor(c_out * compress_factor), 1)
+        self.conv_last = conv_bn_act(low_channels[-1], math.floor(c_out * compress_factor), 1)
         self.trans, self.out_channels = _transition(c_out + math.floor(c_out * compress_factor), reduction,
                                                     transition)
 
@@ -293,7 +285,7 @@ def _exit_head(c_in: int, config: RANetConfig) -> nn.Sequential:
     """Classifier after a dense block (RANet.py:391-416): two stride-2 3x3 ``ConvBasic`` (128 channels on CIFAR,
     ``c_in`` on ImageNet), 2x2 average pool, linear. Expects 8x8 (CIFAR) / 7x7 (ImageNet) maps."""
     width = 128 if config.data == "cifar" else c_in
-    return nn.Sequential(_conv_bn_relu(c_in, width, 3, 2), _conv_bn_relu(width, width, 3, 2), nn.AvgPool2d(2),
+    return nn.Sequential(conv_bn_act(c_in, width, 3, 2), conv_bn_act(width, width, 3, 2), nn.AvgPool2d(2),
                          nn.Flatten(), nn.Linear(width, config.num_classes))
 
 
@@ -303,13 +295,12 @@ def _first_layer(config: RANetConfig) -> nn.ModuleList:
     widths = [config.n_channels * f for f in reversed(config.gr_factor)]
     scales = list(reversed(config.scale_list))
     if config.data == "cifar":
-        stem: nn.Module = _conv_bn_relu(config.in_channels, widths[0], 3)
+        stem: nn.Module = conv_bn_act(config.in_channels, widths[0], 3)
     else:
-        stem = nn.Sequential(nn.Conv2d(config.in_channels, widths[0], 7, 2, 3), nn.BatchNorm2d(widths[0]),
-                             nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        stem = nn.Sequential(*conv_bn_act(config.in_channels, widths[0], 7, 2, bias=True), nn.MaxPool2d(3, 2, 1))
     layers = [stem]
     for i in range(1, config.n_scales):
-        layers.append(_conv_bn_relu(widths[i - 1], widths[i], 3, 1 if scales[i] == scales[i - 1] else 2))
+        layers.append(conv_bn_act(widths[i - 1], widths[i], 3, 1 if scales[i] == scales[i - 1] else 2))
     return nn.ModuleList(layers)
 
 
@@ -419,12 +410,13 @@ def ranet_config(arch: Mapping[str, Any], *, data: str = "cifar", num_classes: i
                        in_channels=in_channels)
 
 
-class RANetSpace(ModelSpace):
+class RANetSpace(TopLevelChoices, ModelSpace):
     """The RANet space: top-level choices (module docstring) resolved in ``__init__``, then a :class:`RANet`
     built for them (``self.net``; ``self.config`` is its :class:`RANetConfig`).
 
-    The choices are registered with ``add_mutable`` only in the un-frozen space, so ``simplify()`` lists them;
-    under ``model_context(sample)`` / :meth:`freeze` they read the sample, and the result has no mutables.
+    The choices are registered only in the un-frozen space (:class:`~hrnas_automl.spaces.common.TopLevelChoices`),
+    so ``simplify()`` lists them; under ``model_context(sample)`` / :meth:`freeze` they read the sample, and the
+    result has no mutables.
 
     Args:
         data: 'cifar' or 'imagenet' (stem, exits and scale lists).
@@ -442,20 +434,9 @@ class RANetSpace(ModelSpace):
         super().__init__()
         if head != "exits":
             raise ValueError(f"unknown head {head!r} for the RANet space; it has only 'exits'")
-        arch = {label: self._choose(label, values) for label, values in ranet_grid(data).items()}
+        arch = {label: self.choose(label, values) for label, values in ranet_grid(data).items()}
         self.config = ranet_config(arch, data=data, num_classes=num_classes, in_channels=in_channels)
         self.net = RANet(self.config)
-
-    def _choose(self, label: str, values: tuple[Any, ...]) -> Any:
-        choice = nni.choice(label, list(values))
-        if current_model() is None:  # building the space itself: expose the label (dry run = first candidate)
-            self.add_mutable(choice)
-        return ensure_frozen(choice)
-
-    def freeze(self, sample: dict[str, Any]) -> RANetSpace:
-        """Rebuild the space for ``sample`` (fresh weights); the result is a fixed network."""
-        with model_context(sample):
-            return self.__class__(*self.trace_args, **self.trace_kwargs)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.net(x)

@@ -24,15 +24,15 @@ mean |α| go first until the MACs (exact, from the cost table) reach the target,
 under budget. Cost enters through the penalty only, as in the reference, where a plain |α| threshold prunes.
 
 Protocol (any space that has it works): the frozen network, or one of its submodules, has
-``prunable_units() -> [PrunableUnit(label, kind, module, alpha)]`` and ``arch() -> {label: count}``; its units
-are HR-NAS :class:`KernelPath` / :class:`TokenTransformer` modules inside :class:`SearchingBlock` s (what
-:func:`shrink` knows how to slice). The result is a plain sample: ``freeze(space, result.arch)`` loads
-``result.state_dict`` and retrains / exports like any other.
+``prunable_units() -> [PrunableUnit(label, kind, module, alpha)]`` and ``arch() -> {label: count}``; the blocks
+holding the units have ``prunable_units()`` and ``shrink_unit(label, keep, state)``, which slices their own layers
+(HR-NAS :class:`SearchingBlock`); :func:`shrink` only picks ``keep``. The result is a plain sample:
+``freeze(space, result.arch)`` loads ``result.state_dict`` and retrains / exports like any other.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -41,13 +41,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hrnas_automl.cost.tables import CostTable
-from hrnas_automl.spaces.hrnas import KernelPath, PrunableUnit, SearchingBlock, TokenTransformer
+from hrnas_automl.spaces.common import OptimizerState
+from hrnas_automl.spaces.hrnas import PrunableUnit
 
 __all__ = ["FineGrainedSettings", "FineGrainedResult", "PruneStep", "prunable_root", "penalties", "shrink",
            "recalibrate_bn", "fine_grained_search", "FineGrainedObjective", "tuning_objective"]
 
 StepCallback = Callable[["PruneStep"], None]
-OptimizerState = MutableMapping[torch.Tensor, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -157,89 +157,17 @@ def penalties(model: nn.Module, table: CostTable, grids: Mapping[str, tuple[int,
     return {k: (d, d / mean if mean > 0 else 0.0) for k, d in delta.items()}
 
 
-def _take_over(state: OptimizerState | None, old: torch.Tensor, new: torch.Tensor,
-               take: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Fill ``new`` with ``take(old)`` and move ``old``'s optimizer state (the momentum buffer), sliced the same way:
-    the survivors of a shrink keep their momentum, as in the official search (``utils/optim.py`` ``compress_mask``)."""
-    new.data.copy_(take(old.detach()))
-    if state is not None and old in state:
-        state[new] = {k: take(v) if torch.is_tensor(v) and v.shape == old.shape else v
-                      for k, v in state.pop(old).items()}
-
-
-def _conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None, in_idx: torch.Tensor | None = None,
-          state: OptimizerState | None = None) -> nn.Conv2d:
-    """A copy of ``conv`` keeping the output channels ``out_idx`` / input channels ``in_idx`` (depthwise: both)."""
-    depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-
-    def take(t: torch.Tensor) -> torch.Tensor:
-        t = t if out_idx is None else t[out_idx]
-        return t if in_idx is None or depthwise else t[:, in_idx]
-
-    def take_bias(t: torch.Tensor) -> torch.Tensor:
-        return t if out_idx is None else t[out_idx]
-
-    cout = conv.out_channels if out_idx is None else len(out_idx)
-    cin = cout if depthwise else (conv.in_channels if in_idx is None else len(in_idx) * conv.groups)
-    new = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                    groups=cout if depthwise else conv.groups, bias=conv.bias is not None)
-    _take_over(state, conv.weight, new.weight, take)
-    if conv.bias is not None:
-        _take_over(state, conv.bias, new.bias, take_bias)
-    return new
-
-
-def _bn(bn: nn.BatchNorm2d, idx: torch.Tensor, state: OptimizerState | None = None) -> nn.BatchNorm2d:
-    """A copy of ``bn`` for the channels ``idx`` (affine parameters and running statistics)."""
-    new = nn.BatchNorm2d(len(idx), eps=bn.eps, momentum=bn.momentum)
-    for name in ("weight", "bias"):
-        _take_over(state, getattr(bn, name), getattr(new, name), lambda t: t[idx])
-    new.running_mean.copy_(bn.running_mean[idx])
-    new.running_var.copy_(bn.running_var[idx])
-    new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new
-
-
-def _shrink_path(path: KernelPath, idx: torch.Tensor, state: OptimizerState | None) -> None:
-    path.expand[0] = _conv(path.expand[0], out_idx=idx, state=state)
-    path.expand[1] = _bn(path.expand[1], idx, state)
-    path.dw = _conv(path.dw, out_idx=idx, state=state)
-    path.dw_bn = _bn(path.dw_bn, idx, state)
-    path.project = _conv(path.project, in_idx=idx, state=state)
-
-
-def _shrink_transformer(transformer: TokenTransformer, idx: torch.Tensor, state: OptimizerState | None) -> None:
-    transformer.input_proj = _conv(transformer.input_proj, out_idx=idx, state=state)
-    transformer.token_norm = _bn(transformer.token_norm, idx, state)
-    queries = nn.Embedding(len(idx), transformer.queries.embedding_dim)
-    _take_over(state, transformer.queries.weight, queries.weight, lambda t: t[idx])
-    transformer.queries = queries
-    transformer.reverse_proj = _conv(transformer.reverse_proj, in_idx=idx, state=state)
-
-
 @torch.no_grad()
 def shrink(model: nn.Module, counts: Mapping[str, int], state: OptimizerState | None = None) -> None:
-    """Physically keep, per unit label in ``counts``, that many channels / tokens with the largest |α|; a unit
-    shrunk to 0 is removed from its block (a block without kernel paths also loses its BN). ``state`` (an
+    """Keep, per unit label in ``counts``, that many channels / tokens with the largest |α| (ties: the lower
+    index); the unit's block slices itself (``shrink_unit``; a unit kept at 0 is removed). ``state`` (an
     optimizer's ``state``) has the sliced parameters' entries moved to their replacements."""
-    for block in [m for m in model.modules() if isinstance(m, SearchingBlock)]:
+    for block in [m for m in model.modules() if callable(getattr(m, "shrink_unit", None))]:
         for unit in block.prunable_units():
             if unit.label not in counts or counts[unit.label] >= unit.alpha.numel():
                 continue
-            n = counts[unit.label]
-            idx = unit.alpha.detach().abs().argsort(descending=True, stable=True)[:n].sort().values
-            if isinstance(unit.module, KernelPath):
-                key = f"k{unit.module.kernel}"
-                if n == 0:
-                    del block.paths[key]
-                else:
-                    _shrink_path(unit.module, idx, state)
-            elif n == 0:
-                block.transformer = None
-            else:
-                _shrink_transformer(unit.module, idx, state)
-        if not block.paths:
-            block.pw_bn = None
+            keep = unit.alpha.detach().abs().argsort(descending=True, stable=True)[:counts[unit.label]].sort().values
+            block.shrink_unit(unit.label, keep, state)
 
 
 @torch.no_grad()

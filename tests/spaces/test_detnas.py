@@ -7,7 +7,8 @@ from nni.nas.nn.pytorch import LayerChoice, MutableModule
 
 from hrnas_automl.arch import ArchitectureError, choices_of, freeze
 from hrnas_automl.registry import get_preset, get_space, list_presets
-from hrnas_automl.spaces.detnas import DETNAS_OPS, DetNASSpace, ShuffleNetV2Block, channel_shuffle
+from hrnas_automl.spaces.common import channel_shuffle
+from hrnas_automl.spaces.detnas import DETNAS_OPS, DetNASSpace, ShuffleNetV2Block
 
 # Parameter counts of the official 1000-class networks, counted by instantiating megvii-model/DetNAS
 # Supernet-ImageNet/detnasnet.py (ShuffleNetV2DetNAS) and summing first_conv, the chosen op of every block,
@@ -82,7 +83,7 @@ def test_bad_sample_names_label_and_allowed_values(arch_patch: dict, message: st
 
 def test_channel_shuffle_matches_official_order() -> None:
     x = torch.arange(8.0).view(1, 8, 1, 1)
-    a, b = channel_shuffle(x)
+    a, b = channel_shuffle(x).chunk(2, dim=1)  # DetNAS's channel_shuffle1, as ShuffleNetV2Block splits it
     assert a.flatten().tolist() == [0, 4, 1, 5]
     assert b.flatten().tolist() == [2, 6, 3, 7]
 

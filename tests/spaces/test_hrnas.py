@@ -2,6 +2,7 @@
 path, zero-width units, presets, pruning hooks and argument errors."""
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from hrnas_automl.arch import ArchitectureError, choices_of, freeze
 from hrnas_automl.cost.latency import torch_threads
 from hrnas_automl.registry import get_preset, get_space, list_presets, space_size
 from hrnas_automl.spaces.hrnas import (
-    HEADS, HRNAS_SETTINGS, TOKEN_GRID, HRNASSpace, KernelPath, SearchingBlock, TokenTransformer, block_specs,
+    HEADS, HRNAS_SETTINGS, TOKEN_GRID, BlockSpec, HRNASSpace, KernelPath, SearchingBlock, TokenTransformer, block_specs,
     channel_grid, hrnas_grid, hrnas_network, hrnas_supernet, official_searched_arch, positional_map, snap_to_grid,
     widest_arch,
 )
@@ -86,6 +87,20 @@ def test_searched_checkpoint_maps_exactly_on_the_fine_grid() -> None:
     # spot checks against checkpoint.json: block 0 [3,5,7] -> [32,12,1]; block 41 (e5_fuse0to1) keeps only 5x5 x1
     assert [arch[f"e1_fuse0to0_k{k}"] for k in (3, 5, 7)] == [32, 12, 1]
     assert [arch[f"e5_fuse0to1_k{k}"] for k in (3, 5, 7)] == [0, 1, 0]
+
+
+def test_a_checkpoint_table_out_of_construction_order_names_the_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hrnas_automl.spaces.hrnas as hrnas
+
+    rows = list(hrnas._OFFICIAL_SEARCHED)
+    monkeypatch.setattr(hrnas, "_OFFICIAL_SEARCHED", (rows[0], rows[3], *rows[1:3], *rows[4:]))
+    with pytest.raises(ValueError, match=r"^checkpoint block e1_b0_0 has oup 36 / stride 2 where the official "
+                                         r"setting builds oup 24 / stride 1; order the checkpoint rows as block_specs"):
+        official_searched_arch()
+    monkeypatch.setattr(hrnas, "_OFFICIAL_SEARCHED", tuple(rows[:-1]))
+    with pytest.raises(ValueError, match=r"^the checkpoint table has 66 blocks but the official classifier has 67; "
+                                         r"give one \(oup, stride, kernels, hidden\) row per block"):
+        official_searched_arch()
 
 
 def test_searched_preset_is_the_checkpoint_snapped_to_the_default_grid() -> None:
@@ -222,6 +237,77 @@ def test_prunable_units_expose_alphas_and_arch_reads_back_the_sample() -> None:
             assert isinstance(unit.module, TokenTransformer) and unit.alpha is unit.module.token_norm.weight
     assert net.net.arch() == arch
     assert all(isinstance(b, SearchingBlock) for b in net.net.searching_blocks())
+
+
+BN = {"momentum": 0.1, "eps": 1e-5}
+NONE = torch.tensor([], dtype=torch.long)
+
+
+def _trained_step(module: nn.Module, *inputs: Any) -> tuple[torch.optim.SGD, dict[str, torch.Tensor],
+                                                             dict[str, torch.Tensor]]:
+    """One SGD step with momentum on ``module``; its optimizer, parameters and momentum buffers (copies) after it."""
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
+    module(*inputs).square().mean().backward()
+    optimizer.step()
+    return (optimizer, {n: p.detach().clone() for n, p in module.named_parameters()},
+            {n: optimizer.state[p]["momentum_buffer"].clone() for n, p in module.named_parameters()})
+
+
+def test_kernel_path_shrink_equals_the_path_without_the_dropped_channels() -> None:
+    torch.manual_seed(0)
+    path, x = KernelPath(6, 8, 5, 3, 2, BN), torch.randn(2, 6, 9, 9)
+    optimizer, weights, momentum = _trained_step(path, x)
+    keep = torch.tensor([1, 4, 6])
+    reference = copy.deepcopy(path).eval()
+    with torch.no_grad():  # the dropped hidden channels contribute nothing
+        reference.project.weight[:, [i for i in range(8) if i not in keep]] = 0
+    path.shrink(keep, optimizer.state)
+    assert (path.hidden, path.dw.groups, path.expand[0].out_channels, path.project.in_channels) == (3, 3, 3, 3)
+    torch.testing.assert_close(path.eval()(x), reference(x))
+    params = dict(path.named_parameters())
+    assert {id(p) for p in optimizer.state} == {id(p) for p in params.values()}  # old entries moved, none left
+    for name, take in (("expand.0.weight", lambda t: t[keep]), ("dw.weight", lambda t: t[keep]),
+                       ("dw_bn.weight", lambda t: t[keep]), ("project.weight", lambda t: t[:, keep])):
+        assert torch.equal(params[name], take(weights[name]))
+        assert torch.equal(optimizer.state[params[name]]["momentum_buffer"], take(momentum[name]))
+    with pytest.raises(ValueError, match=r"^a k3 kernel path must keep at least one channel; remove the path"):
+        path.shrink(NONE)
+
+
+def test_token_transformer_shrink_keeps_its_tokens_and_their_momentum() -> None:
+    torch.manual_seed(0)
+    transformer, x = TokenTransformer(6, 5, 8, BN), torch.randn(2, 6, 9, 9)
+    optimizer, weights, momentum = _trained_step(transformer, x, (9, 9))
+    keep = torch.tensor([0, 3, 7])
+    transformer.shrink(keep, optimizer.state)
+    assert transformer.tokens == 3 and transformer.queries.num_embeddings == 3
+    params = dict(transformer.named_parameters())
+    assert {id(p) for p in optimizer.state} == {id(p) for p in params.values()}
+    for name, take in (("input_proj.weight", lambda t: t[keep]), ("token_norm.bias", lambda t: t[keep]),
+                       ("queries.weight", lambda t: t[keep]), ("reverse_proj.weight", lambda t: t[:, keep]),
+                       ("encoder.attn.in_proj_weight", lambda t: t)):
+        assert torch.equal(params[name], take(weights[name]))
+        assert torch.equal(optimizer.state[params[name]]["momentum_buffer"], take(momentum[name]))
+    assert transformer.eval()(x, (9, 9)).shape == (2, 5, 9, 9)
+    with pytest.raises(ValueError, match=r"^a Transformer must keep at least one token; remove it instead"):
+        transformer.shrink(NONE)
+
+
+def test_searching_block_removes_an_emptied_unit_and_its_bn_with_the_last_path() -> None:
+    block = SearchingBlock(BlockSpec("b", 6, 6, 1), {3: 4, 5: 4, 7: 0}, 8, BN)
+    with pytest.raises(ValueError, match=r"^block b has no unit 'b_k7'; its units are b_k3, b_k5, b_tokens$"):
+        block.shrink_unit("b_k7", NONE)
+    block.shrink_unit("b_k3", torch.tensor([0, 2]))
+    block.shrink_unit("b_k5", NONE)
+    block.shrink_unit("b_tokens", NONE)
+    assert block.arch() == {"b_k3": 2, "b_k5": 0, "b_k7": 0, "b_tokens": 0}
+    assert list(block.paths) == ["k3"] and block.pw_bn is not None and block.transformer is None
+    block.shrink_unit("b_k3", NONE)
+    assert not block.paths and block.pw_bn is None
+    x = torch.randn(1, 6, 5, 5)
+    assert torch.equal(block(x), x)  # only the identity skip is left
+    with pytest.raises(ValueError, match=r"^block b has no unit 'b_k3'; its units are none$"):
+        block.shrink_unit("b_k3", NONE)
 
 
 def test_custom_setting_grows_two_branches_at_once() -> None:

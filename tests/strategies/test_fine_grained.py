@@ -96,14 +96,18 @@ def test_shrink_keeps_the_largest_factors_and_removes_empty_paths() -> None:
     torch.manual_seed(0)
     model = hrnas_network({k: max(v) for k, v in choices_of("hrnas", **model_args()).items()}, **model_args())
     root = prunable_root(model)
-    unit, other = root.prunable_units()[:2]
+    unit, other, tied, kept = root.prunable_units()[:4]
     with torch.no_grad():
         unit.alpha.copy_(torch.arange(unit.alpha.numel(), dtype=torch.float32))
+        tied.alpha.fill_(-0.5)  # equal |α|: the lower indices stay
     top = unit.alpha.detach()[-4:].clone()
-    shrink(model, {unit.label: 4, other.label: 0})
+    first = tied.module.dw.weight.detach()[:3].clone()
+    before = kept.module.dw
+    shrink(model, {unit.label: 4, other.label: 0, tied.label: 3, kept.label: kept.alpha.numel()})
     arch = root.arch()
-    assert arch[unit.label] == 4 and arch[other.label] == 0
+    assert arch[unit.label] == 4 and arch[other.label] == 0 and arch[tied.label] == 3
     assert torch.equal(unit.module.dw_bn.weight.detach(), top) and unit.module.dw.groups == 4
+    assert torch.equal(tied.module.dw.weight.detach(), first) and kept.module.dw is before  # a full count: untouched
     assert other.label not in {u.label for u in root.prunable_units()}
     model.eval()
     assert model(torch.zeros(1, *SHAPE)).shape == (1, 4, 8, 8)
