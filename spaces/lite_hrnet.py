@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
 from torch import nn
 
-from hrnas_automl.registry import SpaceSpec
+from hrnas_automl.registry import SpaceSpec, space_size
 from hrnas_automl.spaces.common import TopLevelChoices, channel_shuffle, conv_bn_act, dw_pw, relu
 
 __all__ = ["LITE_HRNET_BLOCKS", "LITE_HRNET_GRID", "LITE_HRNET_DEPTHS", "LITE_HRNET_HEADS", "LiteHRNetSpace",
@@ -346,7 +346,7 @@ def lite_hrnet_arch(*, width: int, modules: Sequence[int], block: str, reduce_ra
 def distinct_networks() -> int:
     """Different networks in the space: block labels of modules past a stage's depth do not change the network."""
     per_stage = [sum(len(LITE_HRNET_BLOCKS) ** d for d in range(low, high + 1)) for low, high in LITE_HRNET_DEPTHS]
-    return math.prod(len(values) for values in LITE_HRNET_GRID.values()) * math.prod(per_stage)
+    return space_size(LITE_HRNET_GRID) * math.prod(per_stage)
 
 
 # configs/top_down/{lite_hrnet,naive_litehrnet}/coco/*_coco_256x192.py (REFERENCE §2.1).

@@ -25,6 +25,7 @@ from typing import Any
 
 from hrnas_automl.arch import validate_arch
 from hrnas_automl.cost.limits import InfeasibleConstraintError
+from hrnas_automl.registry import space_size
 
 __all__ = [
     "Choices",
@@ -125,7 +126,7 @@ class Strategy(abc.ABC):
         _check_int("max_attempts", max_attempts, 1)
         self.constraint = constraint
         self.max_attempts = max_attempts
-        self._space_size = math.prod(len(c) for c in self._choices.values())
+        self._space_size = space_size(self._choices)
         self._rng = random.Random(seed)
         self._seen: set[_Key] = set()  # proposed or told: never proposed (again)
         self._history: list[tuple[dict[str, Any], float | None]] = []
