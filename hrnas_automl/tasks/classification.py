@@ -6,7 +6,6 @@ same, seeded, reproducible recipe; the metric dicts feed NNI's intermediate and 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -14,38 +13,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from hrnas_automl.config import TrainSettings
 from hrnas_automl.data import ClassificationData
 from hrnas_automl.tasks import EpochCallback, Task
 
-__all__ = ["TrainSettings", "train_classifier", "evaluate_classifier", "to_device", "ClassificationTask", "TASK"]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How one network is trained; validated on construction (``ValueError`` naming the field)."""
-
-    epochs: int = 2
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = False  # tqdm bars when run by hand
-
-    def __post_init__(self) -> None:
-        checks = (
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("lr", self.lr > 0, "> 0"),
-            ("momentum", self.momentum >= 0, ">= 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-        )
-        for name, ok, need in checks:
-            if not ok:
-                raise ValueError(f"train.{name} must be {need}, got {getattr(self, name)!r}")
+__all__ = ["train_classifier", "evaluate_classifier", "to_device", "ClassificationTask", "TASK"]
 
 
 def to_device(target: Any, device: torch.device | str) -> Any:
