@@ -101,10 +101,11 @@ def main() -> None:
     budget = args.budget * supernet_macs
 
     t0 = time.perf_counter()
-    settings = FineGrainedSettings(lam=args.lam, threshold=1e-3, warmup=1, epochs=args.epochs,
-                                   finetune_epochs=args.finetune_epochs, max_macs=budget,
-                                   batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    found = fine_grained_search("hrnas", "segmentation", "shapes", data_options, settings, space_args=SPACE_ARGS,
+    settings = FineGrainedSettings(lam=args.lam, threshold=1e-3, warmup=1, finetune_epochs=args.finetune_epochs,
+                                   max_macs=budget)
+    recipe = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    found = fine_grained_search("hrnas", "segmentation", "shapes", data_options, settings, train=recipe,
+                                space_args=SPACE_ARGS,
                                 on_step=lambda s: print(f"step {s.epoch}: mIoU {s.metric:.4f}, MACs {s.macs:.4g}",
                                                         flush=True))
     strategy_s = time.perf_counter() - t0
@@ -113,7 +114,6 @@ def main() -> None:
 
     sampler = RandomSearch(choices, seed=args.seed,
                            constraint=cost_limit("hrnas", max_macs=budget, input_shape=shape, space_args=model_args))
-    recipe = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     randoms, spent = [], 0.0
     while spent < strategy_s:
         arch = sampler.ask()

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "read_yaml_file", "one_line_error", "parse_number", "TrainSettings"]
+__all__ = ["ConfigError", "read_yaml_file", "one_line_error", "parse_number", "TrainSettings", "train_with_defaults"]
 
 
 class ConfigError(ValueError):
@@ -84,10 +85,16 @@ def parse_number(name: str, value: Any, *, minimum: float | None = None, allow_n
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How one network is trained (every trainer of the package reads these); validated on construction
-    (``ValueError`` naming the field)."""
+    """How one network is trained: the one declaration of these settings, read by the one trainer
+    (:mod:`hrnas_automl.tasks.training`) of every loop of the package; validated on construction (``ValueError``
+    naming the field, also inside the pydantic configs that hold it as their ``train:`` block).
+
+    The length of a run is ``epochs`` passes over the training split or, when ``steps`` is set, that many
+    optimizer steps (the last epoch stops early), as ``max_steps`` overrides the epochs in Hugging Face's trainer.
+    """
 
     epochs: int = 2
+    steps: int | None = None  # optimizer steps instead of epochs (the one-shot supernet counts steps)
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
@@ -97,15 +104,28 @@ class TrainSettings:
     device: str = "cpu"
     progress: bool = False  # tqdm bars when run by hand
 
-    def __post_init__(self) -> None:
-        checks = (
+    def checks(self) -> tuple[tuple[str, bool, str], ...]:
+        """``(field, holds, what it must be)`` per field; a subclass adding fields extends them."""
+        return (
             ("epochs", self.epochs >= 1, ">= 1"),
+            ("steps", self.steps is None or self.steps >= 1, ">= 1 or null"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("lr", self.lr > 0, "> 0"),
             ("momentum", self.momentum >= 0, ">= 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
         )
-        for name, ok, need in checks:
+
+    def __post_init__(self) -> None:
+        for name, ok, need in self.checks():
             if not ok:
                 raise ValueError(f"train.{name} must be {need}, got {getattr(self, name)!r}")
+
+
+def train_with_defaults(value: Any, defaults: TrainSettings) -> Any:
+    """A ``train:`` mapping with every key it omits taken from ``defaults``, an entry point's own recipe (the
+    supernet's 200 steps of 8 images, the slimming objective's 6 epochs without weight decay) rather than
+    :class:`TrainSettings`' defaults; anything else is returned unchanged, for the validator to judge."""
+    if isinstance(value, Mapping):
+        return {**{f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)}, **value}
+    return value

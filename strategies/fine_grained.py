@@ -33,70 +33,77 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hrnas_automl.config import ConfigError, TrainSettings, parse_number
 from hrnas_automl.cost.tables import CostTable
 from hrnas_automl.spaces.common import OptimizerState
 from hrnas_automl.spaces.hrnas import PrunableUnit
+from hrnas_automl.tasks import get_task, training
 
-__all__ = ["FineGrainedSettings", "FineGrainedResult", "PruneStep", "prunable_root", "penalties", "shrink",
-           "recalibrate_bn", "fine_grained_search", "FineGrainedObjective", "tuning_objective"]
+if TYPE_CHECKING:
+    from hrnas_automl.trial.config import TrialConfig
+
+__all__ = ["FineGrainedSettings", "DEFAULT_TRAIN", "FineGrainedResult", "PruneStep", "prunable_root", "penalties",
+           "shrink", "fine_grained_search", "FineGrainedObjective", "tuning_objective"]
 
 StepCallback = Callable[["PruneStep"], None]
+DEFAULT_TRAIN = TrainSettings(epochs=6, batch_size=16)  # of a search called without train settings
 
 
 @dataclass(frozen=True)
 class FineGrainedSettings:
-    """Search hyper-parameters (REFERENCE §1.3 table: λ 1.4e-4 seg, threshold 1e-3, warm-up 25 of 430 epochs).
+    """Search hyper-parameters (REFERENCE §1.3 table: λ 1.4e-4 seg, threshold 1e-3, warm-up 25 of 430 epochs); how
+    the network trains (epochs, batch size, lr, seed...) is a :class:`~hrnas_automl.config.TrainSettings`.
 
     ``lam`` here multiplies the normalised penalty summed over all units *per image batch*, as ρ does in the
-    official loss; small networks on small data need far larger values than the shipped configs.
+    official loss; small networks on small data need far larger values than the shipped configs. ``max_macs``
+    may be a string PyYAML left unparsed (``6.9e6``): it is read by :func:`~hrnas_automl.config.parse_number`.
     """
 
     lam: float = 1e-3
     threshold: float = 1e-3  # model_shrink_threshold
     warmup: int = 2  # epochs over which λ ramps from 0 (epoch_warmup)
-    epochs: int = 6
     prune_every: int = 1  # eval_interval
     finetune_epochs: int = 0  # last epochs: train the pruned network without penalty or pruning
     max_macs: float | None = None  # budget-driven pruning (None: threshold only)
     cost: str = "macs"  # what Δ_i weighs: "macs" (ptflops, exact) or "latency" (measured on this machine)
-    batch_size: int = 16
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
     calib_batches: int = 10  # bn_calibration_steps
-    seed: int = 0
-    threads: int | None = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "max_macs", parse_number("fine-grained setting max_macs", self.max_macs))
         checks = (("lam", self.lam >= 0, ">= 0"), ("threshold", self.threshold >= 0, ">= 0"),
-                  ("warmup", self.warmup >= 0, ">= 0"), ("epochs", self.epochs >= 1, ">= 1"),
-                  ("prune_every", self.prune_every >= 1, ">= 1"), ("batch_size", self.batch_size >= 2, ">= 2"),
-                  ("finetune_epochs", 0 <= self.finetune_epochs < self.epochs, f"in [0, epochs={self.epochs})"),
+                  ("warmup", self.warmup >= 0, ">= 0"), ("prune_every", self.prune_every >= 1, ">= 1"),
+                  ("finetune_epochs", self.finetune_epochs >= 0, ">= 0"),
                   ("cost", self.cost in ("macs", "latency"), "'macs' or 'latency'"),
-                  ("lr", self.lr > 0, "> 0"), ("calib_batches", self.calib_batches >= 1, ">= 1"),
+                  ("calib_batches", self.calib_batches >= 1, ">= 1"),
                   ("max_macs", self.max_macs is None or self.max_macs > 0, "> 0 or null"))
         for name, ok, need in checks:
             if not ok:
                 raise ValueError(f"fine-grained setting {name} must be {need}, got {getattr(self, name)!r}")
 
-    def lam_at(self, epoch: int) -> float:
-        """λ of ``epoch`` (0-based): linear from 0 to ``lam`` over ``warmup`` epochs, then constant; 0 while
-        fine-tuning."""
-        if epoch >= self.epochs - self.finetune_epochs:
+    def check_epochs(self, epochs: int) -> None:
+        """Raise a one-line ``ValueError`` unless a run of ``epochs`` epochs leaves one to prune in."""
+        if not self.finetune_epochs < epochs:
+            raise ValueError(f"fine-grained setting finetune_epochs must be in [0, epochs={epochs}), "
+                             f"got {self.finetune_epochs}; lower it or train longer (train.epochs)")
+
+    def lam_at(self, epoch: int, epochs: int) -> float:
+        """λ of ``epoch`` (0-based) of ``epochs``: linear from 0 to ``lam`` over ``warmup`` epochs, then constant;
+        0 while fine-tuning."""
+        if epoch >= epochs - self.finetune_epochs:
             return 0.0
         return self.lam * min(1.0, epoch / self.warmup) if self.warmup else self.lam
 
-    def prune_epochs(self) -> list[int]:
-        """The epochs (0-based) after which the network is pruned: every ``prune_every``-th and the last one
-        before fine-tuning."""
-        last = self.epochs - self.finetune_epochs - 1
+    def prune_epochs(self, epochs: int) -> list[int]:
+        """The epochs (0-based) of ``epochs`` after which the network is pruned: every ``prune_every``-th and the
+        last one before fine-tuning."""
+        last = epochs - self.finetune_epochs - 1
         return [e for e in range(last + 1) if (e + 1) % self.prune_every == 0 or e == last]
 
 
@@ -171,25 +178,6 @@ def shrink(model: nn.Module, counts: Mapping[str, int], state: OptimizerState | 
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-    """Re-estimate every BatchNorm's running statistics as a cumulative average over ``batches`` (train mode,
-    no gradients), as the official search does before each validation (REFERENCE §1.3)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
-    try:
-        for images in batches:
-            model(images)
-    finally:
-        for bn, momentum in zip(norms, momenta):
-            bn.momentum = momentum
-        model.eval()
-
-
-@torch.no_grad()
 def _soft_threshold(units: Iterable[PrunableUnit], deltas: Mapping[str, tuple[float, float]], step: float
                     ) -> None:
     """The proximal step of ``step · Σ penalty_i ‖α_i‖₁``: shrink each |α| by ``step · penalty_i``, stopping at 0.
@@ -233,17 +221,6 @@ def _plan(model: nn.Module, grids: Mapping[str, tuple[int, ...]], threshold: flo
     return counts
 
 
-def _sgd(model: nn.Module, settings: FineGrainedSettings, state: OptimizerState | None = None) -> torch.optim.SGD:
-    """SGD over ``model``'s parameters, taking over their entries of ``state`` (a shrunk network keeps its
-    momentum; the entries of removed parameters are dropped)."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
-    for param in model.parameters():
-        if state is not None and param in state:
-            optimizer.state[param] = state[param]
-    return optimizer
-
-
 def _task_hooks(task: Any, data: Any) -> tuple[Callable[..., torch.Tensor], Callable[[nn.Module], dict[str, float]]]:
     """(loss(outputs, labels), evaluate(model)) of the supported tasks."""
     if task.name == "segmentation":
@@ -258,116 +235,140 @@ def _task_hooks(task: Any, data: Any) -> tuple[Callable[..., torch.Tensor], Call
     raise ValueError(f"the fine-grained strategy trains segmentation or classification, not task {task.name!r}")
 
 
+@dataclass
+class _Pruning:
+    """The search's hooks into the trainer: λ and the penalties of each epoch, the proximal step after each SGD step,
+    and after each prune epoch the shrink, BN recalibration and validation (also after fine-tuning)."""
+
+    model: nn.Module
+    settings: FineGrainedSettings
+    train: TrainSettings
+    epochs: int
+    grids: Mapping[str, tuple[int, ...]]
+    penalty_table: CostTable
+    macs_table: CostTable
+    calib: DataLoader
+    evaluate: Callable[[nn.Module], dict[str, float]]
+    metric: str
+    on_step: StepCallback | None
+    steps: list[PruneStep] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # of the last validation
+
+    def __post_init__(self) -> None:
+        self.root = prunable_root(self.model)
+        self.prune_epochs = self.settings.prune_epochs(self.epochs)
+        self.supernet_macs = self.macs_table.evaluate(self.root.arch())[0]
+
+    def start_epoch(self, epoch: int) -> None:
+        self.lam = self.settings.lam_at(epoch, self.epochs)
+        self.deltas = penalties(self.model, self.penalty_table, self.grids)
+        self.units = self.root.prunable_units()  # the same modules until the next shrink
+
+    def after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.lam > 0:
+            _soft_threshold(self.units, self.deltas, self.lam * optimizer.param_groups[0]["lr"])
+
+    def end_epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer | None:
+        """Prune + shrink on a prune epoch (an optimizer over the shrunk network, keeping momentum, is returned),
+        then recalibrate BN and validate on a prune epoch or the last one."""
+        replaced = None
+        if epoch in self.prune_epochs:
+            target = None
+            if self.settings.max_macs is not None:
+                done = (self.prune_epochs.index(epoch) + 1) / len(self.prune_epochs)
+                target = self.supernet_macs - (self.supernet_macs - self.settings.max_macs) * done
+            shrink(self.model, _plan(self.model, self.grids, self.settings.threshold, self.macs_table, target),
+                   optimizer.state)
+            replaced = training.sgd(self.model, self.train, state=optimizer.state)
+        elif epoch < self.epochs - 1:
+            return None  # neither a prune step nor the end of fine-tuning: no validation
+        training.recalibrate_bn(self.model, (x for _, (x, _y) in zip(range(self.settings.calib_batches), self.calib)))
+        self.metrics = self.evaluate(self.model)
+        arch = self.root.arch()
+        macs, params = self.macs_table.evaluate(arch)
+        record = PruneStep(epoch, float(self.metrics[self.metric]), macs, params, self.lam, dict(arch))
+        self.steps.append(record)
+        if self.on_step is not None:
+            self.on_step(record)
+        return replaced
+
+
 def fine_grained_search(space: str, task: str, data_kind: str, data_options: Mapping[str, Any] | None = None,
-                        settings: FineGrainedSettings | None = None, *, space_args: Mapping[str, Any] | None = None,
+                        settings: FineGrainedSettings | None = None, *, train: TrainSettings | None = None,
+                        threads: int | None = 1, space_args: Mapping[str, Any] | None = None,
                         on_step: StepCallback | None = None) -> FineGrainedResult:
     """Search ``space`` on ``task`` with the generated or real data ``data_kind`` (seeded, deterministic).
 
-    Starts from the widest sample (every label at its largest value), trains with the penalty, prunes,
-    recalibrates BN and validates after each of ``settings.prune_epochs()`` and after fine-tuning, calling
-    ``on_step`` each time.
+    Starts from the widest sample (every label at its largest value) and trains it with the package's trainer
+    (``train``, default :data:`DEFAULT_TRAIN`; on the CPU with ``threads`` torch threads) under the penalty,
+    prunes, recalibrates BN and validates after each of ``settings.prune_epochs()`` and after fine-tuning,
+    calling ``on_step`` each time.
     """
     from hrnas_automl.arch import choices_of, freeze
     from hrnas_automl.cost import cost_table
-    from hrnas_automl.cost.latency import latency_table, torch_threads
-    from hrnas_automl.tasks import get_task
+    from hrnas_automl.cost.latency import latency_table
 
     settings = settings or FineGrainedSettings()
+    train = train or DEFAULT_TRAIN
+    if train.batch_size < 2 or torch.device(train.device).type != "cpu":
+        raise ValueError(f"the fine-grained search trains on the CPU in batches of >= 2 images (BatchNorm), got "
+                         f"train.batch_size={train.batch_size}, train.device={train.device!r}")
     task_obj = get_task(task)
     data = task_obj.build_data(data_kind, dict(data_options or {}))
     args = {**dict(space_args or {}), **task_obj.model_args(data), "head": task_obj.head}
     grids = {k: tuple(sorted(v)) for k, v in choices_of(space, **args).items()}
     loss_fn, evaluate = _task_hooks(task_obj, data)
-    shape = tuple(data.input_shape)
-    with torch_threads(settings.threads), torch.random.fork_rng():
-        torch.manual_seed(settings.seed)
+    shape, n = tuple(data.input_shape), len(data.train)
+    # Unlike a task's loader (training.train_loader): any last partial batch is dropped, no seed drawn per pass.
+    loader = DataLoader(data.train, batch_size=train.batch_size, shuffle=True, drop_last=n > train.batch_size,
+                        generator=torch.Generator().manual_seed(train.seed))
+    epochs, _ = training.run_length(train, len(loader))
+    settings.check_epochs(epochs)
+    with training.torch_threads(threads), torch.random.fork_rng():
+        torch.manual_seed(train.seed)  # the widest network's weights, then the dropout of its training
         model = freeze(space, {k: max(v) for k, v in grids.items()}, **args)
-        root = prunable_root(model)
         macs_table = cost_table(space, shape, **args)  # exact ptflops MACs and params of every sample
-        penalty_table = macs_table if settings.cost == "macs" else latency_table(
-            space, shape, threads=settings.threads, **args)
-        supernet_macs = macs_table.evaluate(root.arch())[0]
-        shuffle = torch.Generator().manual_seed(settings.seed)
-        loader = DataLoader(data.train, batch_size=settings.batch_size, shuffle=True, generator=shuffle,
-                            drop_last=len(data.train) > settings.batch_size)
-        calib = DataLoader(data.train, batch_size=settings.batch_size, shuffle=False)
-        prune_epochs = settings.prune_epochs()
-        total_steps, step, steps = settings.epochs * len(loader), 0, []
-        optimizer = _sgd(model, settings)
-        for epoch in range(settings.epochs):
-            lam = settings.lam_at(epoch)
-            deltas = penalties(model, penalty_table, grids)
-            units = root.prunable_units()  # the same modules until the next shrink
-            model.train()
-            for images, labels in loader:
-                for group in optimizer.param_groups:  # cosine schedule over all steps
-                    group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-                loss = loss_fn(model(images), labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if lam > 0:
-                    _soft_threshold(units, deltas, lam * optimizer.param_groups[0]["lr"])
-                step += 1
-            if epoch in prune_epochs:
-                target = None
-                if settings.max_macs is not None:
-                    done = (prune_epochs.index(epoch) + 1) / len(prune_epochs)
-                    target = supernet_macs - (supernet_macs - settings.max_macs) * done
-                shrink(model, _plan(model, grids, settings.threshold, macs_table, target), optimizer.state)
-                optimizer = _sgd(model, settings, optimizer.state)
-            elif epoch < settings.epochs - 1:
-                continue  # neither a prune step nor the end of fine-tuning: no validation
-            recalibrate_bn(model, (x for _, (x, _y) in zip(range(settings.calib_batches), calib)))
-            metrics = evaluate(model)
-            arch = root.arch()
-            macs, params = macs_table.evaluate(arch)
-            record = PruneStep(epoch, float(metrics[task_obj.metric]), macs, params, lam, dict(arch))
-            steps.append(record)
-            if on_step is not None:
-                on_step(record)
-    final = steps[-1]
-    result_metrics = {"default": final.metric, **{k: float(v) for k, v in metrics.items()}, "macs": final.macs,
+        penalty_table = macs_table if settings.cost == "macs" else latency_table(space, shape, threads=threads, **args)
+        calib = DataLoader(data.train, batch_size=train.batch_size, shuffle=False)
+        run = _Pruning(model, settings, train, epochs, grids, penalty_table, macs_table, calib, evaluate,
+                       task_obj.metric, on_step)
+        training.fit(model, loader, train, loss=loss_fn, start_epoch=run.start_epoch, after_step=run.after_step,
+                     end_epoch=run.end_epoch, schedule=training.cosine_closed_form, seed_torch=False)
+    final = run.steps[-1]
+    result_metrics = {"default": final.metric, **{k: float(v) for k, v in run.metrics.items()}, "macs": final.macs,
                       "params": final.params}
-    return FineGrainedResult(space, {k: final.arch[k] for k in grids}, model.state_dict(), result_metrics, steps,
-                             supernet_macs)
+    return FineGrainedResult(space, {k: final.arch[k] for k in grids}, model.state_dict(), result_metrics, run.steps,
+                             run.supernet_macs)
 
 
 @dataclass(frozen=True)
 class FineGrainedObjective:
-    """The ``fine-grained`` tuning objective: one :func:`fine_grained_search` per call of ``{lam, threshold,
-    warmup}``; every field is an ``objective_args`` key (``settings`` takes :class:`FineGrainedSettings` fields
-    other than those three)."""
+    """The ``fine-grained`` tuning objective: one search per call of ``{lam, threshold, warmup}``, of the prune
+    config its ``objective_args`` are (the dialect of ``hrnas-automl prune``: a trial config's space, space_args,
+    task, data, train and threads, plus ``prune:`` with the other :class:`FineGrainedSettings` fields)."""
 
-    space: str = "hrnas"
-    space_args: Mapping[str, Any] = field(default_factory=lambda: {"setting": "tiny", "transformer": False})
-    task: str = "segmentation"
-    data: Mapping[str, Any] = field(default_factory=lambda: {"kind": "shapes", "image_size": 64,
-                                                              "train_size": 32, "val_size": 16})
-    settings: Mapping[str, Any] = field(default_factory=lambda: {"epochs": 3})
-
-    def __post_init__(self) -> None:
-        allowed = {f.name for f in fields(FineGrainedSettings)} - {"lam", "threshold", "warmup"}
-        unknown = set(self.settings) - allowed
-        if unknown:
-            raise ValueError(f"settings: unknown keys {', '.join(sorted(unknown))}; "
-                             f"allowed: {', '.join(sorted(allowed))}")
-        if "kind" not in self.data:
-            raise ValueError("data needs a 'kind' (e.g. shapes)")
+    config: TrialConfig
+    prune: Mapping[str, Any]
 
     def __call__(self, params: Mapping[str, Any], report: Callable[[int, float, float], None]) -> Any:
+        from hrnas_automl.trial.prune import prune_settings, search
         from hrnas_automl.tuning.objectives import TuneResult
 
-        settings = FineGrainedSettings(lam=float(params["lam"]), threshold=float(params["threshold"]),
-                                       warmup=int(params["warmup"]), **dict(self.settings))
-        options = {k: v for k, v in self.data.items() if k != "kind"}
-        result = fine_grained_search(self.space, self.task, self.data["kind"], options, settings,
-                                     space_args=self.space_args,
-                                     on_step=lambda s: report(s.epoch, s.metric, s.macs))
+        tuned = {"lam": float(params["lam"]), "threshold": float(params["threshold"]), "warmup": int(params["warmup"])}
+        result = search(self.config, prune_settings({**self.prune, **tuned}),
+                        on_step=lambda s: report(s.epoch, s.metric, s.macs))
         return TuneResult(result.metrics["default"], result.metrics["macs"])
 
 
 def tuning_objective(**objective_args: Any) -> FineGrainedObjective:
-    """The registered factory of the ``fine-grained`` objective (``objective_args`` = its fields)."""
-    return FineGrainedObjective(**objective_args)
+    """The registered factory of the ``fine-grained`` objective: ``objective_args`` are read as a prune config
+    (:func:`hrnas_automl.trial.prune.parse_prune_config`); ``prune:`` must leave the tuned keys to the study."""
+    from hrnas_automl.trial.prune import parse_prune_config, prune_settings
 
+    config, prune = parse_prune_config(objective_args, "objective_args")
+    tuned = sorted({"lam", "threshold", "warmup"} & set(prune))
+    if tuned:
+        raise ConfigError(f"objective_args: prune: the study tunes {', '.join(tuned)}; remove them from prune: "
+                          "(ranges: sets what they take)")
+    prune_settings(prune)  # the other keys' values are checked now, not in the first trial
+    return FineGrainedObjective(config, prune)

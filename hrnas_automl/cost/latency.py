@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import statistics
 import time
-from contextlib import contextmanager
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from hrnas_automl.tasks.training import torch_threads  # re-exported: the one thread-count context
 
 if TYPE_CHECKING:
     from hrnas_automl.arch import Space
     from hrnas_automl.cost.tables import CostTable
 
 __all__ = ["measure_latency", "torch_threads", "latency_table", "predicted_latency"]
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with torch's intra-op thread count set to ``n`` (None: unchanged), then restore it."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @torch.no_grad()

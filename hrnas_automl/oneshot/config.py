@@ -2,34 +2,41 @@
 search.yml``, validated into pydantic models with the same one-line errors as the trial config."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from hrnas_automl.config import ConfigError, one_line_error, read_yaml_file
+from hrnas_automl.config import ConfigError, TrainSettings, one_line_error, read_yaml_file, train_with_defaults
 from hrnas_automl.trial.config import DataConfig
 
-__all__ = ["SupernetTrainSettings", "SupernetConfig", "SearchConfig", "load_config"]
+__all__ = ["SupernetTrainSettings", "SUPERNET_TRAIN", "SupernetConfig", "SearchConfig", "load_config"]
 
 _Model = TypeVar("_Model", bound=BaseModel)
 
 
-class SupernetTrainSettings(BaseModel):
-    """Path-wise training: one sampled path per step, SGD with linear LR decay to 0 (REFERENCE §3.3)."""
+@dataclass(frozen=True)
+class SupernetTrainSettings(TrainSettings):
+    """Path-wise training: one sampled path per step, SGD with linear LR decay to 0 (REFERENCE §3.3), for
+    ``steps`` steps (or ``epochs`` passes when ``steps`` is null). :class:`~hrnas_automl.config.TrainSettings` plus
+    how paths are drawn and how often the resumable checkpoint is written; what a ``train:`` block leaves out
+    comes from :data:`SUPERNET_TRAIN`. Weight decay spares BN / biases, as the official train.py."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    steps: int = Field(200, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.9, ge=0)
-    weight_decay: float = Field(4e-5, ge=0)  # not on BN / biases, as the official train.py
-    seed: int = 0
     # None: uniform paths (DetNAS COCO supernet); [[lo, hi], ...]: a MACs bin (backbone Conv2d MACs at
     # macs_input) drawn uniformly, then paths redrawn (<= 500 tries) until one falls in it (Supernet-ImageNet
     # train.py, bins [290e6, 300e6) ... [350e6, 360e6); REFERENCE §3.3).
-    macs_bins: list[tuple[float, float]] | None = Field(None, min_length=1)
-    checkpoint_every: int = Field(50, ge=1)
+    macs_bins: tuple[tuple[float, float], ...] | None = None
+    checkpoint_every: int = 50
+
+    def checks(self) -> tuple[tuple[str, bool, str], ...]:
+        return (*super().checks(),
+                ("macs_bins", self.macs_bins is None or len(self.macs_bins) >= 1, "[[low, high], ...] or null"),
+                ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"))
+
+
+SUPERNET_TRAIN = SupernetTrainSettings(steps=200, batch_size=8, lr=0.01)
 
 
 class SupernetConfig(BaseModel):
@@ -41,7 +48,8 @@ class SupernetConfig(BaseModel):
     space_args: dict[str, Any] = Field(default_factory=dict)
     data: DataConfig
     detector: dict[str, int] = Field(default_factory=dict)  # fpn_channels, head_depth
-    train: SupernetTrainSettings = SupernetTrainSettings()
+    train: Annotated[SupernetTrainSettings, BeforeValidator(partial(train_with_defaults, defaults=SUPERNET_TRAIN))] = (
+        SUPERNET_TRAIN)
     macs_input: tuple[int, int, int] = (3, 224, 224)  # DetNAS's constraint: backbone Conv2d MACs at 224
     checkpoint: str
     init_from: str | None = None

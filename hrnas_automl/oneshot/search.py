@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from hrnas_automl.config import ConfigError
 from hrnas_automl.cost.latency import torch_threads
@@ -26,6 +25,7 @@ from hrnas_automl.oneshot.supernet import Supernet, batch_indices, build_superne
 from hrnas_automl.registry import STRATEGIES
 from hrnas_automl.strategies.base import Strategy
 from hrnas_automl.tasks.detection import evaluate_map
+from hrnas_automl.tasks.training import recalibrate_bn  # re-exported: the one BN re-statistics
 
 __all__ = ["SearchResult", "recalibrate_bn", "load_supernet", "evaluate_candidate", "evaluate_arch", "run_search"]
 
@@ -38,23 +38,6 @@ class SearchResult:
 
     evaluated: list[dict[str, Any]]
     best: dict[str, Any]
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: list[torch.Tensor]) -> None:
-    """Reset every BatchNorm's running statistics and re-estimate them as a cumulative average over
-    ``batches`` in train mode (DetNAS resets mean/var to 0/1 and forwards training iterations)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    model.train()
-    for images in batches:
-        model(images)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
 
 
 def load_supernet(path: str | Path) -> tuple[Supernet, dict[str, Any]]:

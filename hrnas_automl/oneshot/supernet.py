@@ -5,7 +5,8 @@ Training follows DetNAS (REFERENCE §3.3): every step runs **one** path, drawn u
 ``engine/trainer.py:101-114``) or from a uniformly drawn MACs bin (the ImageNet supernet, ``train.py:210-231``);
 the candidates off the path get no gradient, so SGD leaves them (and their momentum) untouched, as the official
 code does by setting zero gradients to None. The step's path and batch are functions of ``(seed, step)``, so a
-resumed run continues exactly where the checkpoint left off.
+resumed run continues exactly where the checkpoint left off. Each step is the package trainer's
+(:func:`hrnas_automl.tasks.training.train_step`), with its SGD and linear LR decay.
 """
 from __future__ import annotations
 
@@ -17,17 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from pydantic import ValidationError
 from torch.utils.data import Dataset, default_collate
 
 from hrnas_automl.arch import Space, resolve_space
 from hrnas_automl.cost.analytic import conv_macs_table
 from hrnas_automl.data import build_data
 from hrnas_automl.data.coco_detection import DetectionData
-from hrnas_automl.cost.latency import torch_threads
 from hrnas_automl.oneshot.paths import set_path, to_supernet
 from hrnas_automl.oneshot.config import SupernetConfig
 from hrnas_automl.strategies.base import random_arch
+from hrnas_automl.tasks import training
 from hrnas_automl.tasks.detection import Detector, check_detector_options, fcos_loss
 
 __all__ = ["Supernet", "build_supernet", "sample_path", "batch_indices",
@@ -123,11 +124,13 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _optimizer(model: nn.Module, settings: Any) -> torch.optim.SGD:
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]  # BN / GN / biases (official: no wd there)
-    return torch.optim.SGD([{"params": decay, "weight_decay": settings.weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, momentum=settings.momentum)
+def _same_config(stored: Any, config: SupernetConfig) -> bool:
+    """Whether a checkpoint's config (its JSON dump) reads as ``config``: compared as validated settings, so a dump
+    without keys added since (defaults) still matches."""
+    try:
+        return SupernetConfig.model_validate(stored) == config
+    except ValidationError:
+        return False
 
 
 def train_supernet(config: SupernetConfig, *,
@@ -139,15 +142,16 @@ def train_supernet(config: SupernetConfig, *,
     config is resumed, one of another config is an error. ``on_checkpoint(step, mean_loss)`` follows every save.
     """
     settings = config.train
-    with torch_threads(config.threads):
+    with training.torch_threads(config.threads):
         net = build_supernet(config)
         model, data = net.model, net.data
-        optimizer = _optimizer(model, settings)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / settings.steps))
+        _, steps = training.run_length(settings, max(1, len(data.train) // settings.batch_size))
+        optimizer = training.sgd(model, settings, decay_1d=False)  # no weight decay on BN / biases (official)
+        scheduler = training.linear_decay(optimizer, steps)
         path, start, last_loss = Path(config.checkpoint), 0, float("nan")
         if path.exists():
             ckpt = load_checkpoint(path)
-            if ckpt["config"] != config.model_dump(mode="json"):
+            if not _same_config(ckpt["config"], config):
                 raise ValueError(f"checkpoint {path} was written by a different supernet config; delete it or set "
                                  "checkpoint: to a new file")
             model.load_state_dict(ckpt["model"])
@@ -165,19 +169,15 @@ def train_supernet(config: SupernetConfig, *,
             model.load_state_dict(shared, strict=False)
         losses: list[float] = []
         model.train()
-        for step in range(start, settings.steps):
+        for step in range(start, steps):
             rng = random.Random(f"{settings.seed}/{step}")
             set_path(model.backbone, sample_path(net.choices, rng, net.conv_macs, settings.macs_bins))
             images, targets = collate(data.train, batch_indices(len(data.train), settings.batch_size, step,
                                                                 settings.seed))
-            loss = fcos_loss(model(images), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            loss = training.train_step(model, optimizer, images, targets, fcos_loss, scheduler=scheduler)
             losses.append(loss.item())
             done = step + 1
-            if done % settings.checkpoint_every == 0 or done == settings.steps:
+            if done % settings.checkpoint_every == 0 or done == steps:
                 window = losses[-settings.checkpoint_every:]
                 last_loss = sum(window) / len(window)  # mean training loss since the last checkpoint
                 _save_atomic({"kind": _CHECKPOINT_KIND, "config": config.model_dump(mode="json"), "step": done,
@@ -185,4 +185,4 @@ def train_supernet(config: SupernetConfig, *,
                               "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, path)
                 if on_checkpoint is not None:
                     on_checkpoint(done, last_loss)
-    return {"loss": last_loss, "steps": float(settings.steps)}
+    return {"loss": last_loss, "steps": float(steps)}

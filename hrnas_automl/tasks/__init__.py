@@ -2,7 +2,8 @@
 
 A :class:`Task` names the space head it needs, builds its data from the trial config's ``data`` block,
 tells the space what to build for that data (classes, channels, keypoints) and trains + scores the
-network, returning a metric dict whose ``task.metric`` key becomes NNI's ``default``. The trial entry
+network with the package's one trainer (:mod:`hrnas_automl.tasks.training`, its loss and evaluation plugged
+in), returning a metric dict whose ``task.metric`` key becomes NNI's ``default``. The trial entry
 point (:mod:`hrnas_automl.trial`) is the same for every task; a new task is one class plus one line in
 :data:`hrnas_automl.registry.TASKS` (or an entry point of the group ``hrnas_automl.tasks``).
 """

@@ -23,8 +23,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from hrnas_automl.data.coco_detection import CocoDetection, DetectionData
-from hrnas_automl.tasks import EpochCallback, Task
-from hrnas_automl.tasks.classification import train_classifier
+from hrnas_automl.tasks import EpochCallback, Task, training
 from hrnas_automl.config import TrainSettings
 
 __all__ = ["FPN", "FCOSHead", "Detector", "fcos_loss", "detect", "evaluate_map", "DetectionTask", "TASK"]
@@ -276,9 +275,8 @@ class DetectionTask(Task):
     def fit(self, model: nn.Module, data: DetectionData, settings: TrainSettings, options: Mapping[str, Any],
             on_epoch: EpochCallback) -> dict[str, Any]:
         detector = Detector(model, data.num_classes, data.input_shape, **check_detector_options(options))
-        return train_classifier(detector, data, settings, on_epoch,
-                                output_loss=lambda outputs, targets, _criterion: fcos_loss(outputs, targets),
-                                evaluate=lambda m: evaluate_map(m, data.val, batch_size=settings.batch_size))
+        return training.fit(detector, training.train_loader(data.train, settings), settings, on_epoch, loss=fcos_loss,
+                            evaluate=lambda m: evaluate_map(m, data.val, batch_size=settings.batch_size))
 
 
 TASK = DetectionTask()

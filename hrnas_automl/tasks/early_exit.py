@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from hrnas_automl.cost import count_cost
 from hrnas_automl.data import ClassificationData
 from hrnas_automl.spaces.ranet import RANet, exit_macs
-from hrnas_automl.tasks.classification import train_classifier
 from hrnas_automl.config import TrainSettings
+from hrnas_automl.tasks import training
 
 __all__ = ["ThresholdFit", "BudgetPoint", "THRESHOLD_METHODS", "train_multi_exit", "early_exit_costs",
            "collect_exit_probs", "anytime_accuracy", "exit_assignment", "apply_thresholds", "geometric_thresholds",
@@ -76,7 +76,7 @@ def train_multi_exit(model: nn.Module, data: ClassificationData, settings: Train
     """Train a multi-exit ``model`` on ``data.train`` with the (optionally weighted) sum of the exits'
     cross-entropies, evaluating every exit on ``data.val`` after each epoch.
 
-    The recipe is the classification task's (:func:`hrnas_automl.tasks.classification.train_classifier`): SGD with
+    The recipe is the package's trainer (:func:`hrnas_automl.tasks.training.fit`), as for classification: SGD with
     momentum and weight decay, cosine LR over all steps, label smoothing, ``settings.seed`` seeding torch's global
     RNG and the shuffling, so the same seed and initial weights give identical metrics; only the loss and the
     validation metrics differ.
@@ -85,7 +85,9 @@ def train_multi_exit(model: nn.Module, data: ClassificationData, settings: Train
     ``"loss"`` (validation loss, weighted sum over exits), ``"train_loss"}`` after each epoch; the last epoch's
     dict is returned.
     """
-    def summed_loss(outputs: Any, labels: torch.Tensor, criterion: nn.Module) -> torch.Tensor:
+    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+
+    def summed_loss(outputs: Any, labels: torch.Tensor) -> torch.Tensor:
         logits = _as_exit_list(outputs, model)
         return sum(w * criterion(y, labels) for w, y in zip(_exit_weights(exit_weights, len(logits)), logits))
 
@@ -101,7 +103,8 @@ def train_multi_exit(model: nn.Module, data: ClassificationData, settings: Train
         val_loss = sum(w * nll[k].mean().item() for k, w in enumerate(weights))
         return {"accuracy": exit_accuracy[-1], "exit_accuracy": exit_accuracy, "loss": float(val_loss)}
 
-    return train_classifier(model, data, settings, on_epoch, output_loss=summed_loss, evaluate=evaluate)
+    return training.fit(model, training.train_loader(data.train, settings), settings, on_epoch, loss=summed_loss,
+                        evaluate=evaluate)
 
 
 def _find_ranet(model: nn.Module, user: str) -> RANet:

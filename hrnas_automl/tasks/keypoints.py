@@ -5,8 +5,8 @@ The space's ``keypoints`` head gives heatmaps at 1/4 of the person crop. The los
 joints). Evaluation decodes the heatmaps (argmax + quarter-pixel refinement), maps them back to image
 pixels through the crop's inverse affine map and scores each person with the mean peak value of its
 heatmaps (HRNet rescores by the mean of maxvals above 0.2 times the box score; ground-truth boxes score
-1, and no OKS-NMS is needed with one prediction per ground-truth box). Training reuses the
-classification recipe through its ``output_loss`` and ``evaluate`` hooks.
+1, and no OKS-NMS is needed with one prediction per ground-truth box). Training is the package's trainer
+(:func:`hrnas_automl.tasks.training.fit`) with this loss and evaluation plugged in.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from hrnas_automl.data.coco_keypoints import HEATMAP_STRIDE, KeypointData
 from hrnas_automl.data.heatmaps import decode_heatmaps
 from hrnas_automl.data.topdown import apply_affine, crop_matrix, invert_affine
-from hrnas_automl.tasks import EpochCallback, Task
-from hrnas_automl.tasks.classification import to_device, train_classifier
+from hrnas_automl.tasks import EpochCallback, Task, training
+from hrnas_automl.tasks.training import to_device
 from hrnas_automl.config import TrainSettings
 from hrnas_automl.tasks.metrics.keypoints import oks_ap, pck
 
@@ -94,8 +94,8 @@ class KeypointTask(Task):
 
     def fit(self, model: nn.Module, data: KeypointData, settings: TrainSettings, options: Mapping[str, Any],
             on_epoch: EpochCallback) -> dict[str, Any]:
-        return train_classifier(
-            model, data, settings, on_epoch, output_loss=lambda heatmaps, target, _: heatmap_loss(heatmaps, target),
+        return training.fit(
+            model, training.train_loader(data.train, settings), settings, on_epoch, loss=heatmap_loss,
             evaluate=lambda net: evaluate_keypoints(net, data, batch_size=settings.batch_size, device=settings.device))
 
 

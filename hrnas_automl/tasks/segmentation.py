@@ -1,9 +1,8 @@
 """Semantic segmentation: per-pixel cross-entropy (ignore index 255), scored by mIoU and pixel accuracy.
 
 The space's ``segmentation`` head gives logits at 1/4 of the input; they are upsampled bilinearly to the
-label size for the loss and the prediction, as mmseg's decode heads do. Training reuses the
-classification recipe (:func:`~hrnas_automl.tasks.classification.train_classifier`) through its
-``output_loss`` and ``evaluate`` hooks.
+label size for the loss and the prediction, as mmseg's decode heads do. Training is the package's trainer
+(:func:`hrnas_automl.tasks.training.fit`) with this loss and evaluation plugged in.
 """
 from __future__ import annotations
 
@@ -16,8 +15,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from hrnas_automl.data.segmentation import IGNORE_INDEX, SegmentationData
-from hrnas_automl.tasks import EpochCallback, Task
-from hrnas_automl.tasks.classification import train_classifier
+from hrnas_automl.tasks import EpochCallback, Task, training
 from hrnas_automl.config import TrainSettings
 from hrnas_automl.tasks.metrics.segmentation import confusion_matrix, miou, pixel_accuracy
 
@@ -70,9 +68,9 @@ class SegmentationTask(Task):
 
     def fit(self, model: nn.Module, data: SegmentationData, settings: TrainSettings, options: Mapping[str, Any],
             on_epoch: EpochCallback) -> dict[str, Any]:
-        return train_classifier(
-            model, data, settings, on_epoch,
-            output_loss=lambda logits, labels, _: segmentation_loss(logits, labels, data.ignore_index),
+        return training.fit(
+            model, training.train_loader(data.train, settings), settings, on_epoch,
+            loss=lambda logits, labels: segmentation_loss(logits, labels, data.ignore_index),
             evaluate=lambda net: evaluate_segmentation(net, data.val, data.num_classes, batch_size=settings.batch_size,
                                                        device=settings.device, ignore_index=data.ignore_index))
 

@@ -4,9 +4,11 @@
 ``prune:`` section of :class:`~hrnas_automl.strategies.fine_grained.FineGrainedSettings` fields (lam,
 threshold, warmup, prune_every, finetune_epochs, max_macs, cost, calib_batches); epochs, batch size, lr,
 momentum, weight decay and seed come from ``train``. Under nnictl the tuner's parameters (any ``prune:``
-keys, e.g. a λ grid) override the section. Results carry the keys of every other trial (``default``, the task
-metrics, ``macs``, ``params``, ``latency_ms``, ``trial_s``); intermediate results are the metric and MACs after
-each prune step and after fine-tuning.
+keys, e.g. a λ grid) override the section. The ``fine-grained`` tuning objective reads its ``objective_args``
+with the same code (:func:`parse_prune_config`), so ``tune.yml`` and ``prune.yml`` share one dialect.
+Results carry the keys of every other trial (``default``, the task metrics, ``macs``, ``params``,
+``latency_ms``, ``trial_s``); intermediate results are the metric and MACs after each prune step and after
+fine-tuning.
 """
 from __future__ import annotations
 
@@ -15,13 +17,16 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
+from typing import TYPE_CHECKING, Any
 
 from hrnas_automl.config import ConfigError, read_yaml_file
 from hrnas_automl.trial.config import TrialConfig, parse_trial_config
 
-__all__ = ["PRUNE_KEYS", "load_prune_config", "check_prune_options", "run_prune_trial"]
+if TYPE_CHECKING:
+    from hrnas_automl.strategies.fine_grained import FineGrainedResult, FineGrainedSettings, StepCallback
+
+__all__ = ["PRUNE_KEYS", "parse_prune_config", "load_prune_config", "check_prune_options", "prune_settings", "search",
+           "run_prune_trial"]
 
 # FineGrainedSettings fields a prune: section (or nnictl's parameters) may set; the rest come from train:.
 PRUNE_KEYS = ("lam", "threshold", "warmup", "prune_every", "finetune_epochs", "max_macs", "cost",
@@ -29,15 +34,19 @@ PRUNE_KEYS = ("lam", "threshold", "warmup", "prune_every", "finetune_epochs", "m
 Report = Callable[[Mapping[str, float]], None]
 
 
+def parse_prune_config(data: Any, source: str = "prune config") -> tuple[TrialConfig, dict[str, Any]]:
+    """The trial config and the ``prune:`` options of a prune mapping (already loaded from YAML; one-line
+    ``ConfigError`` if bad)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of keys (space, data, train, prune, ...)")
+    data = dict(data)
+    prune = data.pop("prune", None) or {}
+    return parse_trial_config(data, source), check_prune_options(prune, source)
+
+
 def load_prune_config(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:
     """The trial config and the ``prune:`` options of a prune YAML file (one-line ``ConfigError`` if bad)."""
-    path = Path(path)
-    data = read_yaml_file(path, "prune config")
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys (space, data, train, prune, ...)")
-    prune = data.pop("prune", None) or {}
-    config = parse_trial_config(data, str(path))
-    return config, check_prune_options(prune, str(path))
+    return parse_prune_config(read_yaml_file(path, "prune config"), str(path))
 
 
 def check_prune_options(options: Any, source: str) -> dict[str, Any]:
@@ -49,6 +58,28 @@ def check_prune_options(options: Any, source: str) -> dict[str, Any]:
     return dict(options)
 
 
+def prune_settings(prune: Mapping[str, Any]) -> FineGrainedSettings:
+    """The :class:`~hrnas_automl.strategies.fine_grained.FineGrainedSettings` of ``prune:`` options; a bad value is
+    a one-line ``ConfigError`` (``max_macs`` goes through :func:`~hrnas_automl.config.parse_number`)."""
+    from hrnas_automl.strategies.fine_grained import FineGrainedSettings
+
+    try:
+        return FineGrainedSettings(**prune)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"prune: {exc}") from None
+
+
+def search(config: TrialConfig, settings: FineGrainedSettings, *,
+           on_step: StepCallback | None = None) -> FineGrainedResult:
+    """The fine-grained search of a prune config: its space, task, data, ``train`` settings and ``threads``
+    (one when unset)."""
+    from hrnas_automl.strategies.fine_grained import fine_grained_search
+
+    return fine_grained_search(config.space, config.task, config.data.kind, config.data.options(), settings,
+                               train=config.train, threads=config.threads or 1, space_args=config.space_args,
+                               on_step=on_step)
+
+
 def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_intermediate: Report | None = None,
                     report_final: Report | None = None) -> dict[str, Any]:
     """Run the search, report like :func:`~hrnas_automl.trial.run_trial`, write ``result.json`` (arch, metrics,
@@ -56,15 +87,9 @@ def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_int
     import torch
 
     from hrnas_automl.cost.latency import measure_latency
-    from hrnas_automl.strategies.fine_grained import FineGrainedSettings, PruneStep, fine_grained_search
+    from hrnas_automl.strategies.fine_grained import PruneStep
 
-    train = config.train
-    try:
-        settings = FineGrainedSettings(epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
-                                       momentum=train.momentum, weight_decay=train.weight_decay, seed=train.seed,
-                                       threads=config.threads or 1, **prune)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"prune: {exc}") from None
+    settings = prune_settings(prune)
     t0 = time.perf_counter()
 
     def on_step(step: PruneStep) -> None:
@@ -72,8 +97,7 @@ def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_int
             report_intermediate({"default": step.metric, "macs": step.macs, "params": step.params,
                                  "epoch": step.epoch})
 
-    result = fine_grained_search(config.space, config.task, config.data.kind, config.data.options(), settings,
-                                 space_args=config.space_args, on_step=on_step)
+    result = search(config, settings, on_step=on_step)
     metrics = dict(result.metrics)
     if config.latency.enabled:
         from hrnas_automl.arch import freeze

@@ -8,7 +8,7 @@ Example::
     max_macs: 2.0e+5                  # budget: over-budget trials are infeasible (Optuna constraints)
     ranges: {lam: {low: 1.0e-4, high: 1.0e-1, log: true}}
     objective: network-slimming
-    objective_args: {epochs: 4, seed: 0}
+    objective_args: {train: {epochs: 4, seed: 0}}
 
 Default ranges (each can be overridden): λ 1e-6..1e-3 (log), covering HR-NAS's shipped ρ of 1e-6 to
 1.8e-4 (REFERENCE §1.3); threshold 1e-4..1e-2 (log), around the shipped 1e-3; warm-up 0..10 epochs.

@@ -4,22 +4,28 @@ Network slimming (Liu et al., ICCV 2017, https://arxiv.org/abs/1708.06519): a sm
 generated Gabor data with an L1 penalty λ·Σ|γ| on its BatchNorm scales γ (initialised to 0.5, §4 of the
 paper); λ ramps linearly from 0 over ``warmup`` epochs (as HR-NAS's ρ schedule, REFERENCE §1.3); after
 every epoch channels with |γ| <= threshold are pruned for good and the metric (val accuracy) and the
-MACs of the shrunk network (ptflops) are reported. The HR-NAS search registers as ``fine-grained``.
+MACs of the shrunk network (ptflops) are reported. Training is the package's trainer
+(:func:`hrnas_automl.tasks.training.fit`) at a constant LR, with the penalty, the pruning and the report plugged
+in. The HR-NAS search registers as ``fine-grained``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from hrnas_automl.config import TrainSettings, train_with_defaults
 from hrnas_automl.data.synthetic import build_synthetic
+from hrnas_automl.tasks import training
 from hrnas_automl.tuning.objectives import Report, TuneParams, TuneResult
 
-__all__ = ["SlimNet", "SlimmingObjective", "tuning_objective"]
+__all__ = ["SlimNet", "DEFAULT_TRAIN", "SlimmingObjective", "tuning_objective"]
 
 _GAMMA_INIT = 0.5  # Liu et al. 2017, §4: scaling factors initialised to 0.5
+DEFAULT_TRAIN = TrainSettings(epochs=6, batch_size=32, lr=0.05, weight_decay=0.0)  # what train: leaves out
 
 
 class SlimNet(nn.Module):
@@ -43,9 +49,25 @@ class SlimNet(nn.Module):
         return self.classifier(self.features(x).mean((2, 3)))
 
 
+class _Shuffled:
+    """In-memory images and labels in batches of a fresh seeded permutation per pass (the last batch may be short)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in torch.randperm(len(self.labels), generator=self.generator).split(self.batch_size):
+            yield self.images[batch], self.labels[batch]
+
+
 @dataclass(frozen=True)
 class SlimmingObjective:
-    """Trains and slims one :class:`SlimNet` per call; every field is an ``objective_args`` key."""
+    """Trains and slims one :class:`SlimNet` per call; every field is an ``objective_args`` key (``train`` the
+    training settings, its keys over :data:`DEFAULT_TRAIN`; ``threads`` torch's thread count)."""
 
     widths: tuple[int, ...] = (16, 32)
     num_classes: int = 4
@@ -53,17 +75,12 @@ class SlimmingObjective:
     train_size: int = 512
     val_size: int = 128
     noise: float = 0.1
-    epochs: int = 6
-    batch_size: int = 32
-    lr: float = 0.05
-    seed: int = 0
+    train: TrainSettings = DEFAULT_TRAIN
     threads: int = 1
 
     def __post_init__(self) -> None:
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be positive channel counts, got {self.widths}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
 
     def macs(self, widths: Sequence[int]) -> float:
         """MACs (ptflops) of the network with these channel counts at this objective's input size."""
@@ -73,37 +90,37 @@ class SlimmingObjective:
 
     def __call__(self, params: TuneParams, report: Report) -> TuneResult:
         lam, threshold, warmup = float(params["lam"]), float(params["threshold"]), int(params["warmup"])
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            data = build_synthetic(num_classes=self.num_classes, image_size=self.image_size, seed=self.seed,
+        seed = self.train.seed
+        with training.torch_threads(self.threads):
+            data = build_synthetic(num_classes=self.num_classes, image_size=self.image_size, seed=seed,
                                    train_size=self.train_size, val_size=self.val_size, noise=self.noise)
-            torch.manual_seed(self.seed)
+            torch.manual_seed(seed)
             net = SlimNet(self.widths, self.num_classes)
             for bn in net.norms:
                 nn.init.constant_(bn.weight, _GAMMA_INIT)
             keep = [torch.ones(len(bn.weight), dtype=torch.bool) for bn in net.norms]
-            images, labels = data.train.images, data.train.labels
-            optimizer = torch.optim.SGD(net.parameters(), lr=self.lr, momentum=0.9)
-            generator = torch.Generator().manual_seed(self.seed)
-            result = TuneResult(0.0, 0.0)
-            for epoch in range(self.epochs):
+            weight = 0.0  # λ of the current epoch
+
+            def start_epoch(epoch: int) -> None:
+                nonlocal weight
                 weight = lam * min(1.0, epoch / warmup) if warmup > 0 else lam
-                net.train()
-                for batch in torch.randperm(len(labels), generator=generator).split(self.batch_size):
-                    loss = nn.functional.cross_entropy(net(images[batch]), labels[batch])
-                    loss = loss + weight * sum(bn.weight.abs().sum() for bn in net.norms)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    self._apply(net, keep)
+
+            def loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+                task = nn.functional.cross_entropy(outputs, labels, label_smoothing=self.train.label_smoothing)
+                return task + weight * sum(bn.weight.abs().sum() for bn in net.norms)
+
+            def end_epoch(_epoch: int, _optimizer: torch.optim.Optimizer) -> None:
+                nonlocal keep
                 keep = self._prune(net, keep, threshold)
-                result = TuneResult(self._accuracy(net, data.val.images, data.val.labels),
-                                    self.macs([int(k.sum()) for k in keep]))
-                report(epoch, result.metric, result.macs)
-            return result
-        finally:
-            torch.set_num_threads(previous_threads)
+
+            metrics = training.fit(
+                net, _Shuffled(data.train.images, data.train.labels, self.train.batch_size, seed), self.train,
+                lambda epoch, m: report(epoch, m["accuracy"], m["macs"]), loss=loss, start_epoch=start_epoch,
+                after_step=lambda _optimizer: self._apply(net, keep), end_epoch=end_epoch, schedule=None,
+                seed_torch=False,
+                evaluate=lambda _net: {"accuracy": self._accuracy(net, data.val.images, data.val.labels),
+                                       "macs": self.macs([int(k.sum()) for k in keep])})
+            return TuneResult(metrics["accuracy"], metrics["macs"])
 
     @staticmethod
     @torch.no_grad()
@@ -133,7 +150,10 @@ class SlimmingObjective:
 
 
 def tuning_objective(**options: object) -> SlimmingObjective:
-    """The registered factory: ``objective_args`` become :class:`SlimmingObjective` fields."""
+    """The registered factory: ``objective_args`` become :class:`SlimmingObjective` fields (``train`` a mapping of
+    :class:`~hrnas_automl.config.TrainSettings` keys over :data:`DEFAULT_TRAIN`)."""
     if "widths" in options:
         options["widths"] = tuple(options["widths"])  # type: ignore[arg-type]
+    if isinstance(options.get("train"), Mapping):
+        options["train"] = TrainSettings(**train_with_defaults(options["train"], DEFAULT_TRAIN))
     return SlimmingObjective(**options)  # type: ignore[arg-type]

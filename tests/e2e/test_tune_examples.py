@@ -43,7 +43,7 @@ def test_nnictl_example_uses_the_tuner_and_the_space_of_its_tune_config(tmp_path
 
 def test_tune_command_runs_resumes_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = yaml.safe_load((HRNAS / "tune_slimming.yml").read_text())
-    config.update(objective_args={"epochs": 4, "val_size": 64}, sampler_args={"population_size": 2},
+    config.update(objective_args={"train": {"epochs": 4}, "val_size": 64}, sampler_args={"population_size": 2},
                   max_macs=4.1e5)
     path = tmp_path / "tune.yml"
     path.write_text(yaml.safe_dump(config))
@@ -69,7 +69,7 @@ def test_tune_trial_outside_nnictl(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["tune-trial", "--config", "{tmp}/bad_args.yml", "--params", "{lam: 1, threshold: 0, warmup: 1}"],
-     "objective_args of 'fine-grained': FineGrainedObjective.__init__() got an unexpected keyword argument 'epochs'"),
+     "objective_args: unknown key 'epochs'; allowed keys here: space, space_args, task, task_args, data, train"),
     (["tune-trial", "--config", str(HRNAS / "tune_slimming.yml"), "--params", "{lam: 1}"],
      "must be a mapping with exactly the keys lam, threshold, warmup"),
     (["front", "--config", "{tmp}/t.yml"], "no study 'x' in sqlite:///"),
@@ -80,8 +80,9 @@ def test_command_errors_are_one_line(argv: list[str], message: str, tmp_path: Pa
     base = {"study_name": "x", "n_trials": 1, "objective": "network-slimming"}
     (tmp_path / "t.yml").write_text(yaml.safe_dump(base))
     (tmp_path / "bad_storage.yml").write_text(yaml.safe_dump({**base, "storage": "nope://"}))
+    bad_args = {"space": "hrnas", "data": {"kind": "shapes"}, "epochs": 2}  # epochs belongs under train:
     (tmp_path / "bad_args.yml").write_text(yaml.safe_dump({**base, "objective": "fine-grained",
-                                                           "objective_args": {"epochs": 2}}))
+                                                           "objective_args": bad_args}))
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
@@ -110,7 +111,7 @@ def test_optuna_tuner_runs_under_nnictl(tmp_path: Path, nni_home: Path) -> None:
     from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
 
     tune = yaml.safe_load((HRNAS / "tune_slimming.yml").read_text())
-    tune.update(objective_args={"epochs": 2, "train_size": 128, "val_size": 64})
+    tune.update(objective_args={"train": {"epochs": 2}, "train_size": 128, "val_size": 64})
     (tmp_path / "tune.yml").write_text(yaml.safe_dump(tune))
     assert main(["tune-space", "--config", str(tmp_path / "tune.yml"), "-o", str(tmp_path / "lambda_space.json")]) == 0
     experiment = yaml.safe_load((HRNAS / "optuna_lambda.yml").read_text())

@@ -14,7 +14,7 @@ import yaml
 from tests import EXAMPLES
 from hrnas_automl.cli import main
 from hrnas_automl.oneshot.paths import path_choices, set_path
-from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
+from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, SupernetTrainSettings
 from hrnas_automl.oneshot.search import SearchResult, run_search
 from hrnas_automl.oneshot.supernet import build_supernet, sample_path, train_supernet
 from hrnas_automl.registry import get_preset
@@ -111,7 +111,11 @@ def test_training_resumes_exactly(data_root: Path, tmp_path: Path, monkeypatch: 
     monkeypatch.chdir(tmp_path / "b")
     with pytest.raises(KeyboardInterrupt):
         train_supernet(config, on_checkpoint=stop)
-    assert torch.load("supernet.pt", weights_only=True)["step"] == 2
+    ckpt = torch.load("supernet.pt", weights_only=True)
+    assert ckpt["step"] == 2
+    for key in ("epochs", "label_smoothing", "device", "progress"):  # as written before train: had these keys
+        del ckpt["config"]["train"][key]
+    torch.save(ckpt, "supernet.pt")
     steps: list[int] = []
     train_supernet(config, on_checkpoint=lambda step, _loss: steps.append(step))
     assert steps == [4]  # resumed at step 2
@@ -125,6 +129,15 @@ def test_training_resumes_exactly(data_root: Path, tmp_path: Path, monkeypatch: 
         train_supernet(other)
 
 
+def test_train_settings_are_the_trainers_with_the_supernets_defaults(data_root: Path, tmp_path: Path) -> None:
+    config = SupernetConfig.model_validate({"data": {"kind": "shapes"}, "checkpoint": "x.pt", "train": {"lr": 0.02}})
+    assert config.train == SupernetTrainSettings(steps=200, batch_size=8, lr=0.02)  # the rest: SUPERNET_TRAIN's
+    checkpoints: list[int] = []
+    by_epochs = _supernet_config(data_root, tmp_path / "s.pt", steps=None, epochs=1, checkpoint_every=4)
+    result = train_supernet(by_epochs, on_checkpoint=lambda step, _loss: checkpoints.append(step))
+    assert result["steps"] == 6 and checkpoints == [4, 6]  # one pass: 48 images in batches of 8
+
+
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad_ckpt = tmp_path / "garbage.pt"
     bad_ckpt.write_bytes(b"not a checkpoint")
@@ -132,8 +145,11 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     search.write_text(yaml.safe_dump({"supernet": str(bad_ckpt), "state": str(tmp_path / "s.json")}))
     unknown = tmp_path / "train.yml"
     unknown.write_text(yaml.safe_dump({"data": {"kind": "shapes"}, "checkpoint": "x.pt", "epochs": 3}))
+    bad_lr = tmp_path / "bad_lr.yml"
+    bad_lr.write_text(yaml.safe_dump({"data": {"kind": "shapes"}, "checkpoint": "x.pt", "train": {"lr": 0}}))
     cases = [(["oneshot", "search", "--config", str(tmp_path / "missing.yml")], "missing.yml does not exist"),
              (["oneshot", "train", "--config", str(unknown)], "unknown key 'epochs'"),
+             (["oneshot", "train", "--config", str(bad_lr)], "train.lr must be > 0, got 0.0"),
              (["oneshot", "search", "--config", str(search)], "garbage.pt is not a readable supernet checkpoint")]
     for argv, message in cases:
         assert main(argv) == 2

@@ -1,6 +1,7 @@
 """The fine-grained (HR-NAS) search on the tiny HR-NAS setting and 32x32 generated shapes: λ orders the MACs,
 pruning is physical and lands on the grid, the result is a sample that freezes with its weights, BN
-recalibration re-estimates statistics, runs are seeded, and the budget is met."""
+recalibration re-estimates statistics, runs are seeded, the budget is met, and the search reads one YAML dialect as a
+prune trial and as a tuning objective."""
 from __future__ import annotations
 
 import functools
@@ -12,24 +13,34 @@ import torch
 
 from tests import EXAMPLES
 from hrnas_automl.arch import choices_of, freeze, validate_arch
+from hrnas_automl.config import ConfigError, TrainSettings
 from hrnas_automl.cost import cost_table, count_cost
 from hrnas_automl.data.shapes import build_shapes
 from hrnas_automl.strategies.fine_grained import (FineGrainedResult, FineGrainedSettings, fine_grained_search,
-                                                  penalties, prunable_root, recalibrate_bn, shrink, tuning_objective)
+                                                  penalties, prunable_root, shrink, tuning_objective)
 from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.spaces.hrnas import hrnas_network
-
-torch.set_num_threads(1)
+from hrnas_automl.tasks.training import recalibrate_bn, torch_threads
 
 SPACE_ARGS = {"setting": "tiny", "transformer": False}
 DATA = {"image_size": 32, "train_size": 16, "val_size": 8}
 SHAPE = (3, 32, 32)
+TRAIN = TrainSettings(epochs=4, batch_size=8)
+PRUNE_CONFIG = {"space": "hrnas", "space_args": SPACE_ARGS, "task": "segmentation", "data": {"kind": "shapes", **DATA},
+                "train": {"epochs": 2, "batch_size": 8}, "threads": 1}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """The tests that build networks outside the search (which pins one thread itself) run on one thread too."""
+    with torch_threads(1):
+        yield
 
 
 @functools.cache
 def search(lam: float, transformer: bool = False, max_macs: float | None = None) -> FineGrainedResult:
-    settings = FineGrainedSettings(lam=lam, threshold=1e-3, warmup=0, epochs=4, batch_size=8, max_macs=max_macs)
-    return fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings,
+    settings = FineGrainedSettings(lam=lam, threshold=1e-3, warmup=0, max_macs=max_macs)
+    return fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=TRAIN,
                                space_args={**SPACE_ARGS, "transformer": transformer})
 
 
@@ -72,8 +83,8 @@ def test_prune_steps_report_metric_and_shrinking_macs() -> None:
 
 
 def test_same_seed_same_result() -> None:
-    settings = FineGrainedSettings(lam=10.0, threshold=1e-3, warmup=0, epochs=4, batch_size=8)
-    again = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, space_args=SPACE_ARGS)
+    settings = FineGrainedSettings(lam=10.0, threshold=1e-3, warmup=0)
+    again = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=TRAIN, space_args=SPACE_ARGS)
     assert again.arch == search(10.0).arch and again.metrics == search(10.0).metrics
 
 
@@ -165,14 +176,30 @@ def test_latency_penalty_weighs_the_measured_latency_table() -> None:
 
 def test_finetune_epochs_train_the_pruned_network_without_pruning() -> None:
     supernet = search(10.0).supernet_macs
-    settings = FineGrainedSettings(lam=0.3, threshold=1e-3, warmup=0, epochs=4, batch_size=8, finetune_epochs=2,
-                                   max_macs=supernet / 2)
-    result = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, space_args=SPACE_ARGS)
+    settings = FineGrainedSettings(lam=0.3, threshold=1e-3, warmup=0, finetune_epochs=2, max_macs=supernet / 2)
+    result = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=TRAIN, space_args=SPACE_ARGS)
     assert [s.epoch for s in result.steps] == [0, 1, 3]  # two prune steps, then the end of fine-tuning
     assert result.steps[1].macs <= supernet / 2 and result.steps[2].macs == result.steps[1].macs
     assert result.steps[2].lam == 0 and result.steps[2].arch == result.steps[1].arch
-    with pytest.raises(ValueError, match="finetune_epochs must be in"):
-        FineGrainedSettings(epochs=4, finetune_epochs=4)
+    with pytest.raises(ValueError, match=r"finetune_epochs must be in \[0, epochs=4\), got 4"):
+        fine_grained_search("hrnas", "segmentation", "shapes", DATA, FineGrainedSettings(finetune_epochs=4),
+                            train=TRAIN, space_args=SPACE_ARGS)
+
+
+def test_settings_are_checked_and_max_macs_is_parsed_as_a_number() -> None:
+    import yaml
+
+    from hrnas_automl.trial.prune import prune_settings
+
+    written = yaml.safe_load("max_macs: 6.9e6")  # PyYAML leaves 6.9e6 (no sign in the exponent) a string
+    assert written == {"max_macs": "6.9e6"} and prune_settings(written).max_macs == 6.9e6
+    for bad, message in (({"max_macs": "lots"}, "max_macs must be a number, got 'lots'"),
+                         ({"max_macs": 0}, "max_macs must be > 0 or null"), ({"lam": -1}, "lam must be >= 0")):
+        with pytest.raises(ValueError, match=message):
+            FineGrainedSettings(**bad)
+    with pytest.raises(ValueError, match="batches of >= 2 images"):
+        fine_grained_search("hrnas", "segmentation", "shapes", DATA, train=TrainSettings(batch_size=1),
+                            space_args=SPACE_ARGS)
 
 
 def test_bn_recalibration_reestimates_running_stats() -> None:
@@ -194,12 +221,31 @@ def test_space_without_prunable_units_is_refused() -> None:
 
 
 def test_tuning_objective_reports_each_step(tmp_path: Path) -> None:
-    objective = tuning_objective(data={"kind": "shapes", **DATA}, settings={"epochs": 2, "batch_size": 8})
+    objective = tuning_objective(**PRUNE_CONFIG, prune={"prune_every": 1})
     seen: list[tuple[int, float, float]] = []
     result = objective({"lam": 10.0, "threshold": 1e-3, "warmup": 0}, lambda *row: seen.append(row))
     assert [s for s, _, _ in seen] == [0, 1] and (seen[-1][1], seen[-1][2]) == (result.metric, result.macs)
-    with pytest.raises(ValueError, match="unknown keys lam"):
-        tuning_objective(settings={"lam": 1.0})
+    with pytest.raises(ConfigError, match=r"objective_args: prune: the study tunes lam, warmup; remove them"):
+        tuning_objective(**PRUNE_CONFIG, prune={"lam": 1.0, "warmup": 1})
+    with pytest.raises(ConfigError, match=r"objective_args: prune: unknown keys \['epochs'\]"):
+        tuning_objective(**PRUNE_CONFIG, prune={"epochs": 3})
+    with pytest.raises(ConfigError, match=r"objective_args: unknown key 'settings'"):
+        tuning_objective(**PRUNE_CONFIG, settings={"epochs": 3})
+    with pytest.raises(ConfigError, match=r"prune: fine-grained setting max_macs must be a number, got '1e6x'"):
+        tuning_objective(**PRUNE_CONFIG, prune={"max_macs": "1e6x"})
+
+
+def test_tuning_objective_reads_prune_yml_as_the_prune_command_does() -> None:
+    import yaml
+
+    from hrnas_automl.trial.prune import load_prune_config
+
+    example = EXAMPLES / "hrnas" / "prune.yml"
+    config, prune = load_prune_config(example)
+    raw = yaml.safe_load(example.read_text())
+    tuned = {key: raw["prune"].pop(key) for key in ("lam", "threshold", "warmup")}
+    objective = tuning_objective(**raw)
+    assert objective.config == config and {**objective.prune, **tuned} == prune
 
 
 def test_example_study_reaches_8_trials_plots_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -213,7 +259,7 @@ def test_example_study_reaches_8_trials_plots_and_resumes(tmp_path: Path, capsys
 
     example = EXAMPLES / "hrnas" / "tune.yml"
     config = yaml.safe_load(example.read_text())
-    config["objective_args"].update(data={"kind": "shapes", **DATA}, settings={"epochs": 2, "batch_size": 8})
+    config["objective_args"].update(data={"kind": "shapes", **DATA}, train={"epochs": 2, "batch_size": 8})
     config.update(n_trials=8, sampler_args={"population_size": 4}, max_macs=search(10.0).supernet_macs / 2)
     path = tmp_path / "tune.yml"
     path.write_text(yaml.safe_dump(config))

@@ -1,4 +1,5 @@
-"""The classification task: a tiny CNN learns the synthetic set, runs are reproducible, settings are checked."""
+"""The classification task: a tiny CNN learns the synthetic set through the trainer, runs are reproducible,
+settings are checked."""
 from __future__ import annotations
 
 import pytest
@@ -6,8 +7,12 @@ import torch
 from torch import nn
 
 from hrnas_automl.data import build_classification_data
-from hrnas_automl.tasks.classification import evaluate_classifier, train_classifier
+from hrnas_automl.tasks.classification import TASK, evaluate_classifier
 from hrnas_automl.config import TrainSettings
+
+
+def fit_classifier(model: nn.Module, data, settings: TrainSettings, on_epoch=lambda epoch, metrics: None) -> dict:
+    return TASK.fit(model, data, settings, {}, on_epoch)
 
 
 def tiny_cnn(in_channels: int = 3, num_classes: int = 10, seed: int = 0) -> nn.Module:
@@ -33,7 +38,7 @@ def trained(synthetic):
     """One 3-epoch run: (model, final metrics, per-epoch calls)."""
     calls: list[tuple[int, dict[str, float]]] = []
     model = tiny_cnn()
-    final = train_classifier(model, synthetic, SETTINGS, on_epoch=lambda i, m: calls.append((i, m)))
+    final = fit_classifier(model, synthetic, SETTINGS, on_epoch=lambda i, m: calls.append((i, m)))
     return model, final, calls
 
 
@@ -68,10 +73,10 @@ def test_returned_accuracy_matches_a_fresh_evaluation(trained, synthetic):
 
 def test_same_seed_same_init_identical_results(synthetic):
     settings = TrainSettings(epochs=1, batch_size=64, lr=0.1, seed=7)
-    first = train_classifier(tiny_cnn(seed=1), synthetic, settings)
-    second = train_classifier(tiny_cnn(seed=1), synthetic, settings)
+    first = fit_classifier(tiny_cnn(seed=1), synthetic, settings)
+    second = fit_classifier(tiny_cnn(seed=1), synthetic, settings)
     assert first == second
-    other_seed = train_classifier(tiny_cnn(seed=1), synthetic, TrainSettings(epochs=1, batch_size=64, lr=0.1, seed=8))
+    other_seed = fit_classifier(tiny_cnn(seed=1), synthetic, TrainSettings(epochs=1, batch_size=64, lr=0.1, seed=8))
     assert other_seed["train_loss"] != first["train_loss"]  # the seed reaches the shuffling
 
 
@@ -96,7 +101,7 @@ def test_evaluate_rejects_an_empty_dataset():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("lr", -0.1), ("momentum", -1.0),
+    ("epochs", 0), ("steps", 0), ("batch_size", 0), ("lr", 0.0), ("lr", -0.1), ("momentum", -1.0),
     ("weight_decay", -1e-4), ("label_smoothing", 1.0),
 ])
 def test_bad_settings_raise_naming_the_field(field, value):
@@ -109,5 +114,5 @@ def test_a_last_batch_of_one_image_is_dropped():
     data = build_classification_data("synthetic", image_size=8, train_size=65, val_size=8)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
-    metrics = train_classifier(model, data, TrainSettings(epochs=1, batch_size=64))
+    metrics = fit_classifier(model, data, TrainSettings(epochs=1, batch_size=64))
     assert 0.0 <= metrics["accuracy"] <= 1.0

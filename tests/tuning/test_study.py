@@ -20,7 +20,7 @@ from hrnas_automl.tuning.objectives import TuneParams, TuneResult, make_objectiv
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SLIM = {"epochs": 4, "val_size": 64}  # ~0.3 s per trial on one thread
+SLIM = {"train": {"epochs": 4}, "val_size": 64}  # ~0.3 s per trial on one thread
 RANGES = {"lam": {"low": 1e-3, "high": 2e-1, "log": True}, "threshold": {"low": 1e-3, "high": 5e-2, "log": True},
           "warmup": {"low": 0, "high": 2}}
 
@@ -167,6 +167,16 @@ def test_bad_configs_are_one_line_errors(data: dict, message: str) -> None:
 def test_objective_lookup_errors_name_the_fix() -> None:
     with pytest.raises(ValueError, match="objective_args of 'network-slimming': .*unexpected keyword argument 'depth'"):
         make_objective("network-slimming", {"depth": 3})
+    with pytest.raises(ValueError, match="objective_args of 'network-slimming': .*unexpected keyword argument 'epoch'"):
+        make_objective("network-slimming", {"train": {"epoch": 3}})
+    with pytest.raises(ValueError, match=r"train\.lr must be > 0, got 0"):
+        make_objective("network-slimming", {"train": {"lr": 0}})
+
+
+def test_slimming_train_settings_fill_in_the_objectives_own_recipe() -> None:
+    objective = tuning_objective(train={"epochs": 4, "lr": 0.1})
+    assert (objective.train.epochs, objective.train.lr, objective.train.batch_size, objective.train.weight_decay) == (
+        4, 0.1, 32, 0.0)  # what train: leaves out is DEFAULT_TRAIN's, not TrainSettings' (64 images, 4e-5)
     with pytest.raises(KeyError, match="unknown objective 'x'; registered objectives: fine-grained, network-slimming"):
         make_objective("x")
 

@@ -1,0 +1,241 @@
+"""THE trainer: every training loop of the package (the tasks, the fine-grained search, the slimming objective,
+the one-shot supernet) runs through it, so seeding, threads, SGD and the LR schedule exist once.
+
+:func:`fit` is the epoch loop: it seeds torch, builds SGD with momentum and weight decay from
+:class:`~hrnas_automl.config.TrainSettings`, steps an LR schedule over all steps, evaluates after every epoch and
+calls back. What differs between loops is plugged in:
+
+* ``loss(outputs, labels)``: the task's loss (default: cross-entropy with the settings' label smoothing);
+* ``start_epoch(epoch)``: per-epoch state before the first batch (a penalty weight that ramps up);
+* ``after_step(optimizer)``: runs after every optimizer step, before the schedule steps (a proximal step);
+* ``end_epoch(epoch, optimizer)``: runs after every epoch and may return a new optimizer (a network pruned and
+  shrunk in place gets an optimizer over its new parameters; the schedule carries over to it);
+* ``evaluate(model)``: the validation metrics of the epoch.
+
+:func:`train_step` is the step core :func:`fit` is made of; the step-based supernet drives it with its own path
+sampling and checkpoints. :func:`recalibrate_bn` re-estimates BatchNorm statistics (the fine-grained search after
+each shrink, the one-shot search for every candidate).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.optim import SGD, Optimizer
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from hrnas_automl.config import TrainSettings
+from hrnas_automl.tasks import EpochCallback
+
+__all__ = ["Loss", "Schedule", "Batches", "torch_threads", "to_device", "run_length", "train_loader", "sgd", "cosine",
+           "cosine_closed_form", "linear_decay", "train_step", "fit", "recalibrate_bn"]
+
+Loss = Callable[[Any, Any], torch.Tensor]
+Schedule = Callable[[Optimizer, int], LRScheduler]  # (optimizer, total steps) -> a scheduler stepped once per step
+
+
+class Batches(Iterable[tuple[Any, Any]], Sized, Protocol):
+    """What :func:`fit` trains on: ``(inputs, labels)`` batches, a fresh pass per iteration, ``len`` per pass."""
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with torch's intra-op thread count set to ``n`` (None: unchanged), then restore it."""
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def to_device(target: Any, device: torch.device | str) -> Any:
+    """``target`` on ``device``: a tensor, or a dict/list/tuple of them (dense tasks' targets), else as is."""
+    if isinstance(target, torch.Tensor):
+        return target.to(device, non_blocking=True)
+    if isinstance(target, Mapping):
+        return {key: to_device(value, device) for key, value in target.items()}
+    if isinstance(target, (list, tuple)):
+        return type(target)(to_device(value, device) for value in target)
+    return target
+
+
+def run_length(settings: TrainSettings, batches_per_epoch: int) -> tuple[int, int]:
+    """``(epochs, steps)`` of a run with ``batches_per_epoch`` steps per pass: ``settings.steps`` steps when set
+    (the epochs it takes, the last one cut short), else ``settings.epochs`` full passes."""
+    if batches_per_epoch < 1:
+        raise ValueError("the training data gives no batch; give the training split at least batch_size images")
+    steps = settings.steps if settings.steps is not None else settings.epochs * batches_per_epoch
+    return math.ceil(steps / batches_per_epoch), steps
+
+
+class _TaskLoader(DataLoader):
+    """A shuffling loader that draws one seed from its generator and drops it before each pass: the tasks' loop
+    always did (its progress bar, ``tqdm.auto``, made an unused iterator of the loader, and each iterator draws a
+    seed), so the tasks' seeded results stay as they were."""
+
+    def __iter__(self) -> Iterator[Any]:
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        return super().__iter__()
+
+
+def train_loader(dataset: Dataset, settings: TrainSettings) -> DataLoader:
+    """The training split of a task in shuffled batches of ``settings.batch_size``, the order seeded by
+    ``settings.seed``; a last batch of one image is dropped (it breaks BatchNorm over 1x1 features in train mode)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise ValueError("cannot train on an empty dataset; give the training split at least one image")
+    return _TaskLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=0,
+                       drop_last=n > settings.batch_size and n % settings.batch_size == 1,
+                       generator=torch.Generator().manual_seed(settings.seed),
+                       pin_memory=torch.device(settings.device).type == "cuda")
+
+
+def sgd(model: nn.Module, settings: TrainSettings, *, decay_1d: bool = True,
+        state: Mapping[torch.Tensor, dict[str, Any]] | None = None) -> SGD:
+    """SGD with the settings' lr, momentum and weight decay over ``model``'s parameters.
+
+    ``decay_1d=False`` exempts BN / GN weights and biases from weight decay (DetNAS's supernet). ``state`` (an
+    earlier optimizer's ``state``) hands its entries on to the parameters still present: a network shrunk in
+    place keeps the momentum of its survivors, and the entries of removed parameters are dropped.
+    """
+    if decay_1d:
+        optimizer = SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                        weight_decay=settings.weight_decay)
+    else:
+        decay = [p for p in model.parameters() if p.ndim > 1]
+        no_decay = [p for p in model.parameters() if p.ndim <= 1]
+        optimizer = SGD([{"params": decay, "weight_decay": settings.weight_decay},
+                         {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, momentum=settings.momentum)
+    for param in model.parameters():
+        if state is not None and param in state:
+            optimizer.state[param] = state[param]
+    return optimizer
+
+
+def cosine(optimizer: Optimizer, steps: int) -> LRScheduler:
+    """Cosine annealing to 0 over ``steps`` steps, by torch's ``CosineAnnealingLR`` (the tasks' schedule)."""
+    return CosineAnnealingLR(optimizer, T_max=steps)
+
+
+def cosine_closed_form(optimizer: Optimizer, steps: int) -> LRScheduler:
+    """The curve of :func:`cosine`, each step's LR computed from the step index (``lr · ½(1 + cos πs/steps)``)
+    instead of torch's update from the previous LR; the two round differently in the last bits, and the
+    fine-grained search has always used this one, so it keeps its results."""
+    return LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+
+
+def linear_decay(optimizer: Optimizer, steps: int) -> LRScheduler:
+    """LR falling linearly to 0 over ``steps`` steps (DetNAS's supernet, REFERENCE §3.3)."""
+    return LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
+
+
+def train_step(model: nn.Module, optimizer: Optimizer, inputs: Any, labels: Any, loss: Loss, *,
+               after_step: Callable[[Optimizer], None] | None = None,
+               scheduler: LRScheduler | None = None) -> torch.Tensor:
+    """One SGD step on one batch: forward, ``loss(outputs, labels)``, backward, the optimizer step, then
+    ``after_step(optimizer)`` (at this step's LR) and the schedule's step. Returns the loss."""
+    value = loss(model(inputs), labels)
+    optimizer.zero_grad(set_to_none=True)
+    value.backward()
+    optimizer.step()
+    if after_step is not None:
+        after_step(optimizer)
+    if scheduler is not None:
+        scheduler.step()
+    return value
+
+
+def _carry_schedule(scheduler: LRScheduler, schedule: Schedule, optimizer: Optimizer, steps: int) -> LRScheduler:
+    """``schedule`` on ``optimizer``, where ``scheduler`` (on the optimizer it replaces) had got to."""
+    moved = schedule(optimizer, steps)
+    moved.load_state_dict(scheduler.state_dict())
+    for group, lr in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        group["lr"] = lr
+    return moved
+
+
+def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: EpochCallback | None = None, *,
+        loss: Loss | None = None, evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
+        start_epoch: Callable[[int], None] | None = None, after_step: Callable[[Optimizer], None] | None = None,
+        end_epoch: Callable[[int, Optimizer], Optimizer | None] | None = None,
+        schedule: Schedule | None = cosine, seed_torch: bool = True) -> dict[str, Any]:
+    """Train ``model`` on ``batches`` (e.g. :func:`train_loader`) with SGD (:func:`sgd`) and ``schedule`` (None:
+    a constant LR) over all steps of the run (:func:`run_length`); returns the last epoch's metrics.
+
+    ``settings.seed`` seeds torch's global RNG (dropout and the like; ``seed_torch=False`` keeps the stream
+    of a caller that seeded it where it built the network) and, through :func:`train_loader`, the shuffling,
+    so the same seed and the same initial weights give identical metrics. After each epoch, in this order:
+    ``end_epoch(epoch, optimizer)`` (a new optimizer it returns takes over, with the schedule where it was),
+    ``evaluate(model)`` and ``on_epoch(epoch, metrics)`` with the evaluation's metrics plus ``train_loss``
+    (the mean training loss of the epoch). The hooks are described in the module docstring.
+    """
+    device = torch.device(settings.device)
+    if seed_torch:
+        torch.manual_seed(settings.seed)
+    model.to(device)
+    optimizer = sgd(model, settings)
+    epochs, steps = run_length(settings, len(batches))
+    scheduler = schedule(optimizer, steps) if schedule is not None else None
+    loss = loss or nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    metrics: dict[str, Any] = {}
+    step = 0
+    for epoch in range(epochs):
+        if start_epoch is not None:
+            start_epoch(epoch)
+        model.train()
+        loss_sum, seen = 0.0, 0
+        # One iterator per pass (each one of a shuffling DataLoader draws from its generator), run to its end but
+        # on the last step of the run (the sampler draws its next permutation there).
+        bar = tqdm(iter(batches), total=min(len(batches), steps - step), desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not settings.progress, leave=False)
+        for inputs, labels in bar:
+            inputs = inputs.to(device, non_blocking=True)
+            value = train_step(model, optimizer, inputs, to_device(labels, device), loss, after_step=after_step,
+                               scheduler=scheduler)
+            loss_sum += value.item() * inputs.shape[0]
+            seen += inputs.shape[0]
+            bar.set_postfix(loss=f"{value.item():.3f}")
+            step += 1
+            if step == steps:
+                break
+        if end_epoch is not None:
+            replaced = end_epoch(epoch, optimizer)
+            if replaced is not None and replaced is not optimizer:
+                if scheduler is not None and schedule is not None:
+                    scheduler = _carry_schedule(scheduler, schedule, replaced, steps)
+                optimizer = replaced
+        metrics = {**(evaluate(model) if evaluate is not None else {}), "train_loss": loss_sum / seen}
+        if settings.progress:
+            tqdm.write(f"epoch {epoch + 1}/{epochs}: "
+                       + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if on_epoch is not None:
+            on_epoch(epoch, dict(metrics))
+    return metrics
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Re-estimate every BatchNorm's running statistics as a cumulative average over ``batches`` (train mode, no
+    gradients), as HR-NAS's search before each validation and DetNAS's before scoring a candidate (REFERENCE §1.3,
+    §3.3); the BN momenta are restored and the model left in eval mode even if a batch fails."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative moving average
+    model.train()
+    try:
+        for images in batches:
+            model(images)
+    finally:
+        for bn, momentum in zip(norms, momenta):
+            bn.momentum = momentum
+        model.eval()
