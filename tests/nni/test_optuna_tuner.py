@@ -20,7 +20,7 @@ from hrnas_automl.tuning.config import TuneRanges, tune_search_space
 RANGES = TuneRanges.model_validate({"lam": {"low": 1e-3, "high": 2e-1, "log": True},
                                     "threshold": {"low": 1e-3, "high": 5e-2, "log": True},
                                     "warmup": {"low": 0, "high": 2}})
-SLIM = tuning_objective(epochs=4, val_size=64)
+SLIM = tuning_objective(train={"epochs": 4}, val_size=64)
 
 
 def slimming_result(params: dict[str, Any]) -> dict[str, float]:
