@@ -47,6 +47,7 @@ from hrnas_automl.spaces.hrnas import PrunableUnit
 from hrnas_automl.tasks import get_task, training
 
 if TYPE_CHECKING:
+    from hrnas_automl.arch import Space
     from hrnas_automl.trial.config import TrialConfig
 
 __all__ = ["FineGrainedSettings", "DEFAULT_TRAIN", "FineGrainedResult", "PruneStep", "prunable_root", "penalties",
@@ -293,7 +294,7 @@ class _Pruning:
         return replaced
 
 
-def fine_grained_search(space: str, task: str, data_kind: str, data_options: Mapping[str, Any] | None = None,
+def fine_grained_search(space: str | Space, task: str, data_kind: str, data_options: Mapping[str, Any] | None = None,
                         settings: FineGrainedSettings | None = None, *, train: TrainSettings | None = None,
                         threads: int | None = 1, space_args: Mapping[str, Any] | None = None,
                         on_step: StepCallback | None = None) -> FineGrainedResult:
@@ -304,7 +305,7 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
     prunes, recalibrates BN and validates after each of ``settings.prune_epochs()`` and after fine-tuning,
     calling ``on_step`` each time.
     """
-    from hrnas_automl.arch import choices_of, freeze
+    from hrnas_automl.arch import resolve_space
     from hrnas_automl.cost import cost_table
     from hrnas_automl.cost.latency import latency_table
 
@@ -315,8 +316,8 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
                          f"train.batch_size={train.batch_size}, train.device={train.device!r}")
     task_obj = get_task(task)
     data = task_obj.build_data(data_kind, dict(data_options or {}))
-    args = {**dict(space_args or {}), **task_obj.model_args(data), "head": task_obj.head}
-    grids = {k: tuple(sorted(v)) for k, v in choices_of(space, **args).items()}
+    space = resolve_space(space, **dict(space_args or {}), **task_obj.model_args(data), head=task_obj.head)
+    grids = {k: tuple(sorted(v)) for k, v in space.choices.items()}
     loss_fn, evaluate = _task_hooks(task_obj, data)
     shape, n = tuple(data.input_shape), len(data.train)
     # Unlike a task's loader (training.train_loader): any last partial batch is dropped, no seed drawn per pass.
@@ -326,9 +327,9 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
     settings.check_epochs(epochs)
     with training.torch_threads(threads), torch.random.fork_rng():
         torch.manual_seed(train.seed)  # the widest network's weights, then the dropout of its training
-        model = freeze(space, {k: max(v) for k, v in grids.items()}, **args)
-        macs_table = cost_table(space, shape, **args)  # exact ptflops MACs and params of every sample
-        penalty_table = macs_table if settings.cost == "macs" else latency_table(space, shape, threads=threads, **args)
+        model = space.freeze({k: max(v) for k, v in grids.items()})
+        macs_table = cost_table(space, shape)  # exact ptflops MACs and params of every sample
+        penalty_table = macs_table if settings.cost == "macs" else latency_table(space, shape, threads=threads)
         calib = DataLoader(data.train, batch_size=train.batch_size, shuffle=False)
         run = _Pruning(model, settings, train, epochs, grids, penalty_table, macs_table, calib, evaluate,
                        task_obj.metric, on_step)
@@ -337,8 +338,8 @@ def fine_grained_search(space: str, task: str, data_kind: str, data_options: Map
     final = run.steps[-1]
     result_metrics = {"default": final.metric, **{k: float(v) for k, v in run.metrics.items()}, "macs": final.macs,
                       "params": final.params}
-    return FineGrainedResult(space, {k: final.arch[k] for k in grids}, model.state_dict(), result_metrics, run.steps,
-                             run.supernet_macs)
+    return FineGrainedResult(space.name, {k: final.arch[k] for k in grids}, model.state_dict(), result_metrics,
+                             run.steps, run.supernet_macs)
 
 
 @dataclass(frozen=True)
