@@ -38,11 +38,6 @@ SMALL = (3, 32, 32)
 ARGS = {"num_classes": 10}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def random_archs(space: str, n: int, seed: int = 0, **space_args: Any) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     choices = choices_of(space, **space_args)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,7 +11,6 @@ import torch
 from torch import nn
 
 from hrnas_automl.arch import ArchitectureError, choices_of, freeze
-from hrnas_automl.cost.latency import torch_threads
 from hrnas_automl.registry import get_preset, get_space, list_presets, space_size
 from hrnas_automl.spaces.hrnas import (
     HEADS, HRNAS_SETTINGS, TOKEN_GRID, HRNASSpace, KernelPath, SearchingBlock, TokenTransformer, block_specs,
@@ -55,13 +53,6 @@ def _expected_shape(head: str, size: tuple[int, int], batch: int, outputs: int) 
 
 def _outputs(head: str) -> dict[str, int]:
     return {"num_keypoints": 5} if head == "keypoints" else {"num_classes": 7}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: the machine is shared, and two threads contending make these runs many times slower."""
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -43,11 +43,6 @@ GRID: dict[str, list[Any]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.mark.parametrize("name", list(OFFICIAL_PARAMS))
 def test_presets_have_the_official_parameter_counts(name: str) -> None:
     preset = get_preset(name)

@@ -19,8 +19,6 @@ from hrnas_automl.strategies.fine_grained import (FineGrainedResult, FineGrained
 from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.spaces.hrnas import hrnas_network
 
-torch.set_num_threads(1)
-
 SPACE_ARGS = {"setting": "tiny", "transformer": False}
 DATA = {"image_size": 32, "train_size": 16, "val_size": 8}
 SHAPE = (3, 32, 32)
