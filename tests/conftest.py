@@ -8,6 +8,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,17 @@ os.environ["HRNAS_AUTOML_CACHE"] = str(SESSION_HOME / "cost-tables")
 atexit.register(shutil.rmtree, SESSION_HOME, ignore_errors=True)
 
 from hrnas_automl.nni.compat import quiet_nni  # noqa: E402  (after HOME is set)
+from hrnas_automl.tasks.training import torch_threads  # noqa: E402
 
 quiet_nni()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread for the whole session, restored at its end: the test machines have 2 shared cores,
+    where two contending threads make these small networks several times slower. Latency tests pass ``threads``."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

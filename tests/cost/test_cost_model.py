@@ -38,11 +38,6 @@ SMALL = (3, 32, 32)
 ARGS = {"num_classes": 10}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 def random_archs(space: str, n: int, seed: int = 0, **space_args: Any) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     choices = choices_of(space, **space_args)
@@ -95,7 +90,12 @@ def test_hrnas_marginal_cost_of_a_path_includes_the_shared_batchnorm() -> None:
 def test_hrnas_macs_budget_of_the_examples_is_feasible_and_a_tiny_one_is_not() -> None:
     lo, hi = cost_bounds("hrnas", (3, 64, 64), **HRNAS_SEG)
     assert lo.macs < 1e8 < hi.macs
-    assert cost_limit("hrnas", max_macs=1e8, input_shape=(3, 64, 64), space_args=HRNAS_SEG) is not None
+    feasible = cost_limit("hrnas", max_macs=1e8, input_shape=(3, 64, 64), space_args=HRNAS_SEG)
+    choices = choices_of("hrnas", **HRNAS_SEG)
+    narrowest, widest = ({label: pick(values) for label, values in choices.items()} for pick in (min, max))
+    for arch in (narrowest, widest):  # the limit agrees with ptflops of the frozen network, on both sides of it
+        assert feasible(arch) == (arch_cost("hrnas", arch, (3, 64, 64), **HRNAS_SEG).macs <= 1e8)
+    assert feasible(narrowest) and not feasible(widest)
     with pytest.raises(InfeasibleConstraintError, match="smallest macs of hrnas") as err:
         cost_limit("hrnas", max_macs=lo.macs - 1, input_shape=(3, 64, 64), space_args=HRNAS_SEG)
     assert f"({lo.macs:.6g}; the largest is {hi.macs:.6g})" in str(err.value)
@@ -144,14 +144,20 @@ def test_ranet_closed_form_covers_the_imagenet_layout() -> None:
     assert ranet_cost(official, (3, 224, 224))[1] == 87_972_617
 
 
-def test_bounds_are_reached_by_the_cheapest_and_dearest_archs() -> None:
+def detnas_extremes() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fewest- and most-MACs DetNAS-small archs, read off its one-label-per-group cost table."""
     table = cost_table("detnas-small", SMALL, **ARGS)
-    lo, hi = cost_bounds("detnas-small", SMALL, **ARGS)
     pick = {label: [v for (v,) in d] for (label,), d in zip(table.groups, table.deltas)}
     cheapest = {label: min(values, key=lambda v: table.deltas[i][(v,)][0]) for i, (label, values)
                 in enumerate(pick.items())}
     dearest = {label: max(values, key=lambda v: table.deltas[i][(v,)][0]) for i, (label, values)
                in enumerate(pick.items())}
+    return cheapest, dearest
+
+
+def test_bounds_are_reached_by_the_cheapest_and_dearest_archs() -> None:
+    lo, hi = cost_bounds("detnas-small", SMALL, **ARGS)
+    cheapest, dearest = detnas_extremes()
     assert arch_cost("detnas-small", cheapest, SMALL, **ARGS).macs == lo.macs
     assert arch_cost("detnas-small", dearest, SMALL, **ARGS).macs == hi.macs
     assert lo.macs < hi.macs and lo.params < hi.params
@@ -166,7 +172,9 @@ def test_infeasible_budget_names_smallest_and_largest_cost() -> None:
     assert f"{lo.macs:.6g}" in message and f"{hi.macs:.6g}" in message and "max_macs" in message
     with pytest.raises(InfeasibleConstraintError, match="max_params"):
         cost_limit("detnas-small", max_params=lo.params - 1, input_shape=SMALL, space_args=ARGS)
-    assert cost_limit("detnas-small", max_macs=lo.macs, input_shape=SMALL, space_args=ARGS) is not None
+    at_the_smallest = cost_limit("detnas-small", max_macs=lo.macs, input_shape=SMALL, space_args=ARGS)
+    cheapest, dearest = detnas_extremes()
+    assert at_the_smallest(cheapest) and not at_the_smallest(dearest)  # the limit is inclusive: lo.macs is feasible
 
 
 def test_strategies_under_a_macs_limit_propose_only_feasible_archs() -> None:

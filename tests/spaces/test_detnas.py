@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nni.nas.nn.pytorch import LayerChoice, MutableModule
 
-from hrnas_automl.arch import ArchitectureError, choices_of, freeze
-from hrnas_automl.registry import get_preset, get_space, list_presets
+from hrnas_automl.arch import choices_of, freeze
+from hrnas_automl.registry import get_preset
 from hrnas_automl.spaces.common import channel_shuffle
 from hrnas_automl.spaces.detnas import DETNAS_OPS, DetNASSpace, ShuffleNetV2Block
 
@@ -39,22 +38,11 @@ def test_preset_parameter_count_equals_official(name: str) -> None:
     assert sum(p.numel() for p in net.parameters()) == OFFICIAL_PARAMS[name]
 
 
-def test_every_preset_is_a_valid_sample() -> None:
-    presets = list_presets()
-    assert {p.name for p in presets} >= set(OFFICIAL_PARAMS)
-    for p in presets:  # a sample of its space for one of the space's heads (HR-NAS dense presets: head_transform_*)
-        assert any(set(p.arch) == set(choices_of(p.space, head=head)) for head in get_space(p.space).heads), p.name
-
-
-def test_frozen_network_has_no_mutables_and_runs() -> None:
-    arch = dict(get_preset("detnas-coco-fpn-300m").arch)
-    net = freeze("detnas-small", arch, num_classes=7)
-    assert not [m for m in net.modules() if m is not net and isinstance(m, (MutableModule, LayerChoice))]
-    # the chosen op is really the one built: s1_b0 is k7 (official index 2) -> a 7x7 depthwise conv
+def test_frozen_network_builds_the_chosen_op() -> None:
+    net = freeze("detnas-small", get_preset("detnas-coco-fpn-300m").arch)
+    # s1_b0 is k7 (official index 2) -> a 7x7 depthwise conv
     dw = [m for m in net.stages[0][0].modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
     assert {m.kernel_size for m in dw} == {(7, 7)}
-    net.eval()
-    assert net(torch.randn(2, 3, 64, 64)).shape == (2, 7)
 
 
 def test_backbone_head_returns_c2_to_c5() -> None:
@@ -63,22 +51,6 @@ def test_backbone_head_returns_c2_to_c5() -> None:
     assert [f.shape[1] for f in feats] == [64, 160, 320, 640]
     assert [(f.shape[2], f.shape[3]) for f in feats] == [(32, 24), (16, 12), (8, 6), (4, 3)]
     assert [i["reduction"] for i in space.feature_info] == [4, 8, 16, 32]
-
-
-@pytest.mark.parametrize(("arch_patch", "message"), [
-    ({"s1_b0": "k9"}, r"label 's1_b0' of space detnas-small has value 'k9'; allowed values: k3, k5, k7, xception"),
-    ({"bogus": "k3"}, r"unknown label 'bogus' for space detnas-small"),
-    ({"s2_b3": None}, r"missing label 's2_b3' \(allowed values: k3, k5, k7, xception\)"),
-])
-def test_bad_sample_names_label_and_allowed_values(arch_patch: dict, message: str) -> None:
-    arch = dict(get_preset("detnas-coco-fpn-300m").arch)
-    for k, v in arch_patch.items():
-        if v is None:
-            del arch[k]
-        else:
-            arch[k] = v
-    with pytest.raises(ArchitectureError, match=message):
-        freeze("detnas-small", arch)
 
 
 def test_channel_shuffle_matches_official_order() -> None:

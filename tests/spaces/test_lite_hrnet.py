@@ -1,5 +1,5 @@
 """Lite-HRNet space: presets against the official networks, labels, frozen samples with both heads, the conditional
-channel weighting block against a hand computation, the paper's fusion, argument and sample errors."""
+channel weighting block against a hand computation, the paper's fusion, argument errors."""
 from __future__ import annotations
 
 import random
@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from nni.nas.nn.pytorch import LayerChoice, MutableModule, Repeat
 from torch import nn
 
-from hrnas_automl.arch import ArchitectureError, choices_of, freeze
+from hrnas_automl.arch import choices_of, freeze
 from hrnas_automl.cost import count_cost
 from hrnas_automl.registry import get_preset, get_space, space_size
 from hrnas_automl.spaces.lite_hrnet import (ConditionalChannelWeighting, LiteHRNetSpace, MultiResolutionFusion,
@@ -41,11 +40,6 @@ GRID: dict[str, list[Any]] = {
     "s2_modules": [4, 5, 6, 7, 8], **{f"s2_m{i}": BLOCKS for i in range(8)},
     "s3_modules": [2, 3], **{f"s3_m{i}": BLOCKS for i in range(3)},
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
 
 
 @pytest.mark.parametrize("name", list(OFFICIAL_PARAMS))
@@ -87,12 +81,9 @@ def _modules_per_stage(net: nn.Module) -> list[list[str]]:
     ("keypoints", (64, 64), 1), ("keypoints", (256, 192), 2),
     ("segmentation", (64, 64), 3), ("segmentation", (256, 192), 4),
 ])
-def test_random_sample_freezes_trains_and_has_no_mutables(head: str, size: tuple[int, int], seed: int) -> None:
+def test_random_sample_builds_its_modules_and_trains(head: str, size: tuple[int, int], seed: int) -> None:
     arch = _random_arch(seed)
     net = freeze("lite-hrnet", arch, head=head, num_keypoints=5, num_classes=3)
-    assert not any(isinstance(m, (LayerChoice, Repeat)) for m in net.modules())
-    assert not any(isinstance(m, MutableModule) for m in net.modules() if m is not net)
-    assert net.simplify() == {}
     assert _modules_per_stage(net) == [[arch[f"s{s}_m{i}"] for i in range(arch[f"s{s}_modules"])] for s in (1, 2, 3)]
     assert net.final_layer.in_channels == arch["width"]
     net.train()
@@ -193,16 +184,9 @@ def test_fusion_adds_every_branch_once() -> None:
         torch.testing.assert_close(y, torch.relu(x))
 
 
-def test_space_argument_and_sample_errors() -> None:
+def test_space_argument_errors() -> None:
     with pytest.raises(ValueError, match="unknown head 'classifier' for the Lite-HRNet space; choose one of "
                                          "keypoints, segmentation"):
         LiteHRNetSpace(head="classifier")
     with pytest.raises(ValueError, match="num_classes must be a positive integer, got 0"):
         LiteHRNetSpace(head="segmentation", num_classes=0)
-    arch = {**get_preset("lite-hrnet-18").arch, "width": 32}
-    with pytest.raises(ArchitectureError, match="label 'width' of space lite-hrnet has value 32; "
-                                                "allowed values: 20, 30, 40"):
-        freeze("lite-hrnet", arch)
-    arch = {k: v for k, v in get_preset("lite-hrnet-18").arch.items() if k != "s2_m7"}
-    with pytest.raises(ArchitectureError, match="missing label 's2_m7'"):
-        freeze("lite-hrnet", arch)

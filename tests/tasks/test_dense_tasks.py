@@ -18,7 +18,7 @@ from hrnas_automl.trial import resolve_arch, run_trial
 from hrnas_automl.config import ConfigError
 from hrnas_automl.trial.config import parse_trial_config
 
-from tests.dense_space import SPEC
+from tests.tasks.dense_space import SPEC
 
 
 @pytest.fixture

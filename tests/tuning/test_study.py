@@ -3,14 +3,17 @@ pruning, seeding, plotting; and suggest_architecture on registered spaces."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from hrnas_automl.arch import choices_of, validate_arch
+from hrnas_automl.cli import main
 from hrnas_automl.tuning.study import (CONSTRAINT_KEY, MACS_ATTR, METRIC_ATTR, front_figure, front_trials, load_study,
                                         plot_front, run_study, suggest_architecture, suggest_choices)
 from hrnas_automl.tuning.slimming import tuning_objective
@@ -25,10 +28,15 @@ RANGES = {"lam": {"low": 1e-3, "high": 2e-1, "log": True}, "threshold": {"low": 
           "warmup": {"low": 0, "high": 2}}
 
 
-def config(tmp_path: Path, **overrides: Any) -> TuneConfig:
-    data = {"study_name": "s", "n_trials": 8, "objective": "network-slimming", "objective_args": SLIM,
+def config_data(**overrides: Any) -> dict[str, Any]:
+    """A tune config as its YAML file holds it."""
+    return {"study_name": "s", "n_trials": 8, "objective": "network-slimming", "objective_args": SLIM,
             "ranges": RANGES, "sampler_args": {"population_size": 4}, **overrides}
-    return parse_tune_config(data, "test", tmp_path)
+
+
+def config(tmp_path: Path, **overrides: Any) -> TuneConfig:
+    """That config read as from a file in ``tmp_path`` (its study storage: ``tmp_path/optuna_studies.db``)."""
+    return parse_tune_config(config_data(**overrides), "test", tmp_path)
 
 
 def rows(study: optuna.Study) -> list[tuple[int, str, dict, Any]]:
@@ -55,8 +63,13 @@ def test_multi_objective_study_reaches_its_trials_and_plots_the_front(tmp_path: 
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def test_interrupted_study_resumes_without_losing_finished_trials(tmp_path: Path) -> None:
-    cfg = config(tmp_path, n_trials=6, sampler="tpe", objectives="metric", sampler_args={"n_startup_trials": 3})
+def test_interrupted_study_resumes_without_losing_finished_trials(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The one resume test: interrupted in its 5th trial, the study keeps the 4 finished ones; `hrnas-automl tune`
+    run again (as after a new start) goes on to the target without touching them; a further run adds nothing."""
+    overrides = {"n_trials": 6, "sampler": "tpe", "objectives": "metric", "sampler_args": {"n_startup_trials": 3}}
+    cfg = config(tmp_path, **overrides)
+    (tmp_path / "tune.yml").write_text(yaml.safe_dump(config_data(**overrides)))
     real = make_objective("network-slimming", SLIM)
     calls = 0
 
@@ -71,7 +84,11 @@ def test_interrupted_study_resumes_without_losing_finished_trials(tmp_path: Path
         run_study(cfg, interrupted_after_4)
     before = rows(load_study(cfg))
     assert [state for _, state, _, _ in before] == ["COMPLETE"] * 4 + ["FAIL"]
-    study = run_study(cfg)  # a new process would do the same: same name, same storage
+    assert main(["tune", "--config", str(tmp_path / "tune.yml")]) == 0  # same name, same storage
+    out = capsys.readouterr().out
+    assert re.findall(r"^trial (\d+) (?:complete|pruned):", out, re.M) == ["5", "6"]  # went on after the FAIL
+    assert "6 finished trials" in out
+    study = load_study(cfg)
     after = rows(study)
     assert after[:5] == before  # finished trials kept as they were
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 6
