@@ -18,14 +18,13 @@ from typing import Any
 import torch
 
 from hrnas_automl.config import ConfigError
-from hrnas_automl.cost.latency import torch_threads
-from hrnas_automl.oneshot.paths import set_path
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
+from hrnas_automl.oneshot.paths import set_path
 from hrnas_automl.oneshot.supernet import Supernet, batch_indices, build_supernet, collate, load_checkpoint
 from hrnas_automl.registry import STRATEGIES
 from hrnas_automl.strategies.base import Strategy
 from hrnas_automl.tasks.detection import evaluate_map
-from hrnas_automl.tasks.training import recalibrate_bn  # re-exported: the one BN re-statistics
+from hrnas_automl.tasks.training import recalibrate_bn, torch_threads  # recalibrate_bn: re-exported
 
 __all__ = ["SearchResult", "recalibrate_bn", "load_supernet", "evaluate_candidate", "evaluate_arch", "run_search"]
 

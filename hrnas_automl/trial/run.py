@@ -73,7 +73,8 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
 
     from hrnas_automl.arch import freeze
     from hrnas_automl.cost import count_cost
-    from hrnas_automl.cost.latency import measure_latency, torch_threads
+    from hrnas_automl.cost.latency import measure_latency
+    from hrnas_automl.tasks.training import torch_threads
     from hrnas_automl.tasks import get_task
 
     task = get_task(config.task)  # the config was validated: the space has the task's head
