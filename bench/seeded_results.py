@@ -40,82 +40,65 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _trial_result(result: Any) -> dict[str, Any]:
+def _trial(config: dict[str, Any], arch: str | dict[str, Any] | None = None) -> dict[str, Any]:
+    """One trial of ``config`` (a trial YAML as a dict) on ``arch``: a dict, ``preset:NAME``, or None for the
+    seeded random sample of a run by hand."""
+    from hrnas_automl.trial import resolve_arch, run_trial
+    from hrnas_automl.trial.config import parse_trial_config
+
+    config = parse_trial_config({**config, "threads": 1})
+    result = run_trial(config, arch if isinstance(arch, dict) else resolve_arch(config, arch))
     return {"space": result.space, "arch": result.arch, "metrics": result.metrics, "epochs": result.epochs}
 
 
 # -- a. classification trial (examples/detnas/trial.yml, preset detnas-coco-fpn-300m) --------------------------
 
 def a_classification_trial() -> dict[str, Any]:
-    from hrnas_automl.trial import resolve_arch, run_trial
-    from hrnas_automl.trial.config import parse_trial_config
-
-    config = parse_trial_config({  # examples/detnas/trial.yml at dc766ca, unchanged
+    return _trial({  # examples/detnas/trial.yml at dc766ca, unchanged
         "space": "detnas-small",
         "data": {"kind": "synthetic", "num_classes": 10, "image_size": 32, "train_size": 1024, "val_size": 256,
                  "noise": 0.1, "seed": 0},
         "train": {"epochs": 3, "batch_size": 32, "lr": 0.02, "seed": 0},
-        "threads": 1,
         "latency": {"repeats": 10, "threads": 1},
-    })
-    arch = resolve_arch(config, "preset:detnas-coco-fpn-300m")
-    return _trial_result(run_trial(config, arch))
+    }, "preset:detnas-coco-fpn-300m")
 
 
 # -- b. segmentation, early-exit and keypoints trials ----------------------------------------------------------
 
 def b_segmentation_trial() -> dict[str, Any]:
-    from hrnas_automl.trial import resolve_arch, run_trial
-    from hrnas_automl.trial.config import parse_trial_config
-
-    config = parse_trial_config({  # examples/hrnas/trial_seg.yml at dc766ca, unchanged
+    return _trial({  # examples/hrnas/trial_seg.yml at dc766ca, unchanged
         "space": "hrnas",
         "space_args": {"setting": "tiny", "bn_momentum": 0.1},
         "task": "segmentation",
         "data": {"kind": "shapes", "layout": "cityscapes", "train_size": 64, "val_size": 32, "image_size": 64,
                  "seed": 0},
         "train": {"epochs": 3, "batch_size": 16, "lr": 0.05, "seed": 0},
-        "threads": 1,
         "latency": {"repeats": 5, "threads": 1},
-    })
-    arch = resolve_arch(config)  # no arch given: the seeded random sample (train.seed) of a run by hand
-    return _trial_result(run_trial(config, arch))
+    })  # no arch given: the seeded random sample (train.seed) of a run by hand
 
 
 def b_early_exit_trial() -> dict[str, Any]:
-    from hrnas_automl.trial import run_trial
-    from hrnas_automl.trial.config import parse_trial_config
-
-    config = parse_trial_config({  # examples/ranet/trial.yml at dc766ca, unchanged
+    return _trial({  # examples/ranet/trial.yml at dc766ca, unchanged
         "space": "ranet",
         "task": "early-exit",
         "task_args": {"budget_macs": 10000000, "method": "geometric", "optuna_trials": 100, "holdout": 0.2},
         "data": {"kind": "synthetic", "num_classes": 4, "image_size": 32, "train_size": 320, "val_size": 128,
                  "seed": 0},
         "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "seed": 0},
-        "threads": 1,
         "latency": {"repeats": 5, "threads": 1},
-    })
-    arch = {"n_scales": 3, "n_channels": 8, "growth_rate": 4, "gr_factor": "4-2-1-1",  # examples/ranet/small_arch.json
-            "bn_factor": "4-2-1-1", "block_step": 2, "step": 2, "step_mode": "even"}
-    return _trial_result(run_trial(config, arch))
+    }, {"n_scales": 3, "n_channels": 8, "growth_rate": 4, "gr_factor": "4-2-1-1",  # examples/ranet/small_arch.json
+        "bn_factor": "4-2-1-1", "block_step": 2, "step": 2, "step_mode": "even"})
 
 
 def b_keypoints_trial() -> dict[str, Any]:
-    from hrnas_automl.trial import resolve_arch, run_trial
-    from hrnas_automl.trial.config import parse_trial_config
-
-    config = parse_trial_config({  # examples/lite_hrnet/trial_kpt.yml at dc766ca, unchanged
+    return _trial({  # examples/lite_hrnet/trial_kpt.yml at dc766ca, unchanged
         "space": "lite-hrnet",
         "task": "keypoints",
         "data": {"kind": "stick-figures", "train_size": 32, "val_size": 16, "image_size": 96, "input_size": [64, 48],
                  "seed": 0},
         "train": {"epochs": 2, "batch_size": 16, "lr": 0.05, "seed": 0},
-        "threads": 1,
         "latency": {"repeats": 5, "threads": 1},
-    })
-    arch = resolve_arch(config, "preset:naive-lite-hrnet-18")
-    return _trial_result(run_trial(config, arch))
+    }, "preset:naive-lite-hrnet-18")
 
 
 # -- c. random search under a MACs limit -----------------------------------------------------------------------
