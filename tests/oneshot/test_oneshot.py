@@ -47,7 +47,8 @@ def supernet(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _search(supernet: Path, state: Path, strategy: str, seed: int, **kw: Any) -> SearchResult:
     return run_search(SearchConfig.model_validate({"supernet": str(supernet), "state": str(state), "seed": seed,
-                                                   "strategy": strategy, "strategy_args": EVOLUTION,
+                                                   "strategy": strategy,
+                                                   "strategy_args": EVOLUTION if strategy == "evolution" else {},
                                                    "candidates": CANDIDATES, "max_conv_macs": LIMIT,
                                                    "bn_batches": 2}), **kw)
 
