@@ -36,7 +36,8 @@ _T = TypeVar("_T")
 
 
 class ArchitectureError(ValueError):
-    """An architecture dict does not fit its space (unknown/missing label, value not a candidate)."""
+    """An architecture dict does not fit its space (unknown/missing label, value not a candidate), or the space is
+    given an argument it does not take."""
 
 
 class Space:
@@ -130,8 +131,22 @@ def resolve_space(space: str | Space, **space_args: Any) -> Space:
         return space.with_args(**space_args) if space_args else space
     spec, key = get_space(space), (space, json.dumps(space_args, sort_keys=True))
     if key not in _RESOLVED or _RESOLVED[key].spec is not spec:  # a name registered again resolves anew
+        _check_space_args(spec, space_args)
         _RESOLVED[key] = Space(spec, space_args)
     return _RESOLVED[key]
+
+
+def _check_space_args(spec: SpaceSpec, space_args: Mapping[str, Any]) -> None:
+    """A one-line error for a constructor argument the space does not take (a typo such as ``nclasses``)."""
+    from hrnas_automl.nni.compat import init_parameters
+
+    takes = init_parameters(spec.factory)
+    if takes is None:
+        return
+    unknown = sorted(set(space_args) - set(takes))
+    if unknown:
+        raise ArchitectureError(f"space {spec.name} takes no argument {', '.join(map(repr, unknown))}; its "
+                                f"arguments: {', '.join(takes)} (--space-arg KEY=VALUE)")
 
 
 def build_space(space: str | Space, **space_args: Any) -> nn.Module:
@@ -223,6 +238,9 @@ def load_arch(ref: str) -> tuple[str | None, dict[str, Any]]:
     except yaml.YAMLError as exc:
         raise ArchitectureError(f"architecture file {ref} is not valid JSON/YAML: {str(exc).splitlines()[0]}") from None
     if isinstance(data, Mapping) and "arch" in data:
+        if not isinstance(data["arch"], Mapping):
+            raise ArchitectureError(f"architecture file {ref}: 'arch' must be a {{label: value}} mapping, got "
+                                    f"{type(data['arch']).__name__} {data['arch']!r}")
         return data.get("space"), dict(data["arch"])
     if not isinstance(data, Mapping):
         raise ArchitectureError(f"architecture file {ref} must hold a {{label: value}} mapping, "

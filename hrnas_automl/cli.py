@@ -20,6 +20,17 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+def _positive(text: str) -> int:
+    """argparse type of counts (threads, trials, images): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def _space_args(pairs: list[str]) -> dict[str, Any]:
     args = {}
     for pair in pairs:
@@ -368,8 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-params", type=float, help="parameter limit")
     p.add_argument("--input", help="CxHxW for the limits (default: the space's paper input)")
     p.add_argument("--max-latency-ms", type=float, help="latency limit (lookup table measured on this machine)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for the latency table")
-    p.add_argument("--max-attempts", type=int, default=2000, help="random draws before giving up on the limits")
+    p.add_argument("--threads", type=_positive, default=None, help="torch threads for the latency table")
+    p.add_argument("--max-attempts", type=_positive, default=2000, help="random draws before giving up on the limits")
     p.set_defaults(func=cmd_sample)
 
     p = space_cmd("cost", "params and MACs of an architecture: analytic table and ptflops side by side")
@@ -377,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="CxHxW (default: the space's paper input)")
     p.add_argument("--latency", action="store_true",
                    help="also measure latency on this machine and predict it from the latency table")
-    p.add_argument("--threads", type=int, default=None, help="torch threads for --latency")
+    p.add_argument("--threads", type=_positive, default=None, help="torch threads for --latency")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cost)
 
@@ -399,9 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="a new or empty folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", choices=("cityscapes", "ade20k"), default="cityscapes", help="segmentation only")
-    p.add_argument("--train-size", type=int, default=64, help="images in the training split")
-    p.add_argument("--val-size", type=int, default=32, help="images in the validation split")
-    p.add_argument("--image-size", type=int, help="square image side (default 64 segmentation, 128 keypoints)")
+    p.add_argument("--train-size", type=_positive, default=64, help="images in the training split")
+    p.add_argument("--val-size", type=_positive, default=32, help="images in the validation split")
+    p.add_argument("--image-size", type=_positive, help="square image side (default 64 segmentation, 128 keypoints)")
     p.set_defaults(func=cmd_make_data)
 
     p = sub.add_parser("oneshot", help="DetNAS one-shot: train a detection supernet, search on its weights")
@@ -421,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tune", help="run (or resume) an Optuna study over lam, threshold and warm-up")
     p.add_argument("--config", required=True, help="tune YAML (study_name, n_trials, objective, ranges, ...)")
-    p.add_argument("--n-trials", type=int, help="finished trials the study should hold (overrides n_trials)")
+    p.add_argument("--n-trials", type=_positive, help="finished trials the study should hold (overrides n_trials)")
     p.add_argument("--plot", metavar="PNG", help="also save the Pareto front (MACs vs metric) to this PNG")
     p.set_defaults(func=cmd_tune)
 

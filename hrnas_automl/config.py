@@ -55,10 +55,14 @@ def read_yaml_file(path: str | Path, what: str) -> Any:
     """The YAML of the ``what`` config file ``path`` (``yaml.safe_load``); a missing or malformed file raises a
     one-line :class:`ConfigError` naming it and the fix."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a directory; pass the YAML file itself with --config")
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist; pass the YAML file with --config")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the YAML file as UTF-8") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
 

@@ -12,7 +12,7 @@ from nni.nas.space import current_model, model_context
 from torch import nn
 
 __all__ = ["Activation", "OptimizerState", "TopLevelChoices", "channel_shuffle", "conv_bn_act", "dw_pw", "relu",
-           "sliced_bn", "sliced_conv", "take_over"]
+           "sliced_bn", "sliced_conv", "take_over", "positive_int"]
 
 Activation = Callable[[], nn.Module]
 OptimizerState = MutableMapping[torch.Tensor, dict[str, Any]]  # an optimizer's ``state``: parameter -> buffers
@@ -119,3 +119,11 @@ def sliced_bn(bn: nn.BatchNorm2d, idx: torch.Tensor, state: OptimizerState | Non
     new.running_var.copy_(bn.running_var[idx])
     new.num_batches_tracked.copy_(bn.num_batches_tracked)
     return new
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else a one-line ``ValueError`` naming ``name``: every space checks
+    its widths, class and channel counts this way before building anything."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value

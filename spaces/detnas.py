@@ -25,7 +25,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
 from hrnas_automl.registry import SpaceSpec
-from hrnas_automl.spaces.common import channel_shuffle, conv_bn_act, dw_pw
+from hrnas_automl.spaces.common import channel_shuffle, conv_bn_act, dw_pw, positive_int
 
 __all__ = ["DETNAS_OPS", "DetNASConfig", "DETNAS_CONFIGS", "ShuffleNetV2Block", "DetNASSpace", "detnas_arch"]
 
@@ -120,6 +120,8 @@ class DetNASSpace(ModelSpace):
             config = DETNAS_CONFIGS[config]
         if head not in ("classifier", "backbone"):
             raise ValueError(f"unknown head {head!r} for a DetNAS space; choose 'classifier' or 'backbone'")
+        positive_int("num_classes", num_classes)
+        positive_int("in_channels", in_channels)
         self.config, self.head = config, head
         self.stem = conv_bn_act(in_channels, config.stem_channels, 3, 2, bias=True)
         stages, cin = [], config.stem_channels

@@ -61,8 +61,8 @@ from torch import nn
 
 from hrnas_automl.arch import freeze
 from hrnas_automl.registry import SpaceSpec
-from hrnas_automl.spaces.common import (OptimizerState, TopLevelChoices, conv_bn_act, sliced_bn, sliced_conv,
-                                        take_over)
+from hrnas_automl.spaces.common import (OptimizerState, TopLevelChoices, conv_bn_act, positive_int, sliced_bn,
+                                        sliced_conv, take_over)
 
 __all__ = ["HEADS", "KERNEL_SIZES", "EXPAND_RATIO", "CHANNEL_STEPS", "TOKEN_GRID", "HRNASSetting", "HRNAS_SETTINGS",
            "BlockSpec", "PrunableUnit", "KernelPath", "TokenTransformer", "SearchingBlock", "HRNASNet", "HRNASSpace",
@@ -610,8 +610,7 @@ class HRNASSpace(TopLevelChoices, ModelSpace):
             raise ValueError(f"unknown head {head!r} for the HR-NAS space; choose one of {', '.join(HEADS)}")
         for name, value in (("num_classes", num_classes), ("num_keypoints", num_keypoints),
                             ("in_channels", in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, value)
         self.setting = hrnas_setting(setting)
         if dense_channel is not None:
             self.setting = replace(self.setting, dense_channel=dense_channel)

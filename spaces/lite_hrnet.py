@@ -57,7 +57,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
 from torch import nn
 
 from hrnas_automl.registry import SpaceSpec, space_size
-from hrnas_automl.spaces.common import TopLevelChoices, channel_shuffle, conv_bn_act, dw_pw, relu
+from hrnas_automl.spaces.common import TopLevelChoices, channel_shuffle, conv_bn_act, dw_pw, positive_int, relu
 
 __all__ = ["LITE_HRNET_BLOCKS", "LITE_HRNET_GRID", "LITE_HRNET_DEPTHS", "LITE_HRNET_HEADS", "LiteHRNetSpace",
            "Stem", "SpatialWeighting", "CrossResolutionWeighting", "ConditionalChannelWeighting", "ShuffleBlock",
@@ -273,12 +273,6 @@ def _official_init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 class LiteHRNetSpace(TopLevelChoices, ModelSpace):
     """The Lite-HRNet space (https://arxiv.org/abs/2104.06403): labels in the module docstring.
 
@@ -303,12 +297,12 @@ class LiteHRNetSpace(TopLevelChoices, ModelSpace):
         if head not in LITE_HRNET_HEADS:
             raise ValueError(f"unknown head {head!r} for the Lite-HRNet space; choose one of "
                              f"{', '.join(LITE_HRNET_HEADS)}")
-        outputs = _positive_int("num_keypoints" if head == "keypoints" else "num_classes",
+        outputs = positive_int("num_keypoints" if head == "keypoints" else "num_classes",
                                 num_keypoints if head == "keypoints" else num_classes)
         self.head = head
         width = self.choose("width", list(LITE_HRNET_GRID["width"]))
         reduce_ratio = self.choose("reduce_ratio", list(LITE_HRNET_GRID["reduce_ratio"]))
-        self.stem = Stem(_positive_int("in_channels", in_channels))
+        self.stem = Stem(positive_int("in_channels", in_channels))
         widths_in = [_STEM_CHANNELS]
         transitions, stages = [], []
         for s, depth in enumerate(LITE_HRNET_DEPTHS, start=1):

@@ -51,7 +51,7 @@ from torch import nn
 
 from hrnas_automl.cost import count_cost
 from hrnas_automl.registry import SpaceSpec
-from hrnas_automl.spaces.common import TopLevelChoices, conv_bn_act
+from hrnas_automl.spaces.common import TopLevelChoices, conv_bn_act, positive_int
 
 __all__ = ["RANET_GRID", "SCALE_LISTS", "RANetConfig", "DenseBlock", "FusionBlock", "FusionLayer", "RANet",
            "RANetSpace", "ranet_grid", "ranet_config", "exit_macs"]
@@ -120,9 +120,7 @@ class RANetConfig:
         for name in ("scale_list", "gr_factor", "bn_factor"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("n_channels", "growth_rate", "n_blocks", "block_step", "step", "num_classes", "in_channels"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            positive_int(name, getattr(self, name))
         scales = self.scale_list
         if not scales or scales[0] != 1 or any(b - a not in (0, 1) for a, b in zip(scales, scales[1:])):
             raise ValueError(f"scale_list must start at 1 and grow by 0 or 1 per flow (e.g. (1, 2, 3, 3)), "

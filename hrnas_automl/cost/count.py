@@ -2,6 +2,8 @@
 and DetNAS's own budget count, the MACs of the Conv2d layers alone."""
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +39,23 @@ def count_cost(model: nn.Module, input_shape: tuple[int, ...]) -> Cost:
     was_training = model.training
     model.eval()
     try:
-        macs, _ = get_model_complexity_info(model, tuple(input_shape), as_strings=False, print_per_layer_stat=False,
-                                            verbose=False, backend="pytorch")
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            # ptflops prints the traceback of a network that fails, then returns None: reported below in one line
+            macs, _ = get_model_complexity_info(model, tuple(input_shape), as_strings=False,
+                                                print_per_layer_stat=False, verbose=False, backend="pytorch")
     finally:
         model.train(was_training)
+    if macs is None:  # ptflops catches the network's own error and returns None: run it to name that error
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, *input_shape))
+            reason = "ptflops could not count it"
+        except Exception as exc:  # noqa: BLE001 - any failure of the forward pass is the reason
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        finally:
+            model.train(was_training)
+        raise ValueError(f"the network does not run at input {'x'.join(map(str, input_shape))} ({reason}); give a "
+                         "larger input (--input CxHxW)")
     return Cost(macs=int(macs), params=sum(p.numel() for p in model.parameters()))
 
 

@@ -7,14 +7,16 @@ here so that spaces and strategies stay plain PyTorch + NNI mutables (whose read
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["quiet_nni", "check_pins", "to_nni_search_space", "in_nni_trial", "next_parameter", "report_intermediate",
-           "report_final"]
+__all__ = ["quiet_nni", "check_pins", "init_parameters", "to_nni_search_space", "in_nni_trial", "next_parameter",
+           "report_intermediate", "report_final"]
 
 
 def quiet_nni() -> None:
@@ -36,6 +38,31 @@ def check_pins() -> None:
     if Version(version("setuptools")) >= Version("81"):
         raise RuntimeError(f"setuptools {version('setuptools')} has no pkg_resources, which nnictl needs; "
                            "install 'setuptools<81'")
+
+
+def init_parameters(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword parameters a space factory (a ``ModelSpace`` class, or a ``functools.partial`` of one) takes, or
+    None when it takes any. NNI replaces a ModelSpace's ``__init__`` by a ``(*args, **kwargs)`` wrapper without
+    ``__wrapped__``; the original is found in the wrapper's closures."""
+    bound = 0
+    while isinstance(factory, functools.partial):
+        bound += len(factory.args)
+        factory = factory.func
+    init: Any = getattr(factory, "__init__", factory)
+    stack, seen = [init], set()
+    while stack:
+        fn = stack.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        if getattr(fn, "__qualname__", "") == f"{getattr(factory, '__qualname__', '')}.__init__":
+            init = fn
+            break
+        stack += [c.cell_contents for c in getattr(fn, "__closure__", None) or () if callable(c.cell_contents)]
+    params = list(inspect.signature(init).parameters.values())[1 if init is not factory else 0:]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params[bound:] if p.kind is not inspect.Parameter.VAR_POSITIONAL]
 
 
 def to_nni_search_space(choices: Mapping[str, list[Any]]) -> dict[str, dict[str, Any]]:
