@@ -176,7 +176,7 @@ DATA: Registry[Callable[..., Any]] = Registry("data kind", plural="data", builti
     "detection/coco": "hrnas_automl.data.coco_detection:build_coco",
 })
 OBJECTIVES: Registry[Callable[..., Any]] = Registry("objective", {
-    "fine-grained": "hrnas_automl.strategies.fine_grained:tuning_objective",  # HR-NAS search (REFERENCE §1.3)
+    "fine-grained": "hrnas_automl.trial.prune:tuning_objective",  # the HR-NAS search as a prune trial (§1.3)
     "network-slimming": "hrnas_automl.tuning.slimming:tuning_objective",
 })
 STRATEGIES: Registry[Any] = Registry("strategy", plural="strategies", builtins={

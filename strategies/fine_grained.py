@@ -40,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hrnas_automl.config import ConfigError, TrainSettings, parse_number
+from hrnas_automl.config import TrainSettings, parse_number
 from hrnas_automl.cost.tables import CostTable
 from hrnas_automl.spaces.common import OptimizerState
 from hrnas_automl.spaces.hrnas import PrunableUnit
@@ -48,10 +48,9 @@ from hrnas_automl.tasks import get_task, training
 
 if TYPE_CHECKING:
     from hrnas_automl.arch import Space
-    from hrnas_automl.trial.config import TrialConfig
 
 __all__ = ["FineGrainedSettings", "DEFAULT_TRAIN", "FineGrainedResult", "PruneStep", "prunable_root", "penalties",
-           "shrink", "fine_grained_search", "FineGrainedObjective", "tuning_objective"]
+           "shrink", "fine_grained_search"]
 
 StepCallback = Callable[["PruneStep"], None]
 DEFAULT_TRAIN = TrainSettings(epochs=6, batch_size=16)  # of a search called without train settings
@@ -340,36 +339,3 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
                       "params": final.params}
     return FineGrainedResult(space.name, {k: final.arch[k] for k in grids}, model.state_dict(), result_metrics,
                              run.steps, run.supernet_macs)
-
-
-@dataclass(frozen=True)
-class FineGrainedObjective:
-    """The ``fine-grained`` tuning objective: one search per call of ``{lam, threshold, warmup}``, of the prune
-    config its ``objective_args`` are (the dialect of ``hrnas-automl prune``: a trial config's space, space_args,
-    task, data, train and threads, plus ``prune:`` with the other :class:`FineGrainedSettings` fields)."""
-
-    config: TrialConfig
-    prune: Mapping[str, Any]
-
-    def __call__(self, params: Mapping[str, Any], report: Callable[[int, float, float], None]) -> Any:
-        from hrnas_automl.trial.prune import prune_settings, search
-        from hrnas_automl.tuning.objectives import TuneResult
-
-        tuned = {"lam": float(params["lam"]), "threshold": float(params["threshold"]), "warmup": int(params["warmup"])}
-        result = search(self.config, prune_settings({**self.prune, **tuned}),
-                        on_step=lambda s: report(s.epoch, s.metric, s.macs))
-        return TuneResult(result.metrics["default"], result.metrics["macs"])
-
-
-def tuning_objective(**objective_args: Any) -> FineGrainedObjective:
-    """The registered factory of the ``fine-grained`` objective: ``objective_args`` are read as a prune config
-    (:func:`hrnas_automl.trial.prune.parse_prune_config`); ``prune:`` must leave the tuned keys to the study."""
-    from hrnas_automl.trial.prune import parse_prune_config, prune_settings
-
-    config, prune = parse_prune_config(objective_args, "objective_args")
-    tuned = sorted({"lam", "threshold", "warmup"} & set(prune))
-    if tuned:
-        raise ConfigError(f"objective_args: prune: the study tunes {', '.join(tuned)}; remove them from prune: "
-                          "(ranges: sets what they take)")
-    prune_settings(prune)  # the other keys' values are checked now, not in the first trial
-    return FineGrainedObjective(config, prune)

@@ -16,6 +16,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from hrnas_automl.strategies.fine_grained import FineGrainedResult, FineGrainedSettings, StepCallback
 
 __all__ = ["PRUNE_KEYS", "parse_prune_config", "load_prune_config", "check_prune_options", "prune_settings", "search",
-           "run_prune_trial"]
+           "run_prune_trial", "FineGrainedObjective", "tuning_objective"]
 
 # FineGrainedSettings fields a prune: section (or nnictl's parameters) may set; the rest come from train:.
 PRUNE_KEYS = ("lam", "threshold", "warmup", "prune_every", "finetune_epochs", "max_macs", "cost",
@@ -123,3 +124,33 @@ def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_int
         torch.save(result.state_dict, Path(out) / "weights.pt")
     return record
 
+
+@dataclass(frozen=True)
+class FineGrainedObjective:
+    """The ``fine-grained`` tuning objective: one search per call of ``{lam, threshold, warmup}``, of the prune
+    config its ``objective_args`` are (the dialect of ``hrnas-automl prune``: a trial config's space, space_args,
+    task, data, train and threads, plus ``prune:`` with the other
+    :class:`~hrnas_automl.strategies.fine_grained.FineGrainedSettings` fields)."""
+
+    config: TrialConfig
+    prune: Mapping[str, Any]
+
+    def __call__(self, params: Mapping[str, Any], report: Callable[[int, float, float], None]) -> Any:
+        from hrnas_automl.tuning.objectives import TuneResult
+
+        tuned = {"lam": float(params["lam"]), "threshold": float(params["threshold"]), "warmup": int(params["warmup"])}
+        result = search(self.config, prune_settings({**self.prune, **tuned}),
+                        on_step=lambda s: report(s.epoch, s.metric, s.macs))
+        return TuneResult(result.metrics["default"], result.metrics["macs"])
+
+
+def tuning_objective(**objective_args: Any) -> FineGrainedObjective:
+    """The registered factory of the ``fine-grained`` objective: ``objective_args`` are read as a prune config
+    (:func:`parse_prune_config`); ``prune:`` must leave the tuned keys to the study."""
+    config, prune = parse_prune_config(objective_args, "objective_args")
+    tuned = sorted({"lam", "threshold", "warmup"} & set(prune))
+    if tuned:
+        raise ConfigError(f"objective_args: prune: the study tunes {', '.join(tuned)}; remove them from prune: "
+                          "(ranges: sets what they take)")
+    prune_settings(prune)  # the other keys' values are checked now, not in the first trial
+    return FineGrainedObjective(config, prune)

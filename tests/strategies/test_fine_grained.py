@@ -17,7 +17,8 @@ from hrnas_automl.config import ConfigError, TrainSettings
 from hrnas_automl.cost import cost_table, count_cost
 from hrnas_automl.data.shapes import build_shapes
 from hrnas_automl.strategies.fine_grained import (FineGrainedResult, FineGrainedSettings, fine_grained_search,
-                                                  penalties, prunable_root, shrink, tuning_objective)
+                                                  penalties, prunable_root, shrink)
+from hrnas_automl.trial.prune import tuning_objective
 from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.spaces.hrnas import hrnas_network
 from hrnas_automl.tasks.training import recalibrate_bn
