@@ -9,7 +9,6 @@ what an uninterrupted one would.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from hrnas_automl.config import ConfigError
+from hrnas_automl.files import write_json_atomic
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
 from hrnas_automl.oneshot.paths import set_path
 from hrnas_automl.oneshot.supernet import Supernet, batch_indices, build_supernet, collate, load_checkpoint
@@ -89,13 +89,6 @@ def _fingerprint(config: SearchConfig, ckpt: Mapping[str, Any]) -> dict[str, Any
             "supernet_config": ckpt["config"]}
 
 
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
 def run_search(config: SearchConfig, *,
                on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or resume) the search of ``config``: ``config.candidates`` candidates.
@@ -130,7 +123,7 @@ def run_search(config: SearchConfig, *,
             row = {"index": len(evaluated), "generation": getattr(strategy, "generation", 0), "arch": arch,
                    **metrics, "conv_macs": net.conv_macs(arch)}
             evaluated.append(row)
-            _write_json_atomic({"kind": _STATE_KIND, "fingerprint": fingerprint, "strategy": strategy.state_dict(),
+            write_json_atomic({"kind": _STATE_KIND, "fingerprint": fingerprint, "strategy": strategy.state_dict(),
                                 "evaluated": evaluated}, state_path)
             if on_candidate is not None:
                 on_candidate(dict(row))

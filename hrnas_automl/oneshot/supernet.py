@@ -10,7 +10,6 @@ resumed run continues exactly where the checkpoint left off. Each step is the pa
 """
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from hrnas_automl.arch import Space, resolve_space
 from hrnas_automl.cost.analytic import conv_macs_table
 from hrnas_automl.data import build_data
 from hrnas_automl.data.coco_detection import DetectionData
+from hrnas_automl.files import save_torch_atomic
 from hrnas_automl.oneshot.paths import set_path, to_supernet
 from hrnas_automl.oneshot.config import SupernetConfig
 from hrnas_automl.strategies.base import random_arch
@@ -117,13 +117,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _same_config(stored: Any, config: SupernetConfig) -> bool:
     """Whether a checkpoint's config (its JSON dump) reads as ``config``: compared as validated settings, so a dump
     without keys added since (defaults) still matches."""
@@ -180,7 +173,7 @@ def train_supernet(config: SupernetConfig, *,
             if done % settings.checkpoint_every == 0 or done == steps:
                 window = losses[-settings.checkpoint_every:]
                 last_loss = sum(window) / len(window)  # mean training loss since the last checkpoint
-                _save_atomic({"kind": _CHECKPOINT_KIND, "config": config.model_dump(mode="json"), "step": done,
+                save_torch_atomic({"kind": _CHECKPOINT_KIND, "config": config.model_dump(mode="json"), "step": done,
                               "loss": last_loss, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, path)
                 if on_checkpoint is not None:
