@@ -34,10 +34,15 @@ from hrnas_automl.config import TrainSettings
 from hrnas_automl.tasks import EpochCallback
 
 __all__ = ["Loss", "Schedule", "Batches", "torch_threads", "to_device", "run_length", "train_loader", "sgd", "cosine",
-           "cosine_closed_form", "linear_decay", "train_step", "fit", "recalibrate_bn"]
+           "cosine_closed_form", "linear_decay", "DivergedError", "train_step", "fit", "recalibrate_bn"]
 
 Loss = Callable[[Any, Any], torch.Tensor]
 Schedule = Callable[[Optimizer, int], LRScheduler]  # (optimizer, total steps) -> a scheduler stepped once per step
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite: the run has no meaningful metric and must be reported as failed
+    (an NNI trial FAILED, an Optuna trial FAIL), never scored."""
 
 
 class Batches(Iterable[tuple[Any, Any]], Sized, Protocol):
@@ -141,8 +146,15 @@ def train_step(model: nn.Module, optimizer: Optimizer, inputs: Any, labels: Any,
                after_step: Callable[[Optimizer], None] | None = None,
                scheduler: LRScheduler | None = None) -> torch.Tensor:
     """One SGD step on one batch: forward, ``loss(outputs, labels)``, backward, the optimizer step, then
-    ``after_step(optimizer)`` (at this step's LR) and the schedule's step. Returns the loss."""
+    ``after_step(optimizer)`` (at this step's LR) and the schedule's step. Returns the loss.
+
+    Raises:
+        DivergedError: the loss is not finite (checked before the step, so the weights stay as they were).
+    """
     value = loss(model(inputs), labels)
+    if not torch.isfinite(value):
+        raise DivergedError(f"training diverged: the loss is {value.item()}; lower train.lr (the learning rate) "
+                            "or check the data")
     optimizer.zero_grad(set_to_none=True)
     value.backward()
     optimizer.step()

@@ -126,3 +126,16 @@ def test_torch_threads_restores_the_thread_count() -> None:
         assert torch.get_num_threads() == 1
         raise KeyboardInterrupt
     assert torch.get_num_threads() == before
+
+
+def test_a_diverging_run_raises_instead_of_scoring_and_skips_the_diverged_step() -> None:
+    """Issue 17: an LR of 1e6 sends the loss to inf/NaN within a few steps; fit raises, it never returns metrics."""
+    settings = TrainSettings(epochs=20, batch_size=10, lr=1e6, momentum=0.0, weight_decay=0.0)
+    model = net()
+    seen: list[list[torch.Tensor]] = []
+    with pytest.raises(training.DivergedError, match="lower train.lr"):
+        training.fit(model, training.train_loader(data(), settings), settings,
+                     after_step=lambda opt: seen.append(weights(model)), schedule=None)
+    assert seen, "at least one step ran before the loss diverged"
+    for now, last in zip(weights(model), seen[-1]):
+        assert torch.equal(now, last)  # the diverged step was not applied
