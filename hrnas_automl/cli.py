@@ -459,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError, TimeoutError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, PermissionError, RuntimeError, TimeoutError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"hrnas-automl: error: {message}", file=sys.stderr)
         return 2
