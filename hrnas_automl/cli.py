@@ -56,8 +56,12 @@ def _write_json(obj: Any, output: str | None) -> None:
     """``obj`` as indented JSON to the file ``output``, or to stdout without one."""
     text = json.dumps(obj, indent=2) + "\n"
     if output:
-        with open(output, "w") as f:
-            f.write(text)
+        from hrnas_automl.files import atomic_write
+
+        try:
+            atomic_write(output, lambda handle: handle.write(text.encode()))
+        except OSError as exc:
+            raise ValueError(f"cannot write {output} ({exc.strerror}); choose a writable path with -o") from None
     else:
         sys.stdout.write(text)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
@@ -118,6 +119,7 @@ class TrainSettings:
             ("momentum", self.momentum >= 0, ">= 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("device", re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device) is not None, "cpu, cuda, cuda:N or mps"),
         )
 
     def __post_init__(self) -> None:

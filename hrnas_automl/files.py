@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -29,6 +30,8 @@ __all__ = ["atomic_write", "write_json_atomic", "save_torch_atomic", "OutputLock
 @contextmanager
 def _replacing(path: Path, mode: str) -> Iterator[IO[Any]]:
     """An open temporary file beside ``path`` that replaces ``path`` when the block ends without an error."""
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -78,8 +81,12 @@ class OutputLock:
         self._fd: int | None = None
 
     def __enter__(self) -> OutputLock:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / self.FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.folder / self.FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # before any work starts: nothing is lost
+            raise OutputInUseError(f"cannot use {self.folder} as the output folder ({exc.strerror}); choose a "
+                                   "writable folder") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

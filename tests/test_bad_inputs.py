@@ -14,6 +14,9 @@ from tests import EXAMPLES
 FILES: dict[str, str | bytes] = {
     "latin1.yml": b"space: d\xe9tnas-small\n",
     "str_arch.json": '{"space": "detnas-small", "arch": "k3k3"}',
+    "gpu99.yml": "space: detnas-small\nspace_args: {num_classes: 4}\ntask: classification\n"
+                 "data: {kind: synthetic, train_size: 8, val_size: 4, image_size: 32}\ntrain: {device: 'cuda:99'}\n",
+    "banana.yml": "space: detnas-small\ntask: classification\ndata: {kind: synthetic}\ntrain: {device: banana}\n",
 }
 CASES = [
     (("describe", "detnas-small", "--space-arg", "nclasses=10"),
@@ -31,6 +34,10 @@ CASES = [
     (("trial", "--config", "{tmp}/latin1.yml"), r"latin1.yml: not UTF-8 text \(byte 8\); save the YAML file as UTF-8"),
     (("cost", "detnas-small", "--arch", "{tmp}/str_arch.json"),
      r"str_arch.json: 'arch' must be a \{label: value\} mapping, got str 'k3k3'"),
+    (("trial", "--config", "{tmp}/gpu99.yml"), r"train.device is 'cuda:99' but this machine has \d+ CUDA device"),
+    (("trial", "--config", "{tmp}/banana.yml"), r"train.device must be cpu, cuda, cuda:N or mps, got 'banana'"),
+    (("export-space", "detnas-small", "-o", "{tmp}/banana.yml/space.json"),
+     r"cannot write .*banana.yml/space.json \(Not a directory\); choose a writable path with -o"),
 ]
 
 

@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 from hrnas_automl.config import TrainSettings
 from hrnas_automl.tasks import EpochCallback
 
-__all__ = ["Loss", "Schedule", "Batches", "torch_threads", "to_device", "run_length", "train_loader", "sgd", "cosine",
-           "cosine_closed_form", "linear_decay", "DivergedError", "train_step", "fit", "recalibrate_bn"]
+__all__ = ["Loss", "Schedule", "Batches", "torch_threads", "resolve_device", "to_device", "run_length", "train_loader",
+           "sgd", "cosine", "cosine_closed_form", "linear_decay", "DivergedError", "train_step", "fit",
+           "recalibrate_bn"]
 
 Loss = Callable[[Any, Any], torch.Tensor]
 Schedule = Callable[[Optimizer, int], LRScheduler]  # (optimizer, total steps) -> a scheduler stepped once per step
@@ -59,6 +60,17 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device ``train.device`` names, refused in one line when this machine or this torch build lacks it."""
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                         f"for this torch build ({torch.__version__}); set train.device: cpu or install a CUDA torch")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"train.device is {name!r} but MPS is not available here; set train.device: cpu")
+    return device
 
 
 def to_device(target: Any, device: torch.device | str) -> Any:
@@ -100,7 +112,7 @@ def train_loader(dataset: Dataset, settings: TrainSettings) -> DataLoader:
     return _TaskLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=0,
                        drop_last=n > settings.batch_size and n % settings.batch_size == 1,
                        generator=torch.Generator().manual_seed(settings.seed),
-                       pin_memory=torch.device(settings.device).type == "cuda")
+                       pin_memory=resolve_device(settings.device).type == "cuda")
 
 
 def sgd(model: nn.Module, settings: TrainSettings, *, decay_1d: bool = True,
@@ -189,7 +201,7 @@ def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: E
     ``evaluate(model)`` and ``on_epoch(epoch, metrics)`` with the evaluation's metrics plus ``train_loss``
     (the mean training loss of the epoch). The hooks are described in the module docstring.
     """
-    device = torch.device(settings.device)
+    device = resolve_device(settings.device)
     if seed_torch:
         torch.manual_seed(settings.seed)
     model.to(device)
