@@ -12,7 +12,7 @@ from nni.nas.space import current_model, model_context
 from torch import nn
 
 __all__ = ["Activation", "OptimizerState", "TopLevelChoices", "channel_shuffle", "conv_bn_act", "dw_pw", "relu",
-           "sliced_bn", "sliced_conv", "take_over", "positive_int"]
+           "sliced_bn", "sliced_conv", "take_over", "positive_int", "probability"]
 
 Activation = Callable[[], nn.Module]
 OptimizerState = MutableMapping[torch.Tensor, dict[str, Any]]  # an optimizer's ``state``: parameter -> buffers
@@ -127,3 +127,11 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
+
+
+def probability(name: str, value: Any) -> float:
+    """``value`` if it is a number in [0, 1] (a dropout rate, a BatchNorm momentum), else a one-line ``ValueError``
+    naming ``name``: torch would accept a momentum of 2 and train a network whose statistics diverge."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)

@@ -25,7 +25,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
 from hrnas_automl.registry import SpaceSpec
-from hrnas_automl.spaces.common import channel_shuffle, conv_bn_act, dw_pw, positive_int
+from hrnas_automl.spaces.common import channel_shuffle, conv_bn_act, dw_pw, positive_int, probability
 
 __all__ = ["DETNAS_OPS", "DetNASConfig", "DETNAS_CONFIGS", "ShuffleNetV2Block", "DetNASSpace", "detnas_arch"]
 
@@ -122,6 +122,7 @@ class DetNASSpace(ModelSpace):
             raise ValueError(f"unknown head {head!r} for a DetNAS space; choose 'classifier' or 'backbone'")
         positive_int("num_classes", num_classes)
         positive_int("in_channels", in_channels)
+        probability("dropout", dropout)
         self.config, self.head = config, head
         self.stem = conv_bn_act(in_channels, config.stem_channels, 3, 2, bias=True)
         stages, cin = [], config.stem_channels

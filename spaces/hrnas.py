@@ -61,8 +61,8 @@ from torch import nn
 
 from hrnas_automl.arch import freeze
 from hrnas_automl.registry import SpaceSpec
-from hrnas_automl.spaces.common import (OptimizerState, TopLevelChoices, conv_bn_act, positive_int, sliced_bn,
-                                        sliced_conv, take_over)
+from hrnas_automl.spaces.common import (OptimizerState, TopLevelChoices, conv_bn_act, positive_int, probability,
+                                        sliced_bn, sliced_conv, take_over)
 
 __all__ = ["HEADS", "KERNEL_SIZES", "EXPAND_RATIO", "CHANNEL_STEPS", "TOKEN_GRID", "HRNASSetting", "HRNAS_SETTINGS",
            "BlockSpec", "PrunableUnit", "KernelPath", "TokenTransformer", "SearchingBlock", "HRNASNet", "HRNASSpace",
@@ -611,6 +611,12 @@ class HRNASSpace(TopLevelChoices, ModelSpace):
         for name, value in (("num_classes", num_classes), ("num_keypoints", num_keypoints),
                             ("in_channels", in_channels)):
             positive_int(name, value)
+        probability("dropout", dropout)
+        if bn_momentum is not None:
+            probability("bn_momentum", bn_momentum)
+        for name, count in (("dense_channel", dense_channel), ("channel_steps", channel_steps)):
+            if count is not None:
+                positive_int(name, count)
         self.setting = hrnas_setting(setting)
         if dense_channel is not None:
             self.setting = replace(self.setting, dense_channel=dense_channel)
