@@ -3,7 +3,7 @@
 Layouts: ``root/<class>/<image>`` (split here, stratified and seeded) or ``root/train/<class>/...`` plus
 ``root/val/<class>/...`` (used as given; both must have the same classes). Images directly inside each
 class folder with a known extension count; hidden files and folders are skipped. Images are decoded
-lazily, so a large folder costs nothing until it is read.
+lazily; each file's header (and ending, for truncation) is checked once when the dataset is built.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 
 from hrnas_automl.data import ClassificationData, _check_option
+from hrnas_automl.data.images import check_image, read_image
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "build_image_folder", "scan_class_folders"]
 
@@ -33,18 +34,15 @@ class ImageFolderDataset(Dataset):
         self.paths = tuple(Path(p) for p in paths)
         self.labels = tuple(int(label) for label in labels)
         self.image_size = image_size
+        for path in self.paths:
+            check_image(path)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB").resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
-        except (OSError, ValueError) as exc:  # UnidentifiedImageError and truncated files are OSErrors
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise ValueError(f"cannot read image {path} ({reason}); replace or delete the file") from None
+        rgb = read_image(self.paths[index], "RGB").resize((self.image_size, self.image_size),
+                                                          Image.Resampling.BILINEAR)
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
         return pixels.permute(2, 0, 1).contiguous(), self.labels[index]
 

@@ -14,7 +14,7 @@ them (mmseg's ``tools/dataset_converters/cityscapes.py`` does the same). ADE20K 
 
 ADE20K follows mmseg's ``reduce_zero_label``: mask value 0 ("other") becomes the ignore index 255 and
 every class moves down by one, so class ids are 0..149. Images and masks are resized to the training
-size (bilinear / nearest) and decoded lazily.
+size (bilinear / nearest) and decoded lazily; every file's header is checked when the dataset is built.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from hrnas_automl.data import _check_option, check_size
+from hrnas_automl.data.images import check_image, read_image
 
 __all__ = ["IGNORE_INDEX", "SegmentationData", "SegmentationDataset", "scan_cityscapes", "scan_ade20k",
            "build_cityscapes", "build_ade20k"]
@@ -35,6 +36,7 @@ __all__ = ["IGNORE_INDEX", "SegmentationData", "SegmentationDataset", "scan_city
 IGNORE_INDEX = 255  # Cityscapes' void train id; mmseg's ignore_index
 _CITYSCAPES_IMAGE = "_leftImg8bit.png"
 _CITYSCAPES_MASK = "_gtFine_labelTrainIds.png"
+_MASK_MODES = ("L", "P", "I", "I;16")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,8 @@ class SegmentationDataset(Dataset):
         self.size = size
         self.num_classes = num_classes
         self.reduce_zero_label = reduce_zero_label
+        for image_path, mask_path in self.pairs:
+            _check_pair(image_path, mask_path)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -64,11 +68,8 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, mask_path = self.pairs[index]
         height, width = self.size
-        image = _read(image_path, "RGB").resize((width, height), Image.Resampling.BILINEAR)
-        mask = _read(mask_path, None)
-        if mask.mode not in ("L", "P", "I", "I;16"):
-            raise ValueError(f"mask {mask_path} has mode {mask.mode}; label masks are single-channel PNGs of "
-                             f"class ids")
+        image = read_image(image_path, "RGB").resize((width, height), Image.Resampling.BILINEAR)
+        mask = read_image(mask_path, None, "mask")
         labels = np.asarray(mask.resize((width, height), Image.Resampling.NEAREST)).astype(np.int64)
         if self.reduce_zero_label:  # ADE20K: 0 = "other" -> ignore, 1..K -> 0..K-1, 255 stays 255 (mmseg)
             labels = np.where((labels == 0) | (labels == IGNORE_INDEX), IGNORE_INDEX + 1, labels) - 1
@@ -80,14 +81,16 @@ class SegmentationDataset(Dataset):
         return pixels, torch.from_numpy(labels)
 
 
-def _read(path: Path, mode: str | None) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert(mode) if mode else image
-    except (OSError, ValueError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"cannot read {path} ({reason}); replace or delete the file") from None
+def _check_pair(image_path: Path, mask_path: Path) -> None:
+    """One-line errors for a pair that would train wrongly: unreadable or truncated files, a mask that is not
+    single-channel, a mask whose size differs from its image (each would be resized on its own, misaligned)."""
+    image_size, _ = check_image(image_path)
+    mask_size, mask_mode = check_image(mask_path, "mask")
+    if mask_mode not in _MASK_MODES:
+        raise ValueError(f"mask {mask_path} has mode {mask_mode}; label masks are single-channel PNGs of class ids")
+    if mask_size != image_size:
+        raise ValueError(f"mask {mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
+                         f"{image_size[0]}x{image_size[1]} (width x height); give each image a mask of its size")
 
 
 def _split_dir(path: Path, what: str) -> Path:

@@ -262,15 +262,28 @@ def test_folder_too_small_to_split(tmp_path):
         build_classification_data("folder", root=tmp_path)
 
 
-def test_folder_corrupt_image_raises_when_read(tmp_path):
+def test_folder_corrupt_image_is_refused_when_the_dataset_is_built(tmp_path):
+    """A bad file stops the build with its name, not an epoch later (or never, in the drop_last remainder)."""
     _make_folder(tmp_path / "train", per_class=2)
     _make_folder(tmp_path / "val", per_class=1)
     bad = tmp_path / "val" / "dog" / "broken.jpg"
     bad.write_bytes(b"this is not a jpeg")
-    data = build_classification_data("folder", root=tmp_path)  # indexing does not decode
-    index = data.val.paths.index(bad)
     with pytest.raises(ValueError, match=r"cannot read image .*broken\.jpg .*; replace or delete the file"):
-        data.val[index]
+        build_classification_data("folder", root=tmp_path)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".gif", ".webp", ".bmp"])
+def test_folder_truncated_image_is_refused_when_the_dataset_is_built(tmp_path, ext):
+    _make_folder(tmp_path, per_class=5)
+    noisy = Image.effect_noise((40, 40), 60).convert("RGB")  # incompressible: a cut loses pixels, not padding
+    noisy.save(tmp_path / "emu" / f"whole{ext}")
+    data = build_classification_data("folder", root=tmp_path)  # every format, whole, passes the check
+    assert len(data.train) + len(data.val) == 16
+    cut = tmp_path / "emu" / f"cut{ext}"
+    whole = (tmp_path / "emu" / f"whole{ext}").read_bytes()
+    cut.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(ValueError, match=rf"cannot read image .*cut\{ext} \(.*\); replace or delete the file"):
+        build_classification_data("folder", root=tmp_path)
 
 
 def test_image_folder_dataset_needs_one_label_per_path(tmp_path):
