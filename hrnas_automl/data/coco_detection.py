@@ -18,6 +18,9 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from hrnas_automl.data.coco import check_annotation, coco_categories, coco_images, image_path, read_coco
+from hrnas_automl.data.images import read_image
+
 __all__ = ["CocoDetection", "DetectionData", "SHAPE_CLASSES", "generate_coco_shapes", "build_shapes", "build_coco"]
 SHAPE_CLASSES: tuple[str, ...] = ("square", "circle", "triangle", "cross")
 # One base colour per class (jittered per object), so a few hundred steps suffice to learn them.
@@ -39,27 +42,24 @@ class CocoDetection(Dataset):
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"COCO image folder {self.image_dir} does not exist; point the data config at "
                                     "the folder holding the JSON's file_name entries")
-        try:
-            coco = json.loads(self.ann_file.read_text())
-            images = sorted(coco["images"], key=lambda im: im["id"])
-            categories = sorted(c["id"] for c in coco["categories"])
-            annotations = coco["annotations"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.ann_file} is not a COCO instances file ({type(exc).__name__}: {exc}); it needs "
-                             "'images', 'annotations' and 'categories'") from None
-        if not images or not categories:
-            raise ValueError(f"{self.ann_file} has no images or no categories; give a non-empty COCO instances file")
+        what = "COCO detection"
+        coco = read_coco(self.ann_file, what, "instances")
+        images = coco_images(coco, self.ann_file, what, sizes=True)
+        categories = coco_categories(coco, self.ann_file, what)
         self.category_ids: list[int] = categories
         index = {cid: i for i, cid in enumerate(categories)}
-        self.image_ids = [im["id"] for im in images]
-        self.files = [im["file_name"] for im in images]
-        self.sizes = [(int(im["height"]), int(im["width"])) for im in images]
+        self.image_ids = sorted(images)
+        self.paths = [image_path(self.image_dir, images[i], self.ann_file, what) for i in self.image_ids]
+        self.sizes = [(images[i]["height"], images[i]["width"]) for i in self.image_ids]
         boxes: dict[int, list[list[float]]] = {i: [] for i in self.image_ids}
-        for ann in annotations:
-            x, y, w, h = ann["bbox"]
-            if ann.get("iscrowd", 0) or w <= 0 or h <= 0 or ann["image_id"] not in boxes:
+        for number, ann in enumerate(coco["annotations"]):
+            x, y, w, h = check_annotation(ann, number, self.ann_file, what, images, categories)
+            if ann.get("iscrowd", 0) or w <= 0 or h <= 0:
                 continue
             boxes[ann["image_id"]].append([index[ann["category_id"]], x, y, x + w, y + h])
+        if not any(boxes.values()):
+            raise ValueError(f"{what}: {self.ann_file} has no non-crowd box of positive size; give a split with "
+                             "annotated objects")
         self._boxes = [boxes[i] for i in self.image_ids]
         self.max_objects = max(1, max(len(b) for b in self._boxes))
 
@@ -71,11 +71,7 @@ class CocoDetection(Dataset):
         return len(self.image_ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        path = self.image_dir / self.files[i]
-        try:
-            image = Image.open(path).convert("RGB")
-        except OSError as exc:
-            raise FileNotFoundError(f"cannot read image {path} listed in {self.ann_file}: {exc}") from None
+        image = read_image(self.paths[i], "RGB")
         h, w = self.sizes[i]
         s = self.image_size
         pixels = np.asarray(image.resize((s, s), Image.BILINEAR), dtype=np.float32) / 255.0

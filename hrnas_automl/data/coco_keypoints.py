@@ -13,7 +13,6 @@ heatmaps at 1/4 of the input (:mod:`hrnas_automl.data.heatmaps`). Validation use
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from hrnas_automl.data import _check_option, check_size
+from hrnas_automl.data.coco import check_annotation, coco_categories, coco_images, image_path, read_coco
+from hrnas_automl.data.images import read_image
 from hrnas_automl.data.heatmaps import encode_heatmaps
 from hrnas_automl.data.topdown import apply_affine, box_to_center_size, crop_image, crop_matrix
 
@@ -78,12 +78,7 @@ class TopDownDataset(Dataset):
         height, width = self.size
         center, box_size = box_to_center_size(person.box, width / height)
         matrix = crop_matrix(center, box_size, self.size)
-        try:
-            with Image.open(person.image_path) as image:
-                crop = crop_image(image.convert("RGB"), matrix, self.size)
-        except (OSError, ValueError) as exc:
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise ValueError(f"cannot read image {person.image_path} ({reason}); replace or delete the file") from None
+        crop = crop_image(read_image(person.image_path, "RGB"), matrix, self.size)
         points = torch.from_numpy(apply_affine(matrix, person.keypoints[:, :2]))
         heatmaps, weights = encode_heatmaps(points, torch.from_numpy(person.keypoints[:, 2]),
                                             (height // HEATMAP_STRIDE, width // HEATMAP_STRIDE),
@@ -94,67 +89,62 @@ class TopDownDataset(Dataset):
                         "keypoints": torch.from_numpy(person.keypoints), "box": torch.tensor(person.box)}
 
 
-def _load_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ValueError(f"coco-keypoints data: annotation file {path} is missing; point data.root at the folder "
-                         f"holding annotations/person_keypoints_<split>.json")
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"coco-keypoints data: {path} is not valid JSON ({str(exc).splitlines()[0]})") from None
-    missing = [key for key in ("images", "annotations", "categories") if key not in content]
-    if not isinstance(content, dict) or missing:
-        raise ValueError(f"coco-keypoints data: {path} lacks {', '.join(missing) or 'a top-level object'}; give a "
-                         f"COCO person_keypoints_*.json file")
-    return content
-
-
 def read_coco_keypoints(root: Path, split: str) -> tuple[list[PersonInstance], tuple[str, ...], Path]:
     """The split's person instances, the keypoint names and the annotation file; broken files raise one line."""
+    what = "coco-keypoints data"
     path = root / "annotations" / f"person_keypoints_{split}.json"
-    content = _load_json(path)
+    if not path.is_file():
+        raise ValueError(f"{what}: annotation file {path} is missing; point data.root at the folder holding "
+                         f"annotations/person_keypoints_<split>.json")
+    content = read_coco(path, what, "person_keypoints")
+    categories = coco_categories(content, path, what)
     people = [c for c in content["categories"] if c.get("keypoints")]
     if not people:
-        raise ValueError(f"coco-keypoints data: {path} has no category with keypoints; give a person_keypoints "
-                         f"file, not instances_*.json")
+        raise ValueError(f"{what}: {path} has no category with keypoints; give a person_keypoints file, not "
+                         f"instances_*.json")
     names = tuple(people[0]["keypoints"])
     if len(names) != COCO_NUM_KEYPOINTS:
-        raise ValueError(f"coco-keypoints data: {path} names {len(names)} keypoints; OKS AP uses COCO's per-keypoint "
-                         f"sigmas, defined for the {COCO_NUM_KEYPOINTS} COCO keypoints, so give those")
+        raise ValueError(f"{what}: {path} names {len(names)} keypoints; OKS AP uses COCO's per-keypoint sigmas, "
+                         f"defined for the {COCO_NUM_KEYPOINTS} COCO keypoints, so give those")
     category = people[0]["id"]
     image_dir = root / split
     if not image_dir.is_dir():
-        raise ValueError(f"coco-keypoints data: image folder {image_dir} is missing; put the {split} images there")
-    images = {img["id"]: img for img in content["images"]}
+        raise ValueError(f"{what}: image folder {image_dir} is missing; put the {split} images there")
+    images = coco_images(content, path, what, sizes=False)
+    files: dict[int, Path] = {}  # each image checked once, however many people it holds
     instances = []
-    for ann in content["annotations"]:
-        if ann.get("category_id") != category or ann.get("iscrowd", 0) or "keypoints" not in ann:
+    for number, ann in enumerate(content["annotations"]):
+        x, y, w, h = check_annotation(ann, number, path, what, images, categories)
+        if ann["category_id"] != category or ann.get("iscrowd", 0) or "keypoints" not in ann:
             continue
-        keypoints = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
-        if keypoints.shape[0] != len(names):
-            raise ValueError(f"coco-keypoints data: annotation {ann.get('id')} in {path} has {keypoints.shape[0]} "
-                             f"keypoints, the category names {len(names)}; fix the annotation")
+        keypoints = _keypoints(ann, number, path, len(names))
         if not (keypoints[:, 2] > 0).any():
             continue
-        img = images.get(ann["image_id"])
-        if img is None:
-            raise ValueError(f"coco-keypoints data: annotation {ann.get('id')} in {path} refers to image id "
-                             f"{ann['image_id']}, which is not in its images list; fix the JSON")
-        image_path = image_dir / img["file_name"]
-        if not image_path.is_file():
-            raise ValueError(f"coco-keypoints data: image {image_path} of {path} is missing; add it or remove its "
-                             f"annotations")
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        x1, y1 = max(0.0, x), max(0.0, y)  # HRNet's _load_coco_keypoint_annotation_kernal clipping
-        x2, y2 = (min(img.get("width", np.inf) - 1.0, x1 + max(0.0, w - 1)),
-                  min(img.get("height", np.inf) - 1.0, y1 + max(0.0, h - 1)))
+        img = images[ann["image_id"]]
+        if img["id"] not in files:
+            files[img["id"]] = image_path(image_dir, img, path, what)
+        x1, y1 = max(0.0, float(x)), max(0.0, float(y))  # HRNet's _load_coco_keypoint_annotation_kernal clipping
+        x2, y2 = (min(img.get("width", np.inf) - 1.0, x1 + max(0.0, float(w) - 1)),
+                  min(img.get("height", np.inf) - 1.0, y1 + max(0.0, float(h) - 1)))
         if x2 <= x1 or y2 <= y1:
             continue
-        instances.append(PersonInstance(image_path, int(ann["image_id"]), (x1, y1, x2 - x1, y2 - y1), keypoints))
+        instances.append(PersonInstance(files[img["id"]], int(ann["image_id"]), (x1, y1, x2 - x1, y2 - y1),
+                                        keypoints))
     if not instances:
-        raise ValueError(f"coco-keypoints data: {path} has no person with labelled keypoints; give annotations "
-                         f"with num_keypoints > 0")
+        raise ValueError(f"{what}: {path} has no person with labelled keypoints; give annotations with "
+                         f"num_keypoints > 0")
     return instances, names, path
+
+
+def _keypoints(ann: dict[str, Any], number: int, path: Path, count: int) -> np.ndarray:
+    """An annotation's ``keypoints`` as ``(count, 3)`` floats; a wrong length or type is one line."""
+    values = ann["keypoints"]
+    if not (isinstance(values, list) and len(values) == 3 * count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+        found = f"{len(values) // 3} keypoints" if isinstance(values, list) else f"keypoints={values!r}"
+        raise ValueError(f"coco-keypoints data: annotation {ann.get('id', f'#{number}')} in {path} has {found}, the "
+                         f"category names {count}; give {3 * count} numbers x, y, v and fix the annotation")
+    return np.asarray(values, dtype=np.float64).reshape(-1, 3)
 
 
 def build_coco_keypoints(*, root: str | Path, image_size: int | Sequence[int] = (256, 192), sigma: float = 2.0,
