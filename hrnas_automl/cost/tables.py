@@ -23,8 +23,8 @@ import hashlib
 import itertools
 import json
 import math
-import os
 import random
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from hrnas_automl.files import read_sealed_json, sealed_json, user_cache_dir
 
 __all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "layer_choice_table", "grouped_table",
            "verify_additive", "io_shapes", "cache_dir", "cached_table"]
@@ -205,21 +207,28 @@ def verify_additive(table: CostTable, build: Build, choices: Mapping[str, Sequen
 
 
 def cache_dir() -> Path:
-    """Where compiled tables are kept: ``$HRNAS_AUTOML_CACHE`` or ``~/.cache/hrnas-automl``."""
-    return Path(os.environ.get("HRNAS_AUTOML_CACHE") or Path.home() / ".cache" / "hrnas-automl")
+    """Where compiled tables are kept: the per-user ``user_cache_dir("tables")`` (``$HRNAS_AUTOML_CACHE/tables``,
+    else ``~/.cache/hrnas-automl/tables``), created ``0700``."""
+    return user_cache_dir("tables")
 
 
 def cached_table(key: Mapping[str, Any], compile_table: Callable[[], CostTable]) -> CostTable:
-    """Load the table stored under ``key`` (any JSON mapping) or compile and store it."""
+    """Load the table stored under ``key`` (any JSON mapping) or compile and store it.
+
+    Tables are stored sealed (:func:`hrnas_automl.files.sealed_json`, atomically); a stored file that is
+    truncated, altered or unreadable is reported in a warning naming it, then recompiled and overwritten.
+    """
+    canonical = json.loads(json.dumps(key, sort_keys=True))
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir() / "tables" / f"{digest}.json"
+    path = cache_dir() / f"{digest}.json"
     if path.is_file():
-        data = json.loads(path.read_text())
-        if data.get("key") == json.loads(json.dumps(key, sort_keys=True)):
-            return CostTable.from_json(data["table"])
+        try:
+            data = read_sealed_json(path)
+            if data["key"] == canonical:
+                return CostTable.from_json(data["table"])
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"cost table cache {path} is unusable ({reason}); recompiling it", stacklevel=2)
     table = compile_table()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"key": key, "table": table.to_json()}))
-    tmp.replace(path)  # atomic: concurrent trials never read half a file
+    sealed_json({"key": canonical, "table": table.to_json()}, path)
     return table

@@ -1,0 +1,76 @@
+"""The compiled-table cache: per-user, sealed with a digest; a truncated, altered or old-format file is reported
+once by name and recompiled, never trusted and never a bare JSON error (issue 17)."""
+from __future__ import annotations
+
+import json
+import stat
+import warnings
+from pathlib import Path
+
+import pytest
+
+from hrnas_automl.cost.tables import CostTable, cache_dir, cached_table
+from hrnas_automl.files import read_sealed_json
+
+KEY = {"space": "demo", "input": [3, 8, 8]}
+TABLE = CostTable(("macs", "params"), (("a",), ("b", "c")), (100.0, 10.0),
+                  ({(1,): (0.0, 0.0), (2,): (5.0, 1.0)}, {(1, "x"): (0.0, 0.0), (2, "y"): (7.5, 2.0)}))
+
+
+class Compiler:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> CostTable:
+        self.calls += 1
+        return TABLE
+
+
+@pytest.fixture
+def stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The cache file of KEY after one compile in a private cache."""
+    monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path / "cache"))
+    assert cached_table(KEY, Compiler()) == TABLE
+    (path,) = cache_dir().glob("*.json")
+    return path
+
+
+def test_tables_are_sealed_in_the_per_user_cache(stored: Path, tmp_path: Path) -> None:
+    assert stored.parent == tmp_path / "cache" / "tables" == cache_dir()
+    assert stat.S_IMODE(stored.parent.stat().st_mode) == 0o700
+    assert read_sealed_json(stored)["key"] == KEY
+    compile_table = Compiler()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cached_table(KEY, compile_table) == TABLE and compile_table.calls == 0
+
+
+def _truncate(path: Path) -> None:
+    path.write_text(path.read_text()[:-40])
+
+
+def _alter(path: Path) -> None:  # valid JSON, one value changed: 7.5 MACs become 750.0
+    data = json.loads(path.read_text())
+    data["payload"]["table"]["deltas"][1][1][1][0] = 750.0
+    path.write_text(json.dumps(data))
+
+
+def _old_format(path: Path) -> None:  # what earlier versions stored: no digest
+    path.write_text(json.dumps(read_sealed_json(path)))
+
+
+@pytest.mark.parametrize(("damage", "reason"), [(_truncate, "is not readable JSON"),
+                                                (_alter, "does not match its digest"),
+                                                (_old_format, "has no digest")])
+def test_a_damaged_cache_file_is_named_once_recompiled_and_overwritten(stored: Path, damage, reason: str) -> None:
+    damage(stored)
+    compile_table = Compiler()
+    with pytest.warns(UserWarning, match=rf"cost table cache {stored} is unusable \(.*{reason}.*\); recompiling it"
+                      ) as caught:
+        table = cached_table(KEY, compile_table)
+    assert table == TABLE and table.evaluate({"a": 2, "b": 2, "c": "y"}) == (112.5, 13.0)
+    assert compile_table.calls == 1 and len(caught) == 1
+    with warnings.catch_warnings():  # the file was rewritten: the next run reads it silently
+        warnings.simplefilter("error")
+        assert cached_table(KEY, compile_table) == TABLE and compile_table.calls == 1
+    assert read_sealed_json(stored)["table"] == TABLE.to_json()
