@@ -2,21 +2,93 @@
 (command line, files it reads, the pattern of the error line). Issue 17 extends this table."""
 from __future__ import annotations
 
+import io
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from PIL import Image
 
 from hrnas_automl.cli import main
 from tests import EXAMPLES
 
-# {tmp} in an argument is the test's temporary folder; FILES are written there first (bytes for a non-UTF-8 file)
+
+def _png(size: tuple[int, int], mode: str = "RGB") -> bytes:
+    """A PNG of noise (RGB) or of zeros (a mask of class 0, mode L)."""
+    out = io.BytesIO()
+    (Image.effect_noise(size, 50).convert(mode) if mode == "RGB" else Image.new(mode, size)).save(out, "PNG")
+    return out.getvalue()
+
+
+# --- data (issue 17): datasets in {tmp}/data, each read by `trial --config` with a data block naming them ---------
+_IMAGE = _png((16, 16))
+
+
+def _coco(image: dict[str, Any] | None = None, annotation: dict[str, Any] | None = None) -> str:
+    """A one-image COCO instances file; ``image`` / ``annotation`` change (or, with None values, drop) keys."""
+    entries = [{"id": 1, "file_name": "1.png", "height": 16, "width": 16} | (image or {}),
+               {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 8, 8], "area": 64, "iscrowd": 0}
+               | (annotation or {})]
+    images, annotations = ({k: v for k, v in entry.items() if v is not None} for entry in entries)
+    return json.dumps({"images": [images], "annotations": [annotations],
+                       "categories": [{"id": 1, "name": "square"}]})
+
+
+def _trial(task: str, data: dict[str, Any], space: str = "detnas-small", **more: Any) -> str:
+    return json.dumps({"space": space, "task": task, "data": data, "train": {"epochs": 1, "batch_size": 2}, **more})
+
+
+def _detection(ann: str) -> str:
+    return _trial("detection", {"kind": "coco", "train_ann": f"{{tmp}}/data/{ann}", "val_ann": "{tmp}/data/ok.json",
+                                "train_images": "{tmp}/data/img", "val_images": "{tmp}/data/img", "image_size": 16})
+
+
+_DATA_FILES: dict[str, str | bytes] = {
+    "data/img/1.png": _IMAGE, "data/outside.png": _IMAGE, "data/ok.json": _coco(),
+    "data/up.json": _coco({"file_name": "../outside.png"}),
+    "data/abs.json": _coco({"file_name": "/etc/passwd"}),
+    "data/nobbox.json": _coco(annotation={"bbox": None}),
+    "data/cat99.json": _coco(annotation={"category_id": 99}),
+    "data/image7.json": _coco(annotation={"image_id": 7}),
+    "data/wide.json": _coco({"width": 32}),
+    "data/cut/train/a/1.png": _IMAGE, "data/cut/train/b/1.png": _IMAGE, "data/cut/val/a/1.png": _IMAGE,
+    "data/cut/val/b/1.png": _IMAGE[: len(_IMAGE) // 2],
+    "data/cs/leftImg8bit/train/x/x_0_0_leftImg8bit.png": _IMAGE,
+    "data/cs/gtFine/train/x/x_0_0_gtFine_labelTrainIds.png": _png((24, 16), "L"),
+    "data/cs/leftImg8bit/val/x/x_0_1_leftImg8bit.png": _IMAGE,
+    "data/cs/gtFine/val/x/x_0_1_gtFine_labelTrainIds.png": _png((16, 16), "L"),
+    **{f"det_{name}.yml": _detection(f"{name}.json") for name in ("up", "abs", "nobbox", "cat99", "image7", "wide")},
+    "folder_cut.yml": _trial("classification", {"kind": "folder", "root": "{tmp}/data/cut", "image_size": 8}),
+    "seg_mask.yml": _trial("segmentation", {"kind": "cityscapes", "root": "{tmp}/data/cs", "num_classes": 4,
+                                            "image_size": 16}, "hrnas", space_args={"setting": "tiny"}),
+}
+_DATA_CASES = [
+    (("trial", "--config", "{tmp}/det_up.yml"), r"up\.json has file_name '\.\./outside\.png', which leads "
+                                                r"outside the image folder .*/data/img; give a path inside it"),
+    (("trial", "--config", "{tmp}/det_abs.yml"), r"has file_name '/etc/passwd', which leads outside the image folder"),
+    (("trial", "--config", "{tmp}/det_nobbox.yml"),
+     r"annotations\[0\] \(id 1\) in .*nobbox\.json has no 'bbox'; add it or remove the annotation"),
+    (("trial", "--config", "{tmp}/det_cat99.yml"), r"annotations\[0\] \(id 1\) in .*cat99\.json has category_id 99, "
+                                                   r"which is not among its categories \[1\]"),
+    (("trial", "--config", "{tmp}/det_image7.yml"), r"image7\.json refers to image id 7, which is not in its "
+                                                    r"images list"),
+    (("trial", "--config", "{tmp}/det_wide.yml"), r"image .*1\.png is 16x16 but .*wide\.json says 32x16"),
+    (("trial", "--config", "{tmp}/folder_cut.yml"), r"cannot read image .*cut/val/b/1\.png \(.*\); replace or delete"),
+    (("trial", "--config", "{tmp}/seg_mask.yml"), r"mask .*x_0_0_gtFine_labelTrainIds\.png is 24x16 but its image "
+                                                  r".*x_0_0_leftImg8bit\.png is 16x16"),
+]
+
+# {tmp} in an argument, or in a text file's content, is the test's temporary folder; FILES are written there first
+# (bytes for a non-UTF-8 file or an image)
 FILES: dict[str, str | bytes] = {
     "latin1.yml": b"space: d\xe9tnas-small\n",
     "str_arch.json": '{"space": "detnas-small", "arch": "k3k3"}',
     "gpu99.yml": "space: detnas-small\nspace_args: {num_classes: 4}\ntask: classification\n"
                  "data: {kind: synthetic, train_size: 8, val_size: 4, image_size: 32}\ntrain: {device: 'cuda:99'}\n",
     "banana.yml": "space: detnas-small\ntask: classification\ndata: {kind: synthetic}\ntrain: {device: banana}\n",
+    **_DATA_FILES,
 }
 CASES = [
     (("describe", "detnas-small", "--space-arg", "nclasses=10"),
@@ -41,6 +113,7 @@ CASES = [
     (("trial", "--config", "{tmp}/banana.yml"), r"train.device must be cpu, cuda, cuda:N or mps, got 'banana'"),
     (("export-space", "detnas-small", "-o", "{tmp}/banana.yml/space.json"),
      r"cannot write .*banana.yml/space.json \(Not a directory\); choose a writable path with -o"),
+    *_DATA_CASES,
 ]
 
 
@@ -49,7 +122,9 @@ CASES = [
 def test_bad_input_is_one_clear_line(argv: tuple[str, ...], pattern: str, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     for name, content in FILES.items():
-        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content if isinstance(content, bytes) else
+                                      content.replace("{tmp}", str(tmp_path)).encode())
     try:
         code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     except SystemExit as exc:  # argparse rejects a bad argument before the command runs
