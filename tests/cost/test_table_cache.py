@@ -31,7 +31,7 @@ def stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The cache file of KEY after one compile in a private cache."""
     monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path / "cache"))
     assert cached_table(KEY, Compiler()) == TABLE
-    (path,) = cache_dir().glob("*.json")
+    (path,) = (tmp_path / "cache").rglob("*.json")
     return path
 
 
