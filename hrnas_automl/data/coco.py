@@ -109,7 +109,10 @@ def image_path(image_dir: Path, image: dict[str, Any], path: Path, what: str) ->
     """The file of an image entry inside ``image_dir``, checked: it must stay inside the folder (no ``..``, no
     absolute path, no link out of it), open as an image, and have the entry's ``width`` x ``height`` if given."""
     folder = image_dir.resolve()
-    file = (folder / image["file_name"]).resolve()
+    try:
+        file = (folder / image["file_name"]).resolve()
+    except (OSError, ValueError):  # a NUL byte, a link loop
+        file = Path("/")  # not inside: refused below
     if not file.is_relative_to(folder):
         raise ValueError(f"{what}: image id {image['id']} in {path} has file_name {image['file_name']!r}, which "
                          f"leads outside the image folder {image_dir}; give a path inside it")

@@ -96,7 +96,7 @@ def generated_folder(name: str, params: Mapping[str, Any], write: Callable[[Path
     else:
         cache = Path(cache_dir).expanduser()
         try:
-            cache.mkdir(parents=True, exist_ok=True)
+            cache.mkdir(mode=0o700, parents=True, exist_ok=True)  # ours alone, whatever the umask
         except OSError as exc:
             raise ValueError(f"cannot create the data cache folder {cache} ({exc.strerror}); set data.cache_dir "
                              f"to a writable folder") from None

@@ -117,6 +117,7 @@ BAD_COCO = [
      r"path inside it"),
     ("absolute", _set("images", "file_name", "/etc/passwd"),
      r"has file_name '/etc/passwd', which leads outside the image folder"),
+    ("NUL byte", _set("images", "file_name", "a\x00.png"), r"has file_name 'a\\x00\.png', which leads outside"),
     ("no bbox", _drop("annotations", "bbox"),
      r"annotations\[0\] \(id \d+\) in .* has no 'bbox'; add it or remove the annotation"),
     ("bad bbox", _set("annotations", "bbox", [1, 2, "3"]),

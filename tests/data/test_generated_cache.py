@@ -122,6 +122,15 @@ def test_a_cache_dir_others_may_write_to_is_refused(tmp_path: Path) -> None:
         generated_folder("demo", PARAMS, Writer(), cache_dir=shared)
 
 
+def test_a_new_cache_dir_is_created_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)  # user-private groups: new folders are group-writable by default
+    try:
+        folder = generated_folder("demo", PARAMS, Writer(), cache_dir=tmp_path / "mine" / "data")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700
+
+
 def test_generated_files_are_those_the_writer_writes(cache: Path, tmp_path: Path) -> None:
     """Only the location and the stamp are new: the dataset's bytes are what write_shapes writes."""
     build_shapes(layout="ade20k", seed=2, train_size=3, val_size=2, image_size=32)
