@@ -169,8 +169,11 @@ def generate_coco_shapes(root: str | Path, *, train_size: int = 64, val_size: in
     settings = {"train_size": train_size, "val_size": val_size, "image_size": image_size,
                 "num_classes": num_classes, "max_objects": max_objects, "seed": seed}
     stamp = root / "shapes.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == settings:
-        return root
+    try:
+        if json.loads(stamp.read_text()) == settings:
+            return root
+    except (OSError, ValueError):  # no stamp, or a damaged one (a killed run): write the dataset again
+        pass
     rng = np.random.default_rng(seed)
     _write_split(root, "train", train_size, image_size, num_classes, max_objects, rng)
     _write_split(root, "val", val_size, image_size, num_classes, max_objects, rng)

@@ -186,3 +186,14 @@ def test_detection_split_without_any_box_is_refused(made: dict[str, Path], tmp_p
     _edit(root, "detection", lambda c: c.update(annotations=[]))
     with pytest.raises(ValueError, match=r"instances_val.json has no non-crowd box of positive size; give a split"):
         _detection(root)
+
+
+def test_a_damaged_detection_shapes_stamp_means_writing_the_data_again(tmp_path: Path) -> None:
+    """It was a bare 'Expecting value: line 1 column 1' on every run."""
+    root = generate_coco_shapes(tmp_path / "det", train_size=2, val_size=1, image_size=32, seed=1)
+    before = (root / "annotations" / "instances_train.json").read_bytes()
+    (root / "shapes.json").write_text('{"train_size": 2, "val_')
+    (root / "annotations" / "instances_train.json").write_text("{}")
+    generate_coco_shapes(root, train_size=2, val_size=1, image_size=32, seed=1)
+    assert (root / "annotations" / "instances_train.json").read_bytes() == before
+    assert json.loads((root / "shapes.json").read_text())["train_size"] == 2
