@@ -31,9 +31,12 @@ holding the units have ``prunable_units()`` and ``shrink_unit(label, keep, state
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,7 +44,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hrnas_automl.config import TrainSettings, parse_number
+from hrnas_automl.cost.limits import check_limit
 from hrnas_automl.cost.tables import CostTable
+from hrnas_automl.files import save_torch_atomic
 from hrnas_automl.spaces.common import OptimizerState
 from hrnas_automl.spaces.hrnas import PrunableUnit
 from hrnas_automl.tasks import get_task, training
@@ -53,6 +58,7 @@ __all__ = ["FineGrainedSettings", "DEFAULT_TRAIN", "FineGrainedResult", "PruneSt
            "shrink", "fine_grained_search"]
 
 StepCallback = Callable[["PruneStep"], None]
+_CHECKPOINT_KIND = "hrnas-automl fine-grained search"
 DEFAULT_TRAIN = TrainSettings(epochs=6, batch_size=16)  # of a search called without train settings
 
 
@@ -292,17 +298,57 @@ class _Pruning:
             self.on_step(record)
         return replaced
 
+    def state(self, trainer: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint after an epoch: the current widths (to rebuild the shrunk network's shapes), the steps and
+        metrics so far, and the trainer's state (weights, optimizer, schedule, RNGs)."""
+        return {"arch": self.root.arch(), "steps": [dataclasses.asdict(s) for s in self.steps],
+                "metrics": dict(self.metrics), "trainer": trainer}
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Shrink the (widest) network to a checkpoint's widths, so its weights load, and take its steps and metrics;
+        the trainer restores the rest."""
+        shrink(self.model, state["arch"])
+        self.steps = [PruneStep(**s) for s in state["steps"]]
+        self.metrics = dict(state["metrics"])
+
+
+def _read_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
+    """The fine-grained checkpoint at ``path`` (``weights_only=True``) if it was written by the search of
+    ``fingerprint``; a one-line ``ValueError`` for another search's or anything else."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not our checkpoint
+        raise ValueError(f"{path} is not a readable fine-grained checkpoint ({type(exc).__name__}); delete it to "
+                         "start the search afresh") from None
+    if not isinstance(state, dict) or state.get("kind") != _CHECKPOINT_KIND:
+        raise ValueError(f"{path} is not a hrnas-automl fine-grained checkpoint; delete it or choose another "
+                         "output folder")
+    if state["fingerprint"] != fingerprint:
+        raise ValueError(f"checkpoint {path} was written by a different prune config (space, data, train or prune "
+                         "settings); delete it or choose another output folder")
+    return state
+
 
 def fine_grained_search(space: str | Space, task: str, data_kind: str, data_options: Mapping[str, Any] | None = None,
                         settings: FineGrainedSettings | None = None, *, train: TrainSettings | None = None,
                         threads: int | None = 1, space_args: Mapping[str, Any] | None = None,
-                        on_step: StepCallback | None = None) -> FineGrainedResult:
+                        on_step: StepCallback | None = None, checkpoint: str | Path | None = None
+                        ) -> FineGrainedResult:
     """Search ``space`` on ``task`` with the generated or real data ``data_kind`` (seeded, deterministic).
 
     Starts from the widest sample (every label at its largest value) and trains it with the package's trainer
     (``train``, default :data:`DEFAULT_TRAIN`; on the CPU with ``threads`` torch threads) under the penalty,
     prunes, recalibrates BN and validates after each of ``settings.prune_epochs()`` and after fine-tuning,
     calling ``on_step`` each time.
+
+    With ``checkpoint`` (a file), the search's state is written there atomically after every epoch (so after every
+    prune step) and a checkpoint of the same search found there is resumed: the result is bit-identical to an
+    uninterrupted run's (``on_step`` is called for the steps after the checkpoint only).
+
+    Raises:
+        InfeasibleConstraintError: ``settings.max_macs`` is below the smallest MACs the search can reach (every
+            prunable unit at its smallest width), before any training.
+        ValueError: ``checkpoint`` holds another search's state, or is not a checkpoint.
     """
     from hrnas_automl.arch import resolve_space
     from hrnas_automl.cost import cost_table
@@ -324,16 +370,34 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
                         generator=torch.Generator().manual_seed(train.seed))
     epochs, _ = training.run_length(train, len(loader))
     settings.check_epochs(epochs)
+    path = Path(checkpoint) if checkpoint is not None else None
+    # What a checkpoint must match to be resumed: the whole search but the progress bars and the thread count.
+    fingerprint = json.dumps({"space": space.name, "space_args": dict(space_args or {}), "task": task,
+                              "data": [data_kind, dict(data_options or {})], "settings": dataclasses.asdict(settings),
+                              "train": {**dataclasses.asdict(train), "progress": None}}, sort_keys=True, default=str)
+    resumed = _read_checkpoint(path, fingerprint) if path is not None and path.exists() else None
     with training.torch_threads(threads), torch.random.fork_rng():
         torch.manual_seed(train.seed)  # the widest network's weights, then the dropout of its training
         model = space.freeze({k: max(v) for k, v in grids.items()})
         macs_table = cost_table(space, shape)  # exact ptflops MACs and params of every sample
+        if settings.max_macs is not None:
+            smallest, widest = (macs_table.evaluate({k: f(v) for k, v in grids.items()})[0] for f in (min, max))
+            check_limit(space.name, "macs", settings.max_macs, smallest, widest,
+                        f"at {'x'.join(map(str, shape))} (every prunable unit at its smallest width)")
         penalty_table = macs_table if settings.cost == "macs" else latency_table(space, shape, threads=threads)
         calib = DataLoader(data.train, batch_size=train.batch_size, shuffle=False)
         run = _Pruning(model, settings, train, epochs, grids, penalty_table, macs_table, calib, evaluate,
                        task_obj.metric, on_step)
+        if resumed is not None:
+            run.restore(resumed)
+
+        def save(_epoch: int, trainer: dict[str, Any]) -> None:
+            save_torch_atomic({"kind": _CHECKPOINT_KIND, "fingerprint": fingerprint, **run.state(trainer)}, path)
+
         training.fit(model, loader, train, loss=loss_fn, start_epoch=run.start_epoch, after_step=run.after_step,
-                     end_epoch=run.end_epoch, schedule=training.cosine_closed_form, seed_torch=False)
+                     end_epoch=run.end_epoch, schedule=training.cosine_closed_form, seed_torch=False,
+                     checkpoint=save if path is not None else None,
+                     resume=resumed["trainer"] if resumed is not None else None)
     final = run.steps[-1]
     result_metrics = {"default": final.metric, **{k: float(v) for k, v in run.metrics.items()}, "macs": final.macs,
                       "params": final.params}

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from hrnas_automl.arch import Space
     from hrnas_automl.cost.tables import CostTable
 
-__all__ = ["InfeasibleConstraintError", "cost_limit"]
+__all__ = ["InfeasibleConstraintError", "check_limit", "cost_limit"]
 
 
 class InfeasibleConstraintError(ValueError):
@@ -17,7 +17,9 @@ class InfeasibleConstraintError(ValueError):
     architecture within a strategy's ``max_attempts`` draws."""
 
 
-def _check_limit(space: str, metric: str, limit: float, lo: float, hi: float, where: str) -> None:
+def check_limit(space: str, metric: str, limit: float, lo: float, hi: float, where: str) -> None:
+    """Raise :class:`InfeasibleConstraintError` naming the smallest reachable value ``lo`` (and the largest, ``hi``)
+    of ``metric`` when ``limit`` is below it; ``where`` says at which input / on which device."""
     if limit < lo:
         raise InfeasibleConstraintError(f"max_{metric} {limit:.6g} is below the smallest {metric} of {space} {where} "
                                         f"({lo:.6g}; the largest is {hi:.6g}); raise the limit to at least {lo:.6g}")
@@ -55,7 +57,7 @@ def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params:
         if limit is not None:
             table = table_of()  # kept by the space: asking twice compiles once
             lo, hi = table.bounds()
-            _check_limit(space.name, metric, limit, lo[i], hi[i], at)
+            check_limit(space.name, metric, limit, lo[i], hi[i], at)
             checks.append((table, i, limit))
 
     def feasible(arch: dict[str, Any]) -> bool:

@@ -10,7 +10,9 @@ calls back. What differs between loops is plugged in:
 * ``after_step(optimizer)``: runs after every optimizer step, before the schedule steps (a proximal step);
 * ``end_epoch(epoch, optimizer)``: runs after every epoch and may return a new optimizer (a network pruned and
   shrunk in place gets an optimizer over its new parameters; the schedule carries over to it);
-* ``evaluate(model)``: the validation metrics of the epoch.
+* ``evaluate(model)``: the validation metrics of the epoch;
+* ``checkpoint(epoch, state)``: runs after every epoch with the trainer's state (weights, optimizer, schedule,
+  RNGs, counts), which ``resume=state`` continues from exactly: the rest of the run is as it would have been.
 
 :func:`train_step` is the step core :func:`fit` is made of; the step-based supernet drives it with its own path
 sampling and checkpoints. :func:`recalibrate_bn` re-estimates BatchNorm statistics (the fine-grained search after
@@ -186,11 +188,30 @@ def _carry_schedule(scheduler: LRScheduler, schedule: Schedule, optimizer: Optim
     return moved
 
 
+def _loader_generator(batches: Batches) -> torch.Generator | None:
+    """The generator a loader shuffles with (None: it does not shuffle, or draws from torch's global one)."""
+    return getattr(batches, "generator", None)
+
+
+def _trainer_state(model: nn.Module, batches: Batches, optimizer: Optimizer, scheduler: LRScheduler | None,
+                   epochs_done: int, steps_done: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`fit` needs to continue a run after ``epochs_done`` epochs: weights, optimizer (momentum),
+    schedule, torch's RNG, the loader's generator, counts and the last metrics (tensors and plain values only,
+    so ``torch.load(weights_only=True)`` reads it back). The caller rebuilds the model's shapes before resuming."""
+    generator = _loader_generator(batches)
+    return {"epoch": epochs_done, "step": steps_done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "torch_rng": torch.get_rng_state(), "loader_rng": generator.get_state() if generator is not None else None,
+            "metrics": dict(metrics)}
+
+
 def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: EpochCallback | None = None, *,
         loss: Loss | None = None, evaluate: Callable[[nn.Module], dict[str, Any]] | None = None,
         start_epoch: Callable[[int], None] | None = None, after_step: Callable[[Optimizer], None] | None = None,
         end_epoch: Callable[[int, Optimizer], Optimizer | None] | None = None,
-        schedule: Schedule | None = cosine, seed_torch: bool = True) -> dict[str, Any]:
+        schedule: Schedule | None = cosine, seed_torch: bool = True,
+        checkpoint: Callable[[int, dict[str, Any]], None] | None = None,
+        resume: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Train ``model`` on ``batches`` (e.g. :func:`train_loader`) with SGD (:func:`sgd`) and ``schedule`` (None:
     a constant LR) over all steps of the run (:func:`run_length`); returns the last epoch's metrics.
 
@@ -199,7 +220,9 @@ def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: E
     so the same seed and the same initial weights give identical metrics. After each epoch, in this order:
     ``end_epoch(epoch, optimizer)`` (a new optimizer it returns takes over, with the schedule where it was),
     ``evaluate(model)`` and ``on_epoch(epoch, metrics)`` with the evaluation's metrics plus ``train_loss``
-    (the mean training loss of the epoch). The hooks are described in the module docstring.
+    (the mean training loss of the epoch), then ``checkpoint(epoch, state)``. ``resume`` (such a
+    state, the model already of its shapes) restores it and runs the remaining epochs. The hooks are described in
+    the module docstring.
     """
     device = resolve_device(settings.device)
     if seed_torch:
@@ -210,8 +233,18 @@ def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: E
     scheduler = schedule(optimizer, steps) if schedule is not None else None
     loss = loss or nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     metrics: dict[str, Any] = {}
-    step = 0
-    for epoch in range(epochs):
+    first, step = 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["torch_rng"])
+        generator = _loader_generator(batches)
+        if generator is not None:
+            generator.set_state(resume["loader_rng"])
+        first, step, metrics = resume["epoch"], resume["step"], dict(resume["metrics"])
+    for epoch in range(first, epochs):
         if start_epoch is not None:
             start_epoch(epoch)
         model.train()
@@ -242,6 +275,8 @@ def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: E
                        + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         if on_epoch is not None:
             on_epoch(epoch, dict(metrics))
+        if checkpoint is not None:
+            checkpoint(epoch, _trainer_state(model, batches, optimizer, scheduler, epoch + 1, step, metrics))
     return metrics
 
 

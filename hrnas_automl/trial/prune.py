@@ -12,23 +12,25 @@ fine-tuning.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hrnas_automl.config import ConfigError, read_yaml_file
+from hrnas_automl.files import OutputLock, save_torch_atomic, write_json_atomic
 from hrnas_automl.trial.config import TrialConfig, parse_trial_config
 
 if TYPE_CHECKING:
     from hrnas_automl.strategies.fine_grained import FineGrainedResult, FineGrainedSettings, StepCallback
 
-__all__ = ["PRUNE_KEYS", "parse_prune_config", "load_prune_config", "check_prune_options", "prune_settings", "search",
-           "run_prune_trial", "FineGrainedObjective", "tuning_objective"]
+__all__ = ["CHECKPOINT", "PRUNE_KEYS", "parse_prune_config", "load_prune_config", "check_prune_options",
+           "prune_settings", "search", "run_prune_trial", "FineGrainedObjective", "tuning_objective"]
 
+CHECKPOINT = "checkpoint.pt"  # in the output directory: the search's state after its last finished epoch
 # FineGrainedSettings fields a prune: section (or nnictl's parameters) may set; the rest come from train:.
 PRUNE_KEYS = ("lam", "threshold", "warmup", "prune_every", "finetune_epochs", "max_macs", "cost",
               "calib_batches")
@@ -70,27 +72,40 @@ def prune_settings(prune: Mapping[str, Any]) -> FineGrainedSettings:
         raise ConfigError(f"prune: {exc}") from None
 
 
-def search(config: TrialConfig, settings: FineGrainedSettings, *,
-           on_step: StepCallback | None = None) -> FineGrainedResult:
+def search(config: TrialConfig, settings: FineGrainedSettings, *, on_step: StepCallback | None = None,
+           checkpoint: str | Path | None = None) -> FineGrainedResult:
     """The fine-grained search of a prune config: its space, task, data, ``train`` settings and ``threads``
-    (one when unset)."""
+    (one when unset); resumable from ``checkpoint`` (see
+    :func:`~hrnas_automl.strategies.fine_grained.fine_grained_search`)."""
     from hrnas_automl.strategies.fine_grained import fine_grained_search
 
     return fine_grained_search(config.space, config.task, config.data.kind, config.data.options(), settings,
                                train=config.train, threads=config.threads or 1, space_args=config.space_args,
-                               on_step=on_step)
+                               on_step=on_step, checkpoint=checkpoint)
 
 
 def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_intermediate: Report | None = None,
                     report_final: Report | None = None) -> dict[str, Any]:
     """Run the search, report like :func:`~hrnas_automl.trial.run_trial`, write ``result.json`` (arch, metrics,
-    steps) and ``weights.pt`` (the searched sample's state dict) to the output directory if there is one."""
-    import torch
+    steps) and ``weights.pt`` (the searched sample's state dict) to the output directory if there is one.
 
+    With an output directory the run holds it (:class:`~hrnas_automl.files.OutputLock`: a second process is
+    refused, naming this one), checkpoints the search there after every epoch (``checkpoint.pt``) and resumes a
+    checkpoint of the same config it finds: a killed run re-run with the same command ends as an uninterrupted
+    one. Every file is written atomically.
+    """
+    out = os.environ.get("NNI_OUTPUT_DIR") or config.output_dir
+    settings = prune_settings(prune)
+    with OutputLock(out, "prune") if out else nullcontext():
+        return _prune(config, prune, settings, Path(out) if out else None, report_intermediate, report_final)
+
+
+def _prune(config: TrialConfig, prune: Mapping[str, Any], settings: FineGrainedSettings, out: Path | None,
+           report_intermediate: Report | None, report_final: Report | None) -> dict[str, Any]:
+    """:func:`run_prune_trial` inside its lock."""
     from hrnas_automl.cost.latency import measure_latency
     from hrnas_automl.strategies.fine_grained import PruneStep
 
-    settings = prune_settings(prune)
     t0 = time.perf_counter()
 
     def on_step(step: PruneStep) -> None:
@@ -98,7 +113,7 @@ def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_int
             report_intermediate({"default": step.metric, "macs": step.macs, "params": step.params,
                                  "epoch": step.epoch})
 
-    result = search(config, settings, on_step=on_step)
+    result = search(config, settings, on_step=on_step, checkpoint=out / CHECKPOINT if out else None)
     metrics = dict(result.metrics)
     if config.latency.enabled:
         from hrnas_automl.arch import freeze
@@ -113,15 +128,13 @@ def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_int
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None:
         report_final(metrics)
-    out = os.environ.get("NNI_OUTPUT_DIR") or config.output_dir
     record = {"space": config.space, "arch": result.arch, "metrics": metrics, "prune": dict(prune),
               "supernet_macs": result.supernet_macs,
               "steps": [{"epoch": s.epoch, "default": s.metric, "macs": s.macs, "params": s.params, "lam": s.lam}
                         for s in result.steps]}
     if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        (Path(out) / "result.json").write_text(json.dumps(record, indent=2))
-        torch.save(result.state_dict, Path(out) / "weights.pt")
+        save_torch_atomic(result.state_dict, out / "weights.pt")
+        write_json_atomic(record, out / "result.json", indent=2)
     return record
 
 
