@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -154,6 +156,14 @@ def cmd_export_space(args: argparse.Namespace) -> None:
     _write_json(to_nni_search_space(_space(args).choices), args.output)
 
 
+def _holding(folder: str | None, what: str) -> AbstractContextManager[Any]:
+    """Hold the output ``folder`` for this command (:class:`~hrnas_automl.files.OutputLock`: a second process
+    given it is refused, naming this one); nothing without a folder."""
+    from hrnas_automl.files import OutputLock
+
+    return OutputLock(folder, what) if folder else nullcontext()
+
+
 def cmd_trial(args: argparse.Namespace) -> None:
     from hrnas_automl.trial import reporter, resolve_arch, run_trial
     from hrnas_automl.trial.config import load_trial_config
@@ -165,8 +175,9 @@ def cmd_trial(args: argparse.Namespace) -> None:
     else:
         arch = resolve_arch(config, args.arch)
         print(json.dumps({"space": config.space, "arch": arch}))
-    run_trial(config, arch, report_intermediate=out.intermediate, report_final=out.final,
-              progress=not out.nni and sys.stderr.isatty())
+    with _holding(os.environ.get("NNI_OUTPUT_DIR") or config.output_dir, "trial"):  # the folder run_trial writes
+        run_trial(config, arch, report_intermediate=out.intermediate, report_final=out.final,
+                  progress=not out.nni and sys.stderr.isatty())
 
 
 def cmd_search(args: argparse.Namespace) -> None:
@@ -206,20 +217,28 @@ def cmd_search(args: argparse.Namespace) -> None:
 def cmd_make_data(args: argparse.Namespace) -> None:
     from pathlib import Path
 
+    from hrnas_automl.files import OutputLock
+
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"--out {out} is not empty; give a new or empty folder")
+
+    def check_empty() -> None:  # before taking the lock (no lock file left in a full folder) and under it (a race)
+        if out.exists() and (not out.is_dir() or any(p.name != OutputLock.FILE for p in out.iterdir())):
+            raise ValueError(f"--out {out} is {'not empty' if out.is_dir() else 'a file'}; give a new or empty folder")
+
     sizes = {"seed": args.seed, "train_size": args.train_size, "val_size": args.val_size}
     if args.image_size is not None:
         sizes["image_size"] = args.image_size
-    if args.dataset == "segmentation":
-        from hrnas_automl.data.shapes import write_shapes
+    check_empty()
+    with OutputLock(out, "make-data"):
+        check_empty()
+        if args.dataset == "segmentation":
+            from hrnas_automl.data.shapes import write_shapes
 
-        write_shapes(out, layout=args.layout, **sizes)
-    else:
-        from hrnas_automl.data.stick_figures import write_stick_figures
+            write_shapes(out, layout=args.layout, **sizes)
+        else:
+            from hrnas_automl.data.stick_figures import write_stick_figures
 
-        write_stick_figures(out, **sizes)
+            write_stick_figures(out, **sizes)
     print(f"wrote generated {args.dataset} data to {out}")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from hrnas_automl.config import ConfigError
-from hrnas_automl.files import write_json_atomic
+from hrnas_automl.files import OutputLock, write_json_atomic
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
 from hrnas_automl.oneshot.paths import set_path
 from hrnas_automl.oneshot.supernet import Supernet, batch_indices, build_supernet, collate, load_checkpoint
@@ -93,9 +93,10 @@ def run_search(config: SearchConfig, *,
                on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or resume) the search of ``config``: ``config.candidates`` candidates.
 
-    ``on_candidate(row)`` is called after each newly evaluated candidate is saved (NNI intermediate results).
+    ``on_candidate(row)`` is called after each newly evaluated candidate is saved (NNI intermediate results). The
+    state file's folder is held for the run (:class:`~hrnas_automl.files.OutputLock`).
     """
-    with torch_threads(config.threads):
+    with OutputLock(Path(config.state).parent, "oneshot search"), torch_threads(config.threads):
         net, ckpt = load_supernet(config.supernet)
         strategy = _strategy(config, net)
         fingerprint = _fingerprint(config, ckpt)

@@ -24,7 +24,7 @@ from hrnas_automl.arch import Space, resolve_space
 from hrnas_automl.cost.analytic import conv_macs_table
 from hrnas_automl.data import build_data
 from hrnas_automl.data.coco_detection import DetectionData
-from hrnas_automl.files import save_torch_atomic
+from hrnas_automl.files import OutputLock, save_torch_atomic
 from hrnas_automl.oneshot.paths import set_path, to_supernet
 from hrnas_automl.oneshot.config import SupernetConfig
 from hrnas_automl.strategies.base import random_arch
@@ -133,7 +133,14 @@ def train_supernet(config: SupernetConfig, *,
 
     The checkpoint holds model, optimizer, scheduler, torch RNG and step; an existing checkpoint of the same
     config is resumed, one of another config is an error. ``on_checkpoint(step, mean_loss)`` follows every save.
+    The checkpoint's folder is held for the run (:class:`~hrnas_automl.files.OutputLock`).
     """
+    with OutputLock(Path(config.checkpoint).parent, "oneshot train"):
+        return _train(config, on_checkpoint)
+
+
+def _train(config: SupernetConfig, on_checkpoint: Callable[[int, float], None] | None) -> dict[str, float]:
+    """:func:`train_supernet` inside its lock."""
     settings = config.train
     with training.torch_threads(config.threads):
         net = build_supernet(config)
