@@ -33,6 +33,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _budget(text: str) -> float:
+    """argparse type of limits (--max-macs, --max-params, --max-latency-ms): a finite number, read by the parser of
+    every config's budgets."""
+    from hrnas_automl.config import parse_number
+
+    try:
+        number = parse_number("limit", text, allow_none=False)
+    except ValueError:
+        number = None
+    if number is None:
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return number
+
+
 def _space_args(pairs: list[str]) -> dict[str, Any]:
     args = {}
     for pair in pairs:
@@ -398,10 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = space_cmd("sample", "a seeded random architecture as JSON, optionally under MACs/params limits")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-macs", type=float, help="MACs limit at --input")
-    p.add_argument("--max-params", type=float, help="parameter limit")
+    p.add_argument("--max-macs", type=_budget, help="MACs limit at --input")
+    p.add_argument("--max-params", type=_budget, help="parameter limit")
     p.add_argument("--input", help="CxHxW for the limits (default: the space's paper input)")
-    p.add_argument("--max-latency-ms", type=float, help="latency limit (lookup table measured on this machine)")
+    p.add_argument("--max-latency-ms", type=_budget, help="latency limit (lookup table measured on this machine)")
     p.add_argument("--threads", type=_positive, default=None, help="torch threads for the latency table")
     p.add_argument("--max-attempts", type=_positive, default=2000, help="random draws before giving up on the limits")
     p.set_defaults(func=cmd_sample)

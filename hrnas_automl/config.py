@@ -12,12 +12,13 @@ import re
 from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, BeforeValidator, ValidationError, ValidationInfo
 
-__all__ = ["ConfigError", "read_yaml_file", "one_line_error", "parse_number", "TrainSettings", "train_with_defaults"]
+__all__ = ["ConfigError", "read_yaml_file", "one_line_error", "parse_number", "Budget", "TrainSettings",
+           "train_with_defaults"]
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,16 @@ def parse_number(name: str, value: Any, *, minimum: float | None = None, allow_n
     if minimum is not None and number < minimum:
         raise ConfigError(f"{name} must be >= {minimum:g}, got {value!r}")
     return number
+
+
+def _budget(value: Any, info: ValidationInfo) -> float | None:
+    return parse_number(info.field_name or "budget", value)
+
+
+# A budget field of a pydantic config (``max_macs: Budget = Field(None, gt=0)``): read by parse_number, as the
+# dataclass settings and the tuners' classArgs read theirs, so 6.9e6 means 6.9e6 everywhere and inf, nan and
+# booleans are refused.
+Budget = Annotated[float | None, BeforeValidator(_budget)]
 
 
 @dataclass(frozen=True)

@@ -383,7 +383,7 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
         if settings.max_macs is not None:
             smallest, widest = (macs_table.evaluate({k: f(v) for k, v in grids.items()})[0] for f in (min, max))
             check_limit(space.name, "macs", settings.max_macs, smallest, widest,
-                        f"at {'x'.join(map(str, shape))} (every prunable unit at its smallest width)")
+                        f"at {'x'.join(map(str, shape))}, every prunable unit at its smallest width")
         penalty_table = macs_table if settings.cost == "macs" else latency_table(space, shape, threads=threads)
         calib = DataLoader(data.train, batch_size=train.batch_size, shuffle=False)
         run = _Pruning(model, settings, train, epochs, grids, penalty_table, macs_table, calib, evaluate,

@@ -127,6 +127,39 @@ FILES.update(_DATA_FILES)
 CASES.extend(_DATA_CASES)
 
 
+# --- prune, oneshot, make-data and budgets (issue 17): one number parser, no budget below the reachable cost ------
+_BUDGET_FILES: dict[str, str | bytes] = {
+    "prune_limit10.yml": "space: hrnas\nspace_args: {setting: tiny, transformer: false}\ntask: segmentation\n"
+                         "data: {kind: shapes, image_size: 32, train_size: 16, val_size: 8}\n"
+                         "train: {epochs: 2, batch_size: 8}\nlatency: {enabled: false}\n"
+                         "prune: {lam: 10.0, max_macs: 10}\n",
+    "search_inf.yml": "supernet: none.pt\nstate: '{tmp}/state.json'\nmax_conv_macs: .inf\n",
+    "search_true.yml": "supernet: none.pt\nstate: '{tmp}/state.json'\nmax_conv_macs: true\n",
+    "bins_reversed.yml": "data: {kind: shapes}\ncheckpoint: '{tmp}/s.pt'\ntrain: {macs_bins: [[3.0e+8, 2.0e+8]]}\n",
+    "bins_outside.yml": "data: {kind: shapes, root: '{tmp}/shapes', train_size: 8, val_size: 2, image_size: 32}\n"
+                        "checkpoint: '{tmp}/s.pt'\ntrain: {macs_bins: [[1.0e+12, 2.0e+12]]}\n",
+    "tune_inf.yml": "study_name: s\nstorage: 'sqlite:///{tmp}/s.db'\nn_trials: 1\nobjective: fine-grained\n"
+                    "max_macs: .inf\n",
+}
+_BUDGET_CASES = [
+    (("prune", "--config", "{tmp}/prune_limit10.yml"),
+     r"max_macs 10 is below the smallest macs of hrnas at 3x32x32, every prunable unit at its smallest width "
+     r"\(335296; the largest is .*\); raise the limit to at least 335296$"),
+    (("oneshot", "search", "--config", "{tmp}/search_inf.yml"), r"max_conv_macs must be a number, got inf"),
+    (("oneshot", "search", "--config", "{tmp}/search_true.yml"), r"max_conv_macs must be a number, got True"),
+    (("oneshot", "train", "--config", "{tmp}/bins_reversed.yml"),
+     r"train.macs_bins must be \[\[low, high\], ...\] with low < high in every bin"),
+    (("oneshot", "train", "--config", "{tmp}/bins_outside.yml"),
+     r"train.macs_bins \[1e\+12, 2e\+12\) lies outside the backbone Conv2d MACs of detnas-small at 3x224x224 "
+     r"\(2.37223e\+08 to 3.65473e\+08\); give bins within that range"),
+    (("tune", "--config", "{tmp}/tune_inf.yml"), r"tune_inf.yml: max_macs: .*max_macs must be a number, got inf"),
+    (("sample", "detnas-small", "--max-macs", "nan"), r"argument --max-macs: must be a finite number, got 'nan'"),
+    (("make-data", "segmentation", "--out", "{tmp}/latin1.yml"), r"--out .*latin1.yml is a file; give a new or empty"),
+]
+FILES.update(_BUDGET_FILES)
+CASES.extend(_BUDGET_CASES)
+
+
 @pytest.mark.parametrize(("argv", "pattern"), CASES, ids=[" ".join(argv[:2]) + f" #{i}" for i, (argv, _) in
                                                           enumerate(CASES)])
 def test_bad_input_is_one_clear_line(argv: tuple[str, ...], pattern: str, tmp_path: Path,

@@ -9,7 +9,8 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from hrnas_automl.config import ConfigError, TrainSettings, one_line_error, read_yaml_file, train_with_defaults
+from hrnas_automl.config import (Budget, ConfigError, TrainSettings, one_line_error, parse_number, read_yaml_file,
+                                 train_with_defaults)
 from hrnas_automl.trial.config import DataConfig
 
 __all__ = ["SupernetTrainSettings", "SUPERNET_TRAIN", "SupernetConfig", "SearchConfig", "load_config"]
@@ -30,9 +31,18 @@ class SupernetTrainSettings(TrainSettings):
     macs_bins: tuple[tuple[float, float], ...] | None = None
     checkpoint_every: int = 50
 
+    def __post_init__(self) -> None:
+        if self.macs_bins is not None:  # budgets: read as every other budget is (parse_number)
+            object.__setattr__(self, "macs_bins", tuple(
+                tuple(parse_number("train.macs_bins", bound, allow_none=False) for bound in pair)
+                for pair in self.macs_bins))
+        super().__post_init__()
+
     def checks(self) -> tuple[tuple[str, bool, str], ...]:
+        bins_ok = self.macs_bins is None or (len(self.macs_bins) >= 1 and all(
+            len(pair) == 2 and pair[0] < pair[1] for pair in self.macs_bins))
         return (*super().checks(),
-                ("macs_bins", self.macs_bins is None or len(self.macs_bins) >= 1, "[[low, high], ...] or null"),
+                ("macs_bins", bins_ok, "[[low, high], ...] with low < high in every bin, or null"),
                 ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"))
 
 
@@ -68,7 +78,7 @@ class SearchConfig(BaseModel):
     strategy_args: dict[str, Any] = Field(default_factory=dict)
     candidates: int = Field(1000, ge=1)  # architectures to evaluate (evolution: generations x population_size)
     seed: int = 0
-    max_conv_macs: float | None = Field(None, gt=0)  # backbone Conv2d MACs at the supernet's macs_input (DetNAS)
+    max_conv_macs: Budget = Field(None, gt=0)  # backbone Conv2d MACs at the supernet's macs_input (DetNAS)
     bn_batches: int = Field(10, ge=1)  # DetNAS: 500 training iterations of BN re-statistics
     batch_size: int = Field(8, ge=1)
     threads: int | None = Field(1, ge=1)

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset, default_collate
 
 from hrnas_automl.arch import Space, resolve_space
 from hrnas_automl.cost.analytic import conv_macs_table
+from hrnas_automl.cost.limits import InfeasibleConstraintError
 from hrnas_automl.data import build_data
 from hrnas_automl.data.coco_detection import DetectionData
 from hrnas_automl.files import OutputLock, save_torch_atomic
@@ -134,9 +135,23 @@ def train_supernet(config: SupernetConfig, *,
     The checkpoint holds model, optimizer, scheduler, torch RNG and step; an existing checkpoint of the same
     config is resumed, one of another config is an error. ``on_checkpoint(step, mean_loss)`` follows every save.
     The checkpoint's folder is held for the run (:class:`~hrnas_automl.files.OutputLock`).
+
+    Raises:
+        InfeasibleConstraintError: a ``train.macs_bins`` bin lies outside the backbone's Conv2d MACs range (no path
+            could be drawn in it).
     """
     with OutputLock(Path(config.checkpoint).parent, "oneshot train"):
         return _train(config, on_checkpoint)
+
+
+def _check_bins(net: Supernet, bins: Sequence[tuple[float, float]]) -> None:
+    """Refuse a MACs bin no path of the space falls in (sampling would silently fall back to its last draw)."""
+    lo, hi = net.conv_macs_bounds()
+    for low, high in bins:
+        if high <= lo or low > hi:
+            raise InfeasibleConstraintError(
+                f"train.macs_bins [{low:.6g}, {high:.6g}) lies outside the backbone Conv2d MACs of {net.space.name} "
+                f"at {'x'.join(map(str, net.macs_input))} ({lo:.6g} to {hi:.6g}); give bins within that range")
 
 
 def _train(config: SupernetConfig, on_checkpoint: Callable[[int, float], None] | None) -> dict[str, float]:
@@ -144,6 +159,8 @@ def _train(config: SupernetConfig, on_checkpoint: Callable[[int, float], None] |
     settings = config.train
     with training.torch_threads(config.threads):
         net = build_supernet(config)
+        if settings.macs_bins:
+            _check_bins(net, settings.macs_bins)
         model, data = net.model, net.data
         _, steps = training.run_length(settings, max(1, len(data.train) // settings.batch_size))
         optimizer = training.sgd(model, settings, decay_1d=False)  # no weight decay on BN / biases (official)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hrnas_automl.config import ConfigError, one_line_error, read_yaml_file
+from hrnas_automl.config import Budget, ConfigError, one_line_error, read_yaml_file
 
 __all__ = ["Range", "TuneRanges", "TuneConfig", "parse_tune_config", "load_tune_config", "default_storage",
            "tune_search_space"]
@@ -83,7 +83,7 @@ class TuneConfig(BaseModel):
     pruner: Literal["median", "hyperband", "none"] | None = None  # default: median for metric, none otherwise
     pruner_args: dict[str, Any] = Field(default_factory=dict)  # e.g. n_startup_trials, n_warmup_steps
     seed: int = Field(0, ge=0)
-    max_macs: float | None = Field(None, gt=0)
+    max_macs: Budget = Field(None, gt=0)
     ranges: TuneRanges = TuneRanges()
     objective: str
     objective_args: dict[str, Any] = Field(default_factory=dict)
