@@ -97,6 +97,48 @@ def test_budget_of_half_the_supernet_is_met() -> None:
     assert search(0.3).metrics["macs"] > supernet / 2 >= result.metrics["macs"]
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_a_search_stopped_in_its_third_epoch_resumes_from_its_checkpoint_bit_identically(tmp_path: Path) -> None:
+    # Tokens too: shrinking a Transformer draws a new embedding's init from torch's RNG, which the checkpoint restores.
+    reference = search(10.0, transformer=True)
+    settings = FineGrainedSettings(lam=10.0, threshold=1e-3, warmup=0)
+    args = {**SPACE_ARGS, "transformer": True}
+    checkpoint = tmp_path / "checkpoint.pt"
+    seen: list[object] = []
+
+    def stop_at_third(step: object) -> None:
+        seen.append(step)
+        if len(seen) == 3:
+            raise _Killed  # in the third epoch's prune step: the checkpoint holds two epochs
+
+    with pytest.raises(_Killed):
+        fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=TRAIN, space_args=args,
+                            on_step=stop_at_third, checkpoint=checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    assert len(state["steps"]) == 2 and state["trainer"]["epoch"] == 2
+    assert state["arch"] == reference.steps[1].arch  # the widths the network is rebuilt to
+    resumed = []
+    result = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=TRAIN, space_args=args,
+                                 on_step=resumed.append, checkpoint=checkpoint)
+    assert [s.epoch for s in resumed] == [2, 3]
+    assert result.arch == reference.arch and result.metrics == reference.metrics and result.steps == reference.steps
+    assert result.state_dict.keys() == reference.state_dict.keys()
+    assert all(torch.equal(result.state_dict[k], reference.state_dict[k]) for k in result.state_dict)
+    again = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=TRAIN, space_args=args,
+                                on_step=resumed.append, checkpoint=checkpoint)  # finished: no training, same result
+    assert len(resumed) == 2 and again.metrics == reference.metrics and again.steps == reference.steps
+    with pytest.raises(ValueError, match=r"checkpoint.pt was written by a different prune config .*; delete it"):
+        fine_grained_search("hrnas", "segmentation", "shapes", DATA, FineGrainedSettings(lam=3.0), train=TRAIN,
+                            space_args=args, checkpoint=checkpoint)
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"checkpoint.pt is not a readable fine-grained checkpoint"):
+        fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=TRAIN, space_args=args,
+                            checkpoint=checkpoint)
+
+
 def test_shrink_keeps_the_largest_factors_and_removes_empty_paths() -> None:
     torch.manual_seed(0)
     model = hrnas_network({k: max(v) for k, v in choices_of("hrnas", **model_args()).items()}, **model_args())
