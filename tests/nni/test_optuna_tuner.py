@@ -142,6 +142,9 @@ def test_bad_class_args_are_clear(tmp_path: Path) -> None:
         OptunaTuner(study_name="x", storage=storage(tmp_path), max_macs="lots")
     with pytest.raises(ValueError, match="objectives must be 'metric\\+macs' or 'metric', got 'macs'"):
         OptunaTuner(study_name="x", storage=storage(tmp_path), objectives="macs")
-    OptunaTuner(study_name="x", storage=storage(tmp_path))
+    with pytest.raises(ValueError, match="unknown sampler 'cmaes'; samplers: nsga2, tpe, random"):
+        OptunaTuner(study_name="x", storage=storage(tmp_path), sampler="cmaes")
+    assert not (tmp_path / "s.db").exists()  # building the tuner (as `search` does to check it) opens no storage
+    OptunaTuner(study_name="x", storage=storage(tmp_path)).update_search_space(tune_search_space(RANGES))
     with pytest.raises(ValueError, match="optimizes \\['maximize', 'minimize'\\].*use another study_name"):
-        OptunaTuner(study_name="x", storage=storage(tmp_path), objectives="metric")
+        OptunaTuner(study_name="x", storage=storage(tmp_path), objectives="metric").update_search_space({})
