@@ -14,6 +14,13 @@ from tests import EXAMPLES
 FILES: dict[str, str | bytes] = {
     "latin1.yml": b"space: d\xe9tnas-small\n",
     "str_arch.json": '{"space": "detnas-small", "arch": "k3k3"}',
+    # nnictl experiments (search): tuner classArgs typos, found by building the tuner before nnictl starts
+    "tuner_typo.yml": "trialCommand: 'true'\ntrialConcurrency: 1\ntrainingService: {platform: local}\n"
+                      "tuner: {className: hrnas_automl.nni.StrategyTuner, classArgs: {space: detnas-small, sed: 0}}\n",
+    "strategy_typo.yml": "tuner: {className: hrnas_automl.nni.StrategyTuner,\n"
+                         "        classArgs: {space: detnas-small, strategy: evolution, populaton_size: 4}}\n",
+    "optuna_typo.yml": "tuner: {className: hrnas_automl.nni.optuna_tuner.OptunaTuner, classArgs: {objective: metric}}\n",
+    "builtin_typo.yml": "tuner: {name: TPE, classArgs: {optimise_mode: maximize}}\n",
 }
 CASES = [
     (("describe", "detnas-small", "--space-arg", "nclasses=10"),
@@ -31,6 +38,18 @@ CASES = [
     (("trial", "--config", "{tmp}/latin1.yml"), r"latin1.yml: not UTF-8 text \(byte 8\); save the YAML file as UTF-8"),
     (("cost", "detnas-small", "--arch", "{tmp}/str_arch.json"),
      r"str_arch.json: 'arch' must be a \{label: value\} mapping, got str 'k3k3'"),
+    # search: a tuner classArgs typo is refused before nnictl starts (it killed the dispatcher, and `search` waited
+    # --timeout with 0 trials); --timeout 1 makes a run that starts anyway end fast, with another line
+    (("search", "{tmp}/tuner_typo.yml", "--timeout", "1"),
+     r"tuner_typo.yml: tuner StrategyTuner classArgs: unknown classArgs key 'sed': StrategyTuner takes space, "
+     r"strategy, seed, .*; strategy random also takes dedup, max_attempts"),
+    (("search", "{tmp}/strategy_typo.yml", "--timeout", "1"),
+     r"unknown classArgs key 'populaton_size': .* strategy evolution also takes population_size, select_num"),
+    (("search", "{tmp}/optuna_typo.yml", "--timeout", "1"),
+     r"tuner OptunaTuner classArgs: got an unexpected keyword argument 'objective'; it takes study_name, storage, "
+     r"objectives, sampler"),
+    (("search", "{tmp}/builtin_typo.yml", "--timeout", "1"),
+     r"tuner TpeTuner classArgs: got an unexpected keyword argument 'optimise_mode'; it takes optimize_mode"),
 ]
 
 
