@@ -16,11 +16,14 @@ FILES: dict[str, str | bytes] = {
     "str_arch.json": '{"space": "detnas-small", "arch": "k3k3"}',
     # nnictl experiments (search): tuner classArgs typos, found by building the tuner before nnictl starts
     "tuner_typo.yml": "trialCommand: 'true'\ntrialConcurrency: 1\ntrainingService: {platform: local}\n"
-                      "tuner: {className: hrnas_automl.nni.StrategyTuner, classArgs: {space: detnas-small, sed: 0}}\n",
-    "strategy_typo.yml": "tuner: {className: hrnas_automl.nni.StrategyTuner,\n"
+                      "tuner: {className: hrnas_automl.nni.StrategyTuner, codeDirectory: .,\n"
+                      "        classArgs: {space: detnas-small, sed: 0}}\n",
+    "strategy_typo.yml": "tuner: {className: hrnas_automl.nni.StrategyTuner, codeDirectory: .,\n"
                          "        classArgs: {space: detnas-small, strategy: evolution, populaton_size: 4}}\n",
-    "optuna_typo.yml": "tuner: {className: hrnas_automl.nni.optuna_tuner.OptunaTuner, classArgs: {objective: metric}}\n",
+    "optuna_typo.yml": "tuner: {className: hrnas_automl.nni.optuna_tuner.OptunaTuner, codeDirectory: .,\n"
+                       "        classArgs: {objective: metric}}\n",
     "builtin_typo.yml": "tuner: {name: TPE, classArgs: {optimise_mode: maximize}}\n",
+    "no_code_dir.yml": "tuner: {className: hrnas_automl.nni.StrategyTuner, classArgs: {space: detnas-small}}\n",
 }
 CASES = [
     (("describe", "detnas-small", "--space-arg", "nclasses=10"),
@@ -50,6 +53,8 @@ CASES = [
      r"objectives, sampler"),
     (("search", "{tmp}/builtin_typo.yml", "--timeout", "1"),
      r"tuner TpeTuner classArgs: got an unexpected keyword argument 'optimise_mode'; it takes optimize_mode"),
+    (("search", "{tmp}/no_code_dir.yml", "--timeout", "1"),
+     r"tuner hrnas_automl.nni.StrategyTuner needs codeDirectory \(the folder nnictl imports it from"),
 ]
 
 

@@ -78,6 +78,9 @@ def _tuner_class(tuner: Mapping[str, Any], folder: Path) -> type:
         if not module:
             raise ValueError(f"tuner className {tuner.get('className')!r} must be a module path and a class, "
                              "e.g. hrnas_automl.nni.StrategyTuner")
+        if not tuner.get("codeDirectory"):  # nnictl fails on it with a bare AssertionError
+            raise ValueError(f"tuner {tuner['className']} needs codeDirectory (the folder nnictl imports it from, "
+                             "e.g. codeDirectory: .)")
     code = tuner.get("codeDirectory")
     path = str((folder / code).resolve()) if code else None
     if path is not None:
@@ -169,19 +172,33 @@ class NniExperiment:
         check_tuner(config)
         if not port_is_free(port):
             raise RuntimeError(f"port {port} is busy; pass another --port (nnictl needs a free one)")
+        return cls._launch(["create", "--config", str(config)], port=port, env=env, timeout=timeout, attempts=attempts)
+
+    @classmethod
+    def resume(cls, experiment_id: str, *, port: int, env: Mapping[str, str] | None = None, timeout: float = 120,
+               attempts: int = 3) -> NniExperiment:
+        """``nnictl resume ID --port PORT`` of a stopped experiment (retried as :meth:`create` is)."""
+        if not port_is_free(port):
+            raise RuntimeError(f"port {port} is busy; pass another --port (nnictl needs a free one)")
+        return cls._launch(["resume", experiment_id], port=port, env=env, timeout=timeout, attempts=attempts,
+                           experiment_id=experiment_id)
+
+    @classmethod
+    def _launch(cls, argv: list[str], *, port: int, env: Mapping[str, str] | None, timeout: float, attempts: int,
+                experiment_id: str | None = None) -> NniExperiment:
         env = dict(env) if env is not None else nni_env()
         nnictl = str(Path(sys.executable).parent / "nnictl")
         attempt = 1
         while True:
-            proc = subprocess.run([nnictl, "create", "--config", str(config), "--port", str(port)], env=env,
-                                  capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run([nnictl, *argv, "--port", str(port)], env=env, capture_output=True, text=True,
+                                  timeout=timeout)
             output = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)  # nnictl colours its output
             match = re.search(r"Experiment ID: (\w+)", output)
-            if proc.returncode == 0 and match is not None:
-                return cls(match.group(1), port, env)
+            if proc.returncode == 0 and (match is not None or experiment_id is not None):
+                return cls(experiment_id or match.group(1), port, env)  # type: ignore[union-attr]
             if attempt >= attempts or "/check-status" not in output:  # only a manager too slow to answer is retried
                 tail = output.strip().splitlines()[-3:]
-                raise RuntimeError(f"nnictl create failed (exit {proc.returncode}): {' | '.join(tail)}")
+                raise RuntimeError(f"nnictl {argv[0]} failed (exit {proc.returncode}): {' | '.join(tail)}")
             attempt += 1
             deadline = time.monotonic() + 30
             while not port_is_free(port) and time.monotonic() < deadline:
@@ -239,10 +256,10 @@ class NniExperiment:
         return "; ".join(str(e) for e in info.get("errors", [])) or "no error message from the manager"
 
     def trials(self) -> list[TrialRecord]:
-        """Finished trials (succeeded or failed) with their architecture and metrics."""
+        """Finished trials (succeeded or failed) with their architecture and metrics, in the order they started."""
         api = self._api()
         params: dict[int, dict[str, Any]] = {}
-        jobs = api.list_trial_jobs()
+        jobs = sorted(api.list_trial_jobs(), key=lambda job: getattr(job, "startTime", None) or 0)
         for job in jobs:
             for hp in job.hyperParameters or []:
                 params[int(hp.parameter_id)] = dict(hp.parameters)
