@@ -124,11 +124,15 @@ def check_tuner(config: str | os.PathLike[str]) -> None:
 
 def dispatcher_error(log: Path) -> str | None:
     """The last line of the exception that ended NNI's dispatcher (the tuner process), read from its
-    ``dispatcher.log``; None while no such exception is logged."""
+    ``dispatcher.log``; None while no such exception is logged. A resumed experiment appends to the log: what the
+    dispatchers before the last one to start logged is skipped."""
     try:
         lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except FileNotFoundError:
         return None
+    starts = [i for i, line in enumerate(lines) if "Dispatcher started" in line]
+    if starts:
+        lines = lines[starts[-1]:]
     for i, line in enumerate(lines):
         if _FATAL.match(line):
             last = line.split(") ", 1)[-1]
