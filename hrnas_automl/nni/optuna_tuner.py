@@ -36,14 +36,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import nni
 import numpy as np
 from nni.tuner import Tuner
+from optuna.trial import Trial, TrialState
 
 from hrnas_automl.config import parse_number
 from hrnas_automl.nni.compat import quiet_nni
 from hrnas_automl.nni.resume import params_key, split_orphans
-from optuna.trial import Trial, TrialState
-
 from hrnas_automl.tuning.config import default_storage
 from hrnas_automl.tuning.study import (
     CONSTRAINT_KEY,
@@ -107,8 +107,6 @@ class OptunaTuner(Tuner):
     @cached_property
     def study(self) -> Any:
         """The Optuna study (created in the storage, or loaded from it)."""
-        import nni
-
         name = self._study_name or f"nni-{nni.get_experiment_id()}"
         storage = self._storage or default_storage(os.environ.get("NNI_LOG_DIRECTORY", "."))
         if storage.startswith("sqlite:///"):
@@ -158,8 +156,6 @@ class OptunaTuner(Tuner):
             raise ValueError("OptunaTuner got no search space; set searchSpaceFile in the experiment config")
         if self._busy():
             self._deferred.append(parameter_id)
-            import nni
-
             raise nni.NoMoreTrialError("waiting for a running trial's result")
         return self._hand_out(parameter_id)
 
