@@ -65,7 +65,7 @@ class OptunaTuner(Tuner):
     """NNI ``Tuner`` whose suggestions come from an Optuna study (ask) and whose results go back (tell).
 
     Args:
-        study_name: the Optuna study; default ``nni-<experiment id>``. An existing study of that name is
+        study_name: the Optuna study; default ``nni-<experiment id>`` (under nnictl). An existing study of that name is
             continued (its finished trials inform the sampler).
         storage: an SQLAlchemy URL; default ``sqlite:///<NNI log dir>/optuna_studies.db``.
         objectives: ``metric+macs`` (maximize metric, minimize MACs) or ``metric``.
@@ -107,7 +107,12 @@ class OptunaTuner(Tuner):
     @cached_property
     def study(self) -> Any:
         """The Optuna study (created in the storage, or loaded from it)."""
-        name = self._study_name or f"nni-{nni.get_experiment_id()}"
+        name = self._study_name
+        if name is None:  # the dispatcher has no nni.get_experiment_id(); its checkpoint folder is <id>/checkpoint
+            folder = self.get_checkpoint_path()
+            if folder is None:
+                raise ValueError("OptunaTuner needs a study_name outside an nnictl experiment")
+            name = f"nni-{Path(folder).parent.name}"
         storage = self._storage or default_storage(os.environ.get("NNI_LOG_DIRECTORY", "."))
         if storage.startswith("sqlite:///"):
             Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
