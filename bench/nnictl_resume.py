@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -73,15 +74,20 @@ def uninterrupted(folder: Path, tuner: str, trials: int, home: Path) -> list[dic
         return proposals(exp)
 
 
+def _manager_log(home: Path, experiment_id: str) -> str:
+    log = home / "nni-experiments" / experiment_id / "log" / "nnimanager.log"
+    return log.read_text() if log.is_file() else ""
+
+
 def _tuner_starts(home: Path, experiment_id: str) -> int:
     """How many times a dispatcher of the experiment has answered the manager's Initialize (its search space)."""
-    log = home / "nni-experiments" / experiment_id / "log" / "nnimanager.log"
-    return log.read_text().count("received command from dispatcher: ID") if log.is_file() else 0
+    return _manager_log(home, experiment_id).count("received command from dispatcher: ID")
 
 
 def stopped_and_resumed(folder: Path, tuner: str, trials: int, stop_after: int, home: Path
-                        ) -> tuple[list[dict[str, Any]], int]:
-    """The proposals of a run stopped once ``stop_after`` trials finished and resumed; and how many had finished.
+                        ) -> tuple[list[dict[str, Any]], int, int]:
+    """The proposals of a run stopped once ``stop_after`` trials finished and resumed; how many had finished; and
+    how many trials NNI ran again at the resume (those running at the stop).
 
     The trial that runs at the stop is held until the resumed tuner has its search space: NNI starts that trial
     again before the new tuner is up, and a result that arrives earlier is dropped by NNI's dispatcher ("Find
@@ -102,7 +108,8 @@ def stopped_and_resumed(folder: Path, tuner: str, trials: int, stop_after: int, 
             time.sleep(0.2)
         (folder / "hold").unlink()
         exp.wait(timeout=600)
-        return proposals(exp), before
+        rerun = re.search(r"where (\d+) is resuming", _manager_log(home, exp.id))
+        return proposals(exp), before, int(rerun.group(1)) if rerun else 0
 
 
 def hamming(a: dict[str, Any], b: dict[str, Any]) -> int:
@@ -116,9 +123,9 @@ def nearest_earlier(archs: list[dict[str, Any]], start: int) -> list[int]:
 
 def compare(tuner: str, trials: int, stop_after: int, root: Path) -> dict[str, Any]:
     plain = uninterrupted(root / tuner / "plain", tuner, trials, root / "home")
-    resumed, before = stopped_and_resumed(root / tuner / "resumed", tuner, trials, stop_after, root / "home")
+    resumed, before, rerun = stopped_and_resumed(root / tuner / "resumed", tuner, trials, stop_after, root / "home")
     after = resumed[before:]
-    return {"trials_before_stop": before, "trials_after_resume": len(after),
+    return {"trials_before_stop": before, "trials_after_resume": len(after), "rerun_by_nni_at_resume": rerun,
             "equal_proposals_after_resume": sum(a == b for a, b in zip(after, plain[before:])),
             "min_hamming_to_earlier_resumed": nearest_earlier(resumed, before),
             "min_hamming_to_earlier_uninterrupted": nearest_earlier(plain, before)[:len(after)],

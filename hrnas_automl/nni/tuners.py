@@ -101,7 +101,8 @@ class StrategyTuner(Tuner):
         self._deferred: deque[int] = deque()
         self._send: Callable[[int, dict[str, Any]], None] | None = None
         self._lock = threading.RLock()  # NNI calls trial_end from another thread than the other callbacks
-        self._saved: dict[str, Any] | None = None  # the state load_checkpoint read, applied when the strategy is built
+        self._saved: dict[str, Any] | None = None  # the strategy state load_checkpoint read, loaded when it is built
+        self._orphans: dict[int, dict[str, Any]] | None = None  # after a resume: handed out before the stop, no end
         self._rerun: dict[int, dict[str, Any]] = {}  # trials NNI runs again after a resume: results via import_data
         self._again: deque[dict[str, Any]] = deque()  # proposed before a stop, never started: proposed first
 
@@ -121,7 +122,7 @@ class StrategyTuner(Tuner):
         strategy = self.strategy_class(self.space.choices, seed=self.seed, constraint=constraint,
                                        **self._strategy_args)
         if self._saved is not None:
-            strategy.load_state_dict(self._saved["strategy"])
+            strategy.load_state_dict(self._saved)
         return strategy
 
     def update_search_space(self, search_space: dict[str, Any]) -> None:
@@ -136,10 +137,10 @@ class StrategyTuner(Tuner):
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
         with self._lock:
             self._send = kwargs.get("st_callback", self._send)
-            if self._saved is not None and parameter_id_list:  # the first request after a resume
-                self._rerun, lost = split_orphans(self._saved.pop("running"), parameter_id_list[0])
+            if self._orphans is not None and parameter_id_list:  # the first request after a resume
+                self._rerun, lost = split_orphans(self._orphans, parameter_id_list[0])
                 self._again.extend(lost)
-                self._saved = None
+                self._orphans = None
             return super().generate_multiple_parameters(parameter_id_list, **kwargs)
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
@@ -165,8 +166,9 @@ class StrategyTuner(Tuner):
         """Read the state saved before ``nnictl stop`` (NNI calls this when it resumes the experiment)."""
         path = state_file(self, _STATE_FILE)
         if path is not None and path.is_file():
-            self._saved = json.loads(path.read_text())
-            self._saved["running"] = {int(pid): arch for pid, arch in self._saved["running"].items()}
+            state = json.loads(path.read_text())
+            self._saved = state["strategy"]
+            self._orphans = {int(pid): arch for pid, arch in state["running"].items()}
 
     def import_data(self, data: list[dict[str, Any]]) -> None:
         """Tell the results NNI hands over that the strategy has not been told yet (all of them in a new tuner;

@@ -111,3 +111,16 @@ def test_resumed_tuner_proposes_what_an_uninterrupted_run_does(tuner: str, runni
     assert archs(stopped) == archs(plain)
     assert len({str(a) for a in archs(plain)}) == 12
 
+
+
+def test_the_saved_state_is_used_even_before_any_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path))
+    first = strategy_tuner("evolution")()
+    first.update_search_space(SPACE)
+    for pid in range(3):
+        arch = first.generate_parameters(pid)
+        first.receive_trial_result(pid, arch, fitness(arch))
+    resumed = strategy_tuner("evolution")()
+    resumed.load_checkpoint()
+    resumed.update_search_space(SPACE)
+    assert resumed.generate_multiple_parameters([1]) == [first.generate_parameters(3)]
