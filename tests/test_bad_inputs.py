@@ -21,6 +21,16 @@ FILES: dict[str, str | bytes] = {
     "gpu99.yml": "space: detnas-small\nspace_args: {num_classes: 4}\ntask: classification\n"
                  "data: {kind: synthetic, train_size: 8, val_size: 4, image_size: 32}\ntrain: {device: 'cuda:99'}\n",
     "banana.yml": "space: detnas-small\ntask: classification\ndata: {kind: synthetic}\ntrain: {device: banana}\n",
+    # nnictl experiments (search): tuner classArgs typos, found by building the tuner before nnictl starts
+    "tuner_typo.yml": "trialCommand: 'true'\ntrialConcurrency: 1\ntrainingService: {platform: local}\n"
+                      "tuner: {className: hrnas_automl.nni.StrategyTuner, codeDirectory: .,\n"
+                      "        classArgs: {space: detnas-small, sed: 0}}\n",
+    "strategy_typo.yml": "tuner: {className: hrnas_automl.nni.StrategyTuner, codeDirectory: .,\n"
+                         "        classArgs: {space: detnas-small, strategy: evolution, populaton_size: 4}}\n",
+    "optuna_typo.yml": "tuner: {className: hrnas_automl.nni.optuna_tuner.OptunaTuner, codeDirectory: .,\n"
+                       "        classArgs: {objective: metric}}\n",
+    "builtin_typo.yml": "tuner: {name: TPE, classArgs: {optimise_mode: maximize}}\n",
+    "no_code_dir.yml": "tuner: {className: hrnas_automl.nni.StrategyTuner, classArgs: {space: detnas-small}}\n",
 }
 CASES = [
     (("describe", "detnas-small", "--space-arg", "nclasses=10"),
@@ -45,6 +55,20 @@ CASES = [
     (("trial", "--config", "{tmp}/banana.yml"), r"train.device must be cpu, cuda, cuda:N or mps, got 'banana'"),
     (("export-space", "detnas-small", "-o", "{tmp}/banana.yml/space.json"),
      r"cannot write .*banana.yml/space.json \(Not a directory\); choose a writable path with -o"),
+    # search: a tuner classArgs typo is refused before nnictl starts (it killed the dispatcher, and `search` waited
+    # --timeout with 0 trials); --timeout 1 makes a run that starts anyway end fast, with another line
+    (("search", "{tmp}/tuner_typo.yml", "--timeout", "1"),
+     r"tuner_typo.yml: tuner StrategyTuner classArgs: unknown classArgs key 'sed': StrategyTuner takes space, "
+     r"strategy, seed, .*; strategy random also takes dedup, max_attempts"),
+    (("search", "{tmp}/strategy_typo.yml", "--timeout", "1"),
+     r"unknown classArgs key 'populaton_size': .* strategy evolution also takes population_size, select_num"),
+    (("search", "{tmp}/optuna_typo.yml", "--timeout", "1"),
+     r"tuner OptunaTuner classArgs: got an unexpected keyword argument 'objective'; it takes study_name, storage, "
+     r"objectives, sampler"),
+    (("search", "{tmp}/builtin_typo.yml", "--timeout", "1"),
+     r"tuner TpeTuner classArgs: got an unexpected keyword argument 'optimise_mode'; it takes optimize_mode"),
+    (("search", "{tmp}/no_code_dir.yml", "--timeout", "1"),
+     r"tuner hrnas_automl.nni.StrategyTuner needs codeDirectory \(the folder nnictl imports it from"),
 ]
 
 

@@ -12,10 +12,19 @@ The tuner only adapts NNI's callbacks to the strategy's ask/tell; the search its
 :mod:`hrnas_automl.strategies`. A generation-synchronous strategy may have nothing to propose while
 results are pending: the tuner then defers the request and sends the trial later, as NNI's own
 Evolution tuner does (``NoMoreTrialError`` + the dispatcher's ``st_callback``).
+
+``nnictl stop`` + ``nnictl resume`` continue the same search: the tuner saves the strategy's state
+(:meth:`~hrnas_automl.strategies.Strategy.state_dict`, RNG included) and the trials it handed out in NNI's
+checkpoint folder after every proposal and result, and a resumed tuner starts from there (see
+:mod:`hrnas_automl.nni.resume`). With ``trialConcurrency: 1`` the proposals after the resume are those of an
+uninterrupted run with the same seed; with more, both runs depend on the order in which trials finish.
 """
 from __future__ import annotations
 
+import inspect
+import json
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
@@ -26,13 +35,33 @@ from nni.tuner import Tuner
 
 from hrnas_automl.arch import Space, resolve_space
 from hrnas_automl.config import parse_number
+from hrnas_automl.files import write_json_atomic
 from hrnas_automl.nni.compat import quiet_nni, to_nni_search_space
+from hrnas_automl.nni.resume import params_key, split_orphans, state_file
 from hrnas_automl.registry import STRATEGIES
 from hrnas_automl.strategies import Strategy
 
 __all__ = ["StrategyTuner"]
 
 _log = logging.getLogger(__name__)
+
+
+def _check_strategy_options(name: str, strategy_class: type[Strategy], options: Mapping[str, Any]) -> None:
+    """Refuse a classArg that is neither the tuner's nor an option of the strategy, naming both lists: under
+    nnictl the strategy is built at the first trial request, where a typo would kill the dispatcher."""
+    params = inspect.signature(strategy_class).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    own = [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _GIVEN_BY_TUNER]
+    unknown = [key for key in options if key not in own]
+    if unknown:
+        tuner = [p for p in inspect.signature(StrategyTuner).parameters if p != "strategy_args"]
+        raise ValueError(f"unknown classArgs key {unknown[0]!r}: StrategyTuner takes {', '.join(tuner)}; "
+                         f"strategy {name} also takes {', '.join(own) or 'no options'}")
+
+
+_GIVEN_BY_TUNER = ("seed", "constraint")  # strategy arguments the tuner sets from its own classArgs
+_STATE_FILE = "strategy_tuner.json"
 
 
 class StrategyTuner(Tuner):
@@ -63,6 +92,7 @@ class StrategyTuner(Tuner):
         limits = {name: parse_number(f"tuner classArgs {name}", value) for name, value in
                   (("max_macs", max_macs), ("max_params", max_params), ("max_latency_ms", max_latency_ms))}
         self.strategy_class = STRATEGIES.get(strategy)
+        _check_strategy_options(strategy, self.strategy_class, strategy_args)
         self.space_name, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
         self.space_args = dict(space_args or {})
         self._limits = {**limits, "input_shape": input_shape, "threads": latency_threads}
@@ -70,9 +100,14 @@ class StrategyTuner(Tuner):
         self._running: dict[int, dict[str, Any]] = {}
         self._deferred: deque[int] = deque()
         self._send: Callable[[int, dict[str, Any]], None] | None = None
+        self._lock = threading.RLock()  # NNI calls trial_end from another thread than the other callbacks
+        self._saved: dict[str, Any] | None = None  # the strategy state load_checkpoint read, loaded when it is built
+        self._orphans: dict[int, dict[str, Any]] | None = None  # after a resume: handed out before the stop, no end
+        self._rerun: dict[int, dict[str, Any]] = {}  # trials NNI runs again after a resume: results via import_data
+        self._again: deque[dict[str, Any]] = deque()  # proposed before a stop, never started: proposed first
 
-    # Built on first use, not in __init__: NNI creates the tuner before its dispatcher connects to the
-    # manager, which gives up after 10 s, and building a space or compiling its cost table can take longer.
+    # Built on first use, not in __init__: NNI creates the tuner before its dispatcher connects to the manager,
+    # which gives up after 10 s, and building a space or compiling its cost table can take longer.
     @cached_property
     def space(self) -> Space:
         """The resolved space (the nnictl search space must be its choices in NNI's form)."""
@@ -80,11 +115,15 @@ class StrategyTuner(Tuner):
 
     @cached_property
     def strategy(self) -> Strategy:
-        """The strategy this tuner drives, under the configured limits."""
+        """The strategy this tuner drives, under the configured limits (in its saved state after a resume)."""
         from hrnas_automl.cost import cost_limit  # imports torch
 
         constraint = cost_limit(self.space, **self._limits)
-        return self.strategy_class(self.space.choices, seed=self.seed, constraint=constraint, **self._strategy_args)
+        strategy = self.strategy_class(self.space.choices, seed=self.seed, constraint=constraint,
+                                       **self._strategy_args)
+        if self._saved is not None:
+            strategy.load_state_dict(self._saved)
+        return strategy
 
     def update_search_space(self, search_space: dict[str, Any]) -> None:
         expected = to_nni_search_space(self.space.choices)
@@ -96,41 +135,81 @@ class StrategyTuner(Tuner):
                          f"regenerate it with `hrnas-automl export-space {self.space_name} -o search_space.json`")
 
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
-        self._send = kwargs.get("st_callback", self._send)
-        return super().generate_multiple_parameters(parameter_id_list, **kwargs)
+        with self._lock:
+            self._send = kwargs.get("st_callback", self._send)
+            if self._orphans is not None and parameter_id_list:  # the first request after a resume
+                self._rerun, lost = split_orphans(self._orphans, parameter_id_list[0])
+                self._again.extend(lost)
+                self._orphans = None
+            return super().generate_multiple_parameters(parameter_id_list, **kwargs)
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
-        arch = self.strategy.ask()
+        arch = self._next()
         if arch is None:  # the generation is handed out; propose once its results are in
             self._deferred.append(parameter_id)
             raise nni.NoMoreTrialError("waiting for the results of the current generation")
-        self._running[parameter_id] = arch
+        self._hand_out(parameter_id, arch)
         return arch
 
     def receive_trial_result(self, parameter_id: int, parameters: dict[str, Any], value: Any, **kwargs: Any) -> None:
-        score = value["default"] if isinstance(value, Mapping) else value
-        self._running.pop(parameter_id, None)
-        self.strategy.tell(parameters, self.sign * float(score))
-        self._send_deferred()
+        with self._lock:
+            self._running.pop(parameter_id, None)
+            self._tell(parameters, self._score(value))
 
     def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
-        arch = self._running.pop(parameter_id, None)
-        if arch is not None:  # ended without a final result: failed, killed or early-stopped
-            self.strategy.tell(arch, None)
-            self._send_deferred()
+        with self._lock:
+            arch = self._running.pop(parameter_id, None)
+            if arch is not None:  # ended without a final result: failed, killed or early-stopped
+                self._tell(arch, None)
+
+    def load_checkpoint(self) -> None:
+        """Read the state saved before ``nnictl stop`` (NNI calls this when it resumes the experiment)."""
+        path = state_file(self, _STATE_FILE)
+        if path is not None and path.is_file():
+            state = json.loads(path.read_text())
+            self._saved = state["strategy"]
+            self._orphans = {int(pid): arch for pid, arch in state["running"].items()}
 
     def import_data(self, data: list[dict[str, Any]]) -> None:
-        for entry in data:
-            value = entry["value"]
-            self.strategy.tell(entry["parameter"], self.sign * float(value["default"] if isinstance(value, Mapping)
-                                                                      else value))
+        """Tell the results NNI hands over that the strategy has not been told yet (all of them in a new tuner;
+        after a resume, those that arrived after the last save and those of the trials NNI ran again)."""
+        with self._lock:
+            told = {params_key(arch) for arch, _ in self.strategy.history}
+            for entry in data:
+                if params_key(entry["parameter"]) not in told:
+                    self._tell(entry["parameter"], self._score(entry["value"]))
 
-    def _send_deferred(self) -> None:
+    def _score(self, value: Any) -> float:
+        return self.sign * float(value["default"] if isinstance(value, Mapping) else value)
+
+    def _next(self) -> dict[str, Any] | None:
+        """The next architecture to hand out: one proposed before a stop and never started, else the strategy's."""
+        return self._again.popleft() if self._again else self.strategy.ask()
+
+    def _hand_out(self, parameter_id: int, arch: dict[str, Any]) -> None:
+        self._running[parameter_id] = arch
+        self._save()
+
+    def _tell(self, arch: Mapping[str, Any], score: float | None) -> None:
+        """Tell the strategy, save, and send the trials deferred until this result."""
+        key = params_key(arch)
+        self._rerun = {pid: a for pid, a in self._rerun.items() if params_key(a) != key}
+        self.strategy.tell(arch, score)
+        self._save()
         while self._deferred and self._send is not None:
-            arch = self.strategy.ask()
-            if arch is None:
+            nxt = self._next()
+            if nxt is None:
                 return
             parameter_id = self._deferred.popleft()
-            self._running[parameter_id] = arch
+            self._hand_out(parameter_id, nxt)
             _log.info("sending deferred trial %d", parameter_id)
-            self._send(parameter_id, arch)
+            self._send(parameter_id, nxt)
+
+    def _save(self) -> None:
+        """Keep the strategy's state and the trials handed out without an end in NNI's checkpoint folder, so
+        ``nnictl resume`` continues the same search (written atomically after every proposal and result)."""
+        path = state_file(self, _STATE_FILE)
+        if path is not None:
+            running = {**self._running, **self._rerun}
+            write_json_atomic({"strategy": self.strategy.state_dict(),
+                               "running": {str(pid): arch for pid, arch in running.items()}}, path)

@@ -8,6 +8,7 @@ UI sorts and plots them alike: ``default`` (the task metric), ``macs``, ``params
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -56,6 +57,18 @@ def _output_dir(config: TrialConfig) -> Path | None:
     return Path(out) if out else None
 
 
+def _check_finite(metrics: Mapping[str, Any]) -> None:
+    """Refuse a final result with a NaN or infinite value (e.g. a NaN validation loss after a finite training
+    loss): the trial must fail, as a diverged one does, never be scored."""
+    from hrnas_automl.tasks.training import DivergedError
+
+    bad = {key: value for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)}
+    if bad:
+        shown = ", ".join(f"{key}={value}" for key, value in bad.items())
+        raise DivergedError(f"the network diverged: its final metrics are not finite ({shown}), so the trial fails "
+                            "instead of reporting them; lower train.lr (the learning rate) or check the data")
+
+
 def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermediate: Report | None = None,
               report_final: Report | None = None, progress: bool = False) -> TrialResult:
     """Train and evaluate one architecture of ``config.space`` on the configured task.
@@ -66,6 +79,10 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
         report_intermediate: called after every epoch with ``{"default": metric, ...}``.
         report_final: called once with the final metric dict.
         progress: show tqdm progress bars (a run by hand).
+
+    Raises:
+        DivergedError: the training loss or a final metric is not finite; nothing final is reported, so under
+            nnictl the trial ends FAILED (``hrnas-automl trial`` exits 2 with that one line).
     """
     from dataclasses import replace
 
@@ -96,6 +113,7 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     with torch_threads(config.threads):
         final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
     metrics: dict[str, float] = {"default": final[task.metric], **final, "macs": cost.macs, "params": cost.params}
+    _check_finite(metrics)
     if config.latency.enabled:
         metrics["latency_ms"] = measure_latency(model, data.input_shape, warmup=config.latency.warmup,
                                                 repeats=config.latency.repeats, threads=config.latency.threads)

@@ -142,6 +142,22 @@ def test_bad_class_args_are_clear(tmp_path: Path) -> None:
         OptunaTuner(study_name="x", storage=storage(tmp_path), max_macs="lots")
     with pytest.raises(ValueError, match="objectives must be 'metric\\+macs' or 'metric', got 'macs'"):
         OptunaTuner(study_name="x", storage=storage(tmp_path), objectives="macs")
-    OptunaTuner(study_name="x", storage=storage(tmp_path))
+    with pytest.raises(ValueError, match="unknown sampler 'cmaes'; samplers: nsga2, tpe, random"):
+        OptunaTuner(study_name="x", storage=storage(tmp_path), sampler="cmaes")
+    assert not (tmp_path / "s.db").exists()  # building the tuner (as `search` does to check it) opens no storage
+    OptunaTuner(study_name="x", storage=storage(tmp_path)).update_search_space(tune_search_space(RANGES))
     with pytest.raises(ValueError, match="optimizes \\['maximize', 'minimize'\\].*use another study_name"):
-        OptunaTuner(study_name="x", storage=storage(tmp_path), objectives="metric")
+        OptunaTuner(study_name="x", storage=storage(tmp_path), objectives="metric").update_search_space({})
+
+
+def test_default_study_is_named_after_the_experiment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # NNI's dispatcher process has no nni.get_experiment_id(): the id is the name of the experiment's folder
+    (tmp_path / "abc123" / "checkpoint").mkdir(parents=True)
+    monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path / "abc123" / "checkpoint"))
+    monkeypatch.setenv("NNI_LOG_DIRECTORY", str(tmp_path / "abc123" / "log"))
+    tuner = OptunaTuner(objectives="metric")
+    tuner.update_search_space(tune_search_space(RANGES))
+    assert tuner.study.study_name == "nni-abc123" and (tmp_path / "abc123" / "log").is_dir()
+    monkeypatch.delenv("NNI_CHECKPOINT_DIRECTORY")
+    with pytest.raises(ValueError, match="needs a study_name outside an nnictl experiment"):
+        OptunaTuner(objectives="metric").update_search_space({})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nni
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from hrnas_automl.arch import choices_of
 from hrnas_automl.cost import arch_cost
 from hrnas_automl.nni.compat import to_nni_search_space
+from hrnas_automl.nni.experiment import check_tuner, dispatcher_error
+from tests import EXAMPLES
 from hrnas_automl.nni.tuners import StrategyTuner
 
 SPACE_ARGS = {"num_classes": 10}
@@ -103,3 +106,29 @@ def test_limits_given_as_yaml_strings_are_numbers_or_a_clear_error() -> None:
     assert arch_cost("detnas-small", tuner.generate_parameters(0), SHAPE, **SPACE_ARGS).macs <= 7e6  # "7e6": PyYAML
     with pytest.raises(ValueError, match="classArgs max_macs must be a number, got 'lots'"):
         StrategyTuner(strategy="random", space="detnas-small", max_macs="lots")
+
+
+def test_dispatcher_error_is_the_last_line_of_the_exception_that_ended_it(tmp_path: Path) -> None:
+    log = tmp_path / "dispatcher.log"
+    assert dispatcher_error(log) is None  # not written yet
+    died = ("[2026-11-29 20:03:52] ERROR (nni.runtime.msg_dispatcher_base/Thread-1 (command_queue_worker)) bad\n"
+            "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    g()\n"
+            "TypeError: Evolution.__init__() got an unexpected keyword argument 'sed'\n")
+    log.write_text("[2026-11-29 20:03:40] INFO (nni.runtime.msg_dispatcher_base/MainThread) Dispatcher started\n"
+                   "[2026-11-29 20:03:41] ERROR (hrnas_automl.nni.optuna_tuner/Thread-1) trial 3: stored as FAIL\n")
+    assert dispatcher_error(log) is None  # a tuner's own error line is not the dispatcher's end
+    log.write_text(log.read_text() + died)
+    assert dispatcher_error(log) == "TypeError: Evolution.__init__() got an unexpected keyword argument 'sed'"
+    # resumed: a new dispatcher started after the old one died
+    log.write_text(log.read_text() + "[2026-11-29 21:00:00] INFO (nni.runtime.msg_dispatcher_base/MainThread) "
+                   "Dispatcher started\n")
+    assert dispatcher_error(log) is None
+    log.write_text(log.read_text() + "[2026-11-29 21:00:01] ERROR (nni.main/MainThread) cannot build\n"
+                   "ValueError: cannot build\n")
+    assert dispatcher_error(log) == "ValueError: cannot build"
+
+
+@pytest.mark.parametrize("config", sorted(p.relative_to(EXAMPLES) for p in EXAMPLES.glob("*/*.yml")
+                                          if "\ntuner:" in p.read_text()), ids=str)
+def test_every_example_tuner_passes_the_check_before_nnictl(config: Path) -> None:
+    check_tuner(EXAMPLES / config)  # builds it in-process: no error, and no storage touched (OptunaTuner)
