@@ -7,7 +7,6 @@ UI sorts and plots them alike: ``default`` (the task metric), ``macs``, ``params
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -123,7 +122,8 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     result = TrialResult(config.space, dict(arch), metrics, epochs)
     out = _output_dir(config)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(json.dumps({"space": result.space, "arch": result.arch,
-                                                      "metrics": metrics, "epochs": epochs}, indent=2))
+        from hrnas_automl.files import write_json_atomic
+
+        write_json_atomic({"space": result.space, "arch": result.arch, "metrics": metrics, "epochs": epochs},
+                          out / "result.json", indent=2)
     return result
