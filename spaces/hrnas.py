@@ -614,9 +614,8 @@ class HRNASSpace(TopLevelChoices, ModelSpace):
         probability("dropout", dropout)
         if bn_momentum is not None:
             probability("bn_momentum", bn_momentum)
-        for name, count in (("dense_channel", dense_channel), ("channel_steps", channel_steps)):
-            if count is not None:
-                positive_int(name, count)
+        if dense_channel is not None:
+            positive_int("dense_channel", dense_channel)
         self.setting = hrnas_setting(setting)
         if dense_channel is not None:
             self.setting = replace(self.setting, dense_channel=dense_channel)

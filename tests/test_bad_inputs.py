@@ -39,7 +39,7 @@ CASES = [
     (("sample", "detnas-small", "--space-arg", "num_classes=-1"), r"num_classes must be a positive integer, got -1"),
     (("describe", "hrnas", "--space-arg", "bn_momentum=2"), r"bn_momentum must be a number in \[0, 1\], got 2"),
     (("describe", "detnas-small", "--space-arg", "dropout=1.5"), r"dropout must be a number in \[0, 1\], got 1.5"),
-    (("describe", "hrnas", "--space-arg", "channel_steps=0"), r"channel_steps must be a positive integer, got 0"),
+    (("describe", "hrnas", "--space-arg", "dense_channel=0"), r"dense_channel must be a positive integer, got 0"),
     (("cost", "ranet", "--arch", "preset:ranet-cifar", "--input", "3x8x8"),
      r"the network does not run at input 3x8x8 \(.*too small\); give a larger input"),
     (("sample", "detnas-small", "--threads", "0"), r"argument --threads: must be an integer >= 1, got '0'"),

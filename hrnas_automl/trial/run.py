@@ -56,15 +56,15 @@ def _output_dir(config: TrialConfig) -> Path | None:
     return Path(out) if out else None
 
 
-def _check_finite(metrics: Mapping[str, Any]) -> None:
-    """Refuse a final result with a NaN or infinite value (e.g. a NaN validation loss after a finite training
-    loss): the trial must fail, as a diverged one does, never be scored."""
+def _check_finite(metrics: Mapping[str, Any], when: str) -> None:
+    """Refuse a result (an epoch's or the final one) with a NaN or infinite value, e.g. a NaN validation loss
+    after a finite training loss: the trial must fail, as a diverged one does, never be scored or plotted."""
     from hrnas_automl.tasks.training import DivergedError
 
     bad = {key: value for key, value in metrics.items() if isinstance(value, float) and not math.isfinite(value)}
     if bad:
         shown = ", ".join(f"{key}={value}" for key, value in bad.items())
-        raise DivergedError(f"the network diverged: its final metrics are not finite ({shown}), so the trial fails "
+        raise DivergedError(f"the network diverged: its {when} metrics are not finite ({shown}), so the trial fails "
                             "instead of reporting them; lower train.lr (the learning rate) or check the data")
 
 
@@ -105,6 +105,7 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         row = {"default": metrics[task.metric], "epoch": epoch, **metrics}
+        _check_finite(row, f"epoch {epoch}")
         epochs.append(row)
         if report_intermediate is not None:
             report_intermediate(row)
@@ -112,7 +113,7 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     with torch_threads(config.threads):
         final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
     metrics: dict[str, float] = {"default": final[task.metric], **final, "macs": cost.macs, "params": cost.params}
-    _check_finite(metrics)
+    _check_finite(metrics, "final")
     if config.latency.enabled:
         metrics["latency_ms"] = measure_latency(model, data.input_shape, warmup=config.latency.warmup,
                                                 repeats=config.latency.repeats, threads=config.latency.threads)
