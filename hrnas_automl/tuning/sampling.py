@@ -10,8 +10,9 @@ end up with one key (a trial before both failed in between), both take the fallb
 unique by the trial number. The sampler's result depends on nothing but the seed key and the study's history
 (Optuna's samplers are deterministic given both), never on how long a worker has been running.
 
-A relative sampler (NSGA-II's crossover) may return a copy of a parameter set the study already holds; such a
-draw is redrawn with the next sub-seed (up to :data:`REDRAWS` times), as pymoo's ``eliminate_duplicates`` does.
+A relative sampler (NSGA-II's crossover and mutation) may return a copy of a parameter set the study already
+holds; such a draw is redrawn with the next sub-seed (up to :data:`REDRAWS` times), as pymoo's
+``eliminate_duplicates`` does.
 TPE gets ``constant_liar=True`` unless the config says otherwise: running trials count as bad results, so
 parallel workers spread out.
 """
@@ -86,9 +87,9 @@ class PerTrialSeededSampler(BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
-        params = self._sampler(trial).sample_relative(study, trial, search_space)
-        if not search_space or set(params) != set(search_space):
-            return params  # some parameters are still drawn independently (at random): no copy
+        params = self._complete(study, trial, search_space)
+        if not params:
+            return params  # nothing relative (a first generation, TPE): drawn independently at random
         taken = {_param_key(t.params) for t in study._storage.get_all_trials(study._study_id, deepcopy=False)
                  if t.number != trial.number and t.state != TrialState.FAIL}
         key = self._keys[trial._trial_id]
@@ -96,7 +97,18 @@ class PerTrialSeededSampler(BaseSampler):
             if _param_key(params) not in taken:
                 break
             self._samplers[trial._trial_id] = self._factory(trial_seed(self._seed, key, trial.number, redraw))
-            params = self._sampler(trial).sample_relative(study, trial, search_space)
+            params = self._complete(study, trial, search_space)
+        return params
+
+    def _complete(self, study: optuna.Study, trial: FrozenTrial,
+                  search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """The relative draw, with the parameters it leaves to independent sampling (NSGA-II's mutations) drawn
+        now, so that the whole set can be compared with the study's."""
+        sampler = self._sampler(trial)
+        params = sampler.sample_relative(study, trial, search_space)
+        if params:
+            params.update({name: sampler.sample_independent(study, trial, name, dist)
+                           for name, dist in search_space.items() if name not in params})
         return params
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
