@@ -2,11 +2,13 @@
 study continues exactly as an uninterrupted one.
 
 Each trial gets a fresh sampler seeded from ``(seed, k)``, where ``k`` (the trial's *seed key*, stored in its
-system attribute :data:`SEED_KEY_ATTR`) is the number of trials before it that had not failed when it started.
-A single worker's keys are 0, 1, 2, ... whatever it went through: a trial left RUNNING by a killed worker
-becomes FAIL and its replacement gets its key again, so it draws what it would have drawn. Workers running in
+system attribute :data:`SEED_KEY_ATTR`) is the number of trials before it when it started, not counting those
+that failed without a verdict on their parameters (a dead worker, a stale heartbeat, an interrupt). A single
+worker's keys are 0, 1, 2, ... whatever it went through: a trial left RUNNING by a killed worker becomes FAIL
+and its replacement gets its key again, so it draws what it would have drawn; a trial that failed on its own
+(diverged, non-finite: :data:`VERDICT_ATTR`) keeps its key, so the next one draws anew. Workers running in
 parallel get distinct keys, since each trial counts the other workers' running ones; should two trials still
-end up with one key (a trial before both failed in between), both take the fallback ``(seed, 1, number)``,
+end up with one key (a trial before both was failed in between), both take the fallback ``(seed, 1, number)``,
 unique by the trial number. The sampler's result depends on nothing but the seed key and the study's history
 (Optuna's samplers are deterministic given both), never on how long a worker has been running.
 
@@ -29,9 +31,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hrnas_automl.tuning.storage import mark_worker
 
-__all__ = ["SEED_KEY_ATTR", "REDRAWS", "trial_seed", "PerTrialSeededSampler"]
+__all__ = ["SEED_KEY_ATTR", "VERDICT_ATTR", "REDRAWS", "trial_seed", "PerTrialSeededSampler"]
 
 SEED_KEY_ATTR = "hrnas_automl:seed_key"
+VERDICT_ATTR = "hrnas_automl:failed_on_its_own"  # system attribute of a FAIL that says something of its parameters
 REDRAWS = 10
 _FALLBACK = "fallback"
 
@@ -45,6 +48,11 @@ def trial_seed(seed: int, key: int | str, number: int = 0, redraw: int = 0) -> i
 
 def _param_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
+
+
+def _holds_its_key(trial: FrozenTrial) -> bool:
+    """Whether a trial keeps its seed key: anything but a FAIL without a verdict (whose replacement takes it)."""
+    return trial.state != TrialState.FAIL or bool(trial.system_attrs.get(VERDICT_ATTR))
 
 
 class PerTrialSeededSampler(BaseSampler):
@@ -64,10 +72,10 @@ class PerTrialSeededSampler(BaseSampler):
     def _seed_key(self, study: optuna.Study, trial: FrozenTrial) -> int | str:
         storage = study._storage
         trials = storage.get_all_trials(study._study_id, deepcopy=False)
-        key = sum(1 for t in trials if t.number < trial.number and t.state != TrialState.FAIL)
+        key = sum(1 for t in trials if t.number < trial.number and _holds_its_key(t))
         storage.set_trial_system_attr(trial._trial_id, SEED_KEY_ATTR, key)
         trials = storage.get_all_trials(study._study_id, deepcopy=False)  # written, then read: see the module doc
-        if any(t.number != trial.number and t.state != TrialState.FAIL and t.system_attrs.get(SEED_KEY_ATTR) == key
+        if any(t.number != trial.number and _holds_its_key(t) and t.system_attrs.get(SEED_KEY_ATTR) == key
                for t in trials):
             key = _FALLBACK
             storage.set_trial_system_attr(trial._trial_id, SEED_KEY_ATTR, key)
@@ -91,7 +99,7 @@ class PerTrialSeededSampler(BaseSampler):
         if not params:
             return params  # nothing relative (a first generation, TPE): drawn independently at random
         taken = {_param_key(t.params) for t in study._storage.get_all_trials(study._study_id, deepcopy=False)
-                 if t.number != trial.number and t.state != TrialState.FAIL}
+                 if t.number != trial.number and _holds_its_key(t)}
         key = self._keys[trial._trial_id]
         for redraw in range(1, REDRAWS + 1):
             if _param_key(params) not in taken:

@@ -17,12 +17,13 @@ import os
 import random
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
@@ -41,7 +42,9 @@ def _retry_callback(max_retry: int) -> Callable[[optuna.Study, FrozenTrial], Non
     failure's ``fail_reason`` and steps."""
     if max_retry <= 0:
         return None
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def run(study: optuna.Study, trial: FrozenTrial) -> None:
         trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (FAIL_REASON, "steps")}
@@ -51,11 +54,10 @@ def _retry_callback(max_retry: int) -> Callable[[optuna.Study, FrozenTrial], Non
 
 
 def _is_creation_race(exc: Exception) -> bool:
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+    """A unique-key or "already exists" error: another worker created the same table, type or row first."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-    text = str(exc).lower()
-    return isinstance(exc, (IntegrityError, ProgrammingError)) or (
-        isinstance(exc, OperationalError) and ("locked" in text or "already exists" in text))
+    return isinstance(exc, (IntegrityError, ProgrammingError))
 
 
 def creation_guard(config: StorageConfig) -> Callable[[Callable[[], Any]], Any]:
@@ -98,9 +100,11 @@ def open_storage(config: StorageConfig) -> BaseStorage:
         return optuna.storages.JournalStorage(JournalFileBackend(config.journal))
     engine_kwargs = {"connect_args": {"timeout": 60}} if config.url.startswith("sqlite") else {}  # writers wait
     try:
-        return creation_guard(config)(lambda: optuna.storages.RDBStorage(
-            config.url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
-            grace_period=config.grace_period, heartbeat_stale_trial_callback=retry))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return creation_guard(config)(lambda: optuna.storages.RDBStorage(
+                config.url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
+                grace_period=config.grace_period, heartbeat_stale_trial_callback=retry))
     except ImportError as exc:
         raise ValueError(f"cannot open Optuna storage {config.url!r}: the database driver is missing ({exc}); "
                          "install it, e.g. pip install 'hrnas-automl[postgres]' for postgresql://") from None
@@ -156,8 +160,13 @@ def _dead(worker: dict[str, Any], me: dict[str, Any]) -> bool:
 
 
 def fail_dead_trials(study: optuna.Study, max_retry: int = 0) -> list[int]:
-    """Fail the RUNNING trials whose worker was a process of this machine that no longer runs (killed,
-    crashed, rebooted); each gets a ``fail_reason`` and, with ``max_retry``, a retry. Returns their numbers."""
+    """Fail the RUNNING trials of dead workers: those without a heartbeat for the grace period (an RDB with
+    ``heartbeat_interval``, retried by the storage's callback), and those whose worker was a process of this
+    machine that no longer runs (killed, crashed, rebooted; each gets a ``fail_reason`` and, with ``max_retry``,
+    a retry). Returns the numbers of the latter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # nothing unless the storage has a heartbeat
     me, storage, failed = worker_identity(), study._storage, []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.system_attrs.get(WORKER_ATTR)

@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from hrnas_automl.arch import choices_of, validate_arch
 from hrnas_automl.tuning.config import StorageConfig, TuneConfig, TuneRanges
 from hrnas_automl.tuning.objectives import NonFiniteResultError, TuneObjective, TuneParams, as_result, make_objective
-from hrnas_automl.tuning.sampling import PerTrialSeededSampler
+from hrnas_automl.tuning.sampling import VERDICT_ATTR, PerTrialSeededSampler
 from hrnas_automl.tuning.storage import FAIL_REASON, creation_guard, fail_dead_trials, open_storage
 
 if TYPE_CHECKING:
@@ -42,11 +42,12 @@ if TYPE_CHECKING:
 __all__ = ["log_warnings_only", "to_optuna_distributions", "tell_failed", "make_sampler", "make_pruner", "open_study",
            "open_named_study", "load_study", "suggest_params", "run_study", "front_trials", "front_figure",
            "plot_front", "study_summary", "suggest_choices", "suggest_architecture", "METRIC_ATTR", "MACS_ATTR",
-           "CONSTRAINT_KEY"]
+           "CONSTRAINT_KEY", "FAILS_IN_A_ROW"]
 
 METRIC_ATTR, MACS_ATTR = "metric", "macs"  # user attributes every finished trial carries, whatever the objectives
 CONSTRAINT_KEY = "max_macs"  # trial.constraints[CONSTRAINT_KEY] = macs - budget (feasible when <= 0)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+FAILS_IN_A_ROW = 10  # a worker whose last this many trials all failed (diverged, non-finite) stops with an error
 
 
 def log_warnings_only() -> None:
@@ -194,6 +195,7 @@ def _trial_function(config: TuneConfig, objective: TuneObjective) -> Callable[[T
             result = as_result(objective(params, report))
         except _failures() as exc:
             trial.set_user_attr(FAIL_REASON, f"{type(exc).__name__}: {exc}")
+            trial.storage.set_trial_system_attr(trial._trial_id, VERDICT_ATTR, True)
             raise
         trial.set_user_attr(METRIC_ATTR, result.metric)
         trial.set_user_attr(MACS_ATTR, result.macs)
@@ -222,13 +224,15 @@ def run_study(config: TuneConfig, objective: TuneObjective | None = None,
     ``n_trials``: workers that check at the same instant may each start one, so a study ends with at most
     (workers - 1) trials over ``n_trials``. FAIL trials do not count; their worker goes on with a new trial.
     ``objective`` defaults to the one the config names. A trial that diverges or returns a non-finite result
-    is stored as FAIL and the worker goes on; any other exception (KeyboardInterrupt included) is stored as
-    FAIL and propagates; every finished trial is already in the storage, so running again continues the study.
+    is stored as FAIL (``fail_reason``) and the worker goes on, up to :data:`FAILS_IN_A_ROW` in a row (then a
+    RuntimeError); any other exception (KeyboardInterrupt included) is stored as FAIL and propagates; every
+    finished trial is already in the storage, so running again continues the study.
     """
     objective = objective or make_objective(config.objective, config.objective_args)
     study = open_study(config)
     function, failures = _trial_function(config, objective), _failures()
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    mine: list[FrozenTrial] = []  # this worker's trials (the study's last trial may be another worker's)
     while deadline is None or time.monotonic() < deadline:
         fail_dead_trials(study, config.storage.max_retry)
         counts = Counter(t.state for t in study.get_trials(deepcopy=False))
@@ -236,7 +240,12 @@ def run_study(config: TuneConfig, objective: TuneObjective | None = None,
             break
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(function, n_trials=1, callbacks=callbacks, catch=failures, gc_after_trial=False)
+            study.optimize(function, n_trials=1, callbacks=[*(callbacks or []), lambda _, t: mine.append(t)],
+                           catch=failures, gc_after_trial=False)
+        last = mine[-FAILS_IN_A_ROW:]
+        if len(last) == FAILS_IN_A_ROW and all(t.state == TrialState.FAIL for t in last):
+            raise RuntimeError(f"{FAILS_IN_A_ROW} trials in a row failed (the last: "
+                               f"{last[-1].user_attrs.get(FAIL_REASON)}); fix the objective's settings or the ranges")
     return study
 
 

@@ -81,21 +81,32 @@ def front_sets(config: Path) -> list[tuple]:
 
 
 def kill_after(config: Path, complete: int) -> dict[str, int]:
-    """Run one worker and SIGKILL it while a trial is RUNNING once ``complete`` trials are COMPLETE (stopped with
-    SIGSTOP first, so the state it dies in is the state checked); returns the study's :func:`stats` after it."""
+    """Run one worker (on an RDB study named ``workers``) and SIGKILL it while a trial is RUNNING once
+    ``complete`` trials are COMPLETE (stopped with SIGSTOP first, so the state it dies in is the state checked);
+    returns the study's :func:`stats` after it."""
+    from sqlalchemy.exc import OperationalError
+
+    url = load_tune_config(config).storage.url
     proc = start_worker(config, config.parent / "killed.log")
+    # opened once (polling must not compete with the worker for the CPU); a read never waits on the stopped worker
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0.2}})
     deadline = time.monotonic() + TIMEOUT
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise AssertionError(f"the worker ended (exit {proc.returncode}) before it could be killed")
             try:
-                done = stats(config)["complete"]
-            except (ValueError, KeyError):  # the study is not created yet
-                done = 0
-            if done >= complete:
+                states = Counter(t.state for t in optuna.load_study(study_name="workers", storage=storage).trials)
+            except (KeyError, OperationalError):  # no study yet, or the worker is writing
+                states = Counter()
+            if states[TrialState.COMPLETE] >= complete:
                 os.kill(proc.pid, signal.SIGSTOP)
-                if stats(config)["running"]:
+                try:
+                    running = optuna.load_study(study_name="workers", storage=storage).get_trials(
+                        deepcopy=False, states=(TrialState.RUNNING,))
+                except OperationalError:  # stopped in a write: let it finish that
+                    running = []
+                if running:
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=30)
                     return stats(config)
