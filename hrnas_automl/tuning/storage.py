@@ -159,24 +159,35 @@ def _dead(worker: dict[str, Any], me: dict[str, Any]) -> bool:
     return _process_start(int(worker["pid"])) not in (worker.get("start"), "")
 
 
-def fail_dead_trials(study: optuna.Study, max_retry: int = 0) -> list[int]:
+def fail_dead_trials(study: optuna.Study, max_retry: int = 0, unmarked_wait: float = 0.0) -> list[int]:
     """Fail the RUNNING trials of dead workers: those without a heartbeat for the grace period (an RDB with
     ``heartbeat_interval``, retried by the storage's callback), and those whose worker was a process of this
     machine that no longer runs (killed, crashed, rebooted; each gets a ``fail_reason`` and, with ``max_retry``,
-    a retry). Returns the numbers of the latter."""
+    a retry). Returns the numbers of the latter.
+
+    With ``unmarked_wait`` > 0 (a worker's first check), a RUNNING trial that still carries no worker mark after
+    that many seconds is dead too: its worker died between creating it and marking it (a live one marks it
+    within milliseconds, before anything is sampled)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # nothing unless the storage has a heartbeat
-    me, storage, failed = worker_identity(), study._storage, []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.system_attrs.get(WORKER_ATTR)
-        if not worker or not _dead(worker, me):
-            continue
+    me, storage = worker_identity(), study._storage
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    dead = {t._trial_id: f"its worker (PID {t.system_attrs[WORKER_ATTR]['pid']} on "
+                         f"{t.system_attrs[WORKER_ATTR]['host']}) died while it ran"
+            for t in running if t.system_attrs.get(WORKER_ATTR) and _dead(t.system_attrs[WORKER_ATTR], me)}
+    unmarked = {t._trial_id for t in running if WORKER_ATTR not in t.system_attrs}
+    if unmarked and unmarked_wait > 0:
+        time.sleep(unmarked_wait)
+        dead.update({t._trial_id: "its worker died before recording itself in it"
+                     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                     if t._trial_id in unmarked and WORKER_ATTR not in t.system_attrs})
+    failed = []
+    for trial_id, reason in dead.items():
         try:
-            storage.set_trial_user_attr(trial._trial_id, FAIL_REASON, f"its worker (PID {worker['pid']} on "
-                                        f"{worker['host']}) died while it ran")
-            if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                failed.append(trial._trial_id)
+            storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                failed.append(trial_id)
         except UpdateFinishedTrialError:
             continue  # another worker got there first
     retry = _retry_callback(max_retry)

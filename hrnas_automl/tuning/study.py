@@ -48,6 +48,7 @@ METRIC_ATTR, MACS_ATTR = "metric", "macs"  # user attributes every finished tria
 CONSTRAINT_KEY = "max_macs"  # trial.constraints[CONSTRAINT_KEY] = macs - budget (feasible when <= 0)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 FAILS_IN_A_ROW = 10  # a worker whose last this many trials all failed (diverged, non-finite) stops with an error
+UNMARKED_WAIT = 5.0  # seconds a starting worker gives a RUNNING trial without a worker mark before failing it
 
 
 def log_warnings_only() -> None:
@@ -220,7 +221,8 @@ def run_study(config: TuneConfig, objective: TuneObjective | None = None,
     number of workers may run this on one study at once.
 
     Before each trial the worker fails the RUNNING trials of dead workers of this machine (see
-    :mod:`~hrnas_automl.tuning.storage`), then starts one only while finished + running trials stay below
+    :mod:`~hrnas_automl.tuning.storage`; at its start also those still without a worker mark after
+    :data:`UNMARKED_WAIT` seconds), then starts one only while finished + running trials stay below
     ``n_trials``: workers that check at the same instant may each start one, so a study ends with at most
     (workers - 1) trials over ``n_trials``. FAIL trials do not count; their worker goes on with a new trial.
     ``objective`` defaults to the one the config names. A trial that diverges or returns a non-finite result
@@ -234,7 +236,7 @@ def run_study(config: TuneConfig, objective: TuneObjective | None = None,
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     mine: list[FrozenTrial] = []  # this worker's trials (the study's last trial may be another worker's)
     while deadline is None or time.monotonic() < deadline:
-        fail_dead_trials(study, config.storage.max_retry)
+        fail_dead_trials(study, config.storage.max_retry, unmarked_wait=0.0 if mine else UNMARKED_WAIT)
         counts = Counter(t.state for t in study.get_trials(deepcopy=False))
         if sum(counts[s] for s in _FINISHED) + counts[TrialState.RUNNING] >= config.n_trials:
             break

@@ -115,6 +115,19 @@ def test_running_trials_count_toward_the_target_until_their_worker_dies(tmp_path
     assert [t.system_attrs[SEED_KEY_ATTR] for t in trials] == [0, 1, 2, 2]
 
 
+def test_a_trial_its_worker_never_marked_fails_when_the_next_worker_starts(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed between creating a trial and recording itself in it (milliseconds), a worker leaves an unmarked
+    RUNNING trial: a starting worker fails it once it stays unmarked for UNMARKED_WAIT seconds."""
+    monkeypatch.setattr("hrnas_automl.tuning.study.UNMARKED_WAIT", 0.2)
+    cfg = config(tmp_path, n_trials=2, sampler="random", sampler_args={})
+    study = run_study(cfg.model_copy(update={"n_trials": 1}), stand_in)
+    study._storage.create_new_trial(study._study_id)  # RUNNING, no worker mark
+    trials = run_study(cfg, stand_in).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs[FAIL_REASON] == "its worker died before recording itself in it"
+
+
 def test_concurrent_trials_get_distinct_seed_keys_even_when_one_before_them_fails(tmp_path: Path) -> None:
     study = open_study(config(tmp_path, sampler="random", sampler_args={}))
     first, second = study.ask(), study.ask()
