@@ -171,6 +171,7 @@ _STORAGE_FILES: dict[str, str | bytes] = {f"tune_{name}.yml": json.dumps({**_TUN
     "grace_alone": {"url": "sqlite:///x.db", "grace_period": 10},
     "heartbeat_zero": {"url": "sqlite:///x.db", "heartbeat_interval": 0},
     "retry_negative": {"journal": "study.log", "max_retry": -1},
+    "sqlite_folder": "sqlite:///missing/studies.db",
 }.items()}
 _STORAGE_CASES = [
     (("tune", "--config", "{tmp}/tune_storage_key.yml"),
@@ -185,6 +186,9 @@ _STORAGE_CASES = [
      r"storage.heartbeat_interval: Input should be greater than or equal to 1 \(got 0\)"),
     (("tune", "--config", "{tmp}/tune_retry_negative.yml"),
      r"storage.max_retry: Input should be greater than or equal to 0 \(got -1\)"),
+    (("tune", "--config", "{tmp}/tune_sqlite_folder.yml"),
+     r"cannot open Optuna storage 'sqlite:///missing/studies.db': folder .*/missing does not exist; create it or fix "
+     r"the path$"),
 ]
 FILES.update(_STORAGE_FILES)
 CASES.extend(_STORAGE_CASES)

@@ -13,6 +13,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import random
 import socket
@@ -47,6 +49,7 @@ def _retry_callback(max_retry: int) -> Callable[[optuna.Study, FrozenTrial], Non
         retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def run(study: optuna.Study, trial: FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)  # the storage's cache may hold this very object
         trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in (FAIL_REASON, "steps")}
         retry(study, trial)
 
@@ -62,25 +65,33 @@ def _is_creation_race(exc: Exception) -> bool:
 
 def creation_guard(config: StorageConfig) -> Callable[[Callable[[], Any]], Any]:
     """Run a creation step (storage, study) once at a time: under ``<sqlite file>.lock`` for SQLite, and retried
-    with a random back-off while it loses the schema-creation race of another worker (every RDB)."""
+    with a random back-off while it loses the schema-creation race of another worker (every RDB).
+
+    Raises:
+        ValueError: the folder of the SQLite file does not exist.
+    """
     lock_path = None
     if config.url is not None and config.url.startswith("sqlite:///") and config.url != "sqlite:///:memory:":
-        lock_path = Path(config.url.removeprefix("sqlite:///") + ".lock")
+        lock_path = Path(config.url.removeprefix("sqlite:///").partition("?")[0] + ".lock")
+        if not lock_path.parent.is_dir():
+            raise ValueError(f"cannot open Optuna storage {config.url!r}: folder {lock_path.parent.resolve()} does not "
+                             "exist; create it or fix the path")
 
-    def run(step: Callable[[], Any]) -> Any:
+    def locked(step: Callable[[], Any]) -> Any:
         from filelock import FileLock
 
-        for attempt in range(_CREATE_ATTEMPTS):
+        with FileLock(str(lock_path)) if lock_path else contextlib.nullcontext():
+            return step()
+
+    def run(step: Callable[[], Any]) -> Any:
+        for attempt in range(1, _CREATE_ATTEMPTS):
             try:
-                if lock_path is None:
-                    return step()
-                with FileLock(str(lock_path)):
-                    return step()
-            except Exception as exc:  # noqa: BLE001 (only the creation race is retried; the rest re-raise)
-                if not _is_creation_race(exc) or attempt == _CREATE_ATTEMPTS - 1:
+                return locked(step)
+            except Exception as exc:
+                if not _is_creation_race(exc):
                     raise
-                time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
-        raise AssertionError("unreachable")
+                time.sleep(random.uniform(0.05, 0.3) * attempt)
+        return locked(step)  # the last attempt raises whatever it meets
 
     return run
 
