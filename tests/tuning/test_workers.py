@@ -201,7 +201,7 @@ def test_kill_9_and_rerun_ends_as_the_uninterrupted_run(tmp_path: Path) -> None:
     full, killed = (write_config(tmp_path / name, n_trials=24) for name in ("full", "killed"))
     uninterrupted = start_worker(full, tmp_path / "full" / "worker.log")  # alongside, on the other core
     at_kill = kill_after(killed, 10)
-    assert (at_kill["complete"], at_kill["running"]) == (10, 1)
+    assert at_kill["complete"] in (10, 11) and at_kill["running"] == 1  # one more may end before the poll sees 10
     codes, _ = run_workers(killed, 1)
     assert codes == [0] and uninterrupted.wait(timeout=240) == 0
     after = stats(killed)

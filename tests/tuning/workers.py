@@ -17,6 +17,7 @@ import yaml
 from optuna.trial import TrialState
 
 from hrnas_automl.tuning.config import load_tune_config
+from hrnas_automl.tuning.storage import creation_guard
 from hrnas_automl.tuning.study import front_trials, load_study
 
 __all__ = ["write_config", "start_worker", "run_workers", "stats", "complete_sets", "front_sets", "kill_after",
@@ -84,34 +85,37 @@ def kill_after(config: Path, complete: int) -> dict[str, int]:
     """Run one worker (on an RDB study named ``workers``) and SIGKILL it while a trial is RUNNING once
     ``complete`` trials are COMPLETE (stopped with SIGSTOP first, so the state it dies in is the state checked);
     returns the study's :func:`stats` after it."""
-    from sqlalchemy.exc import OperationalError
+    from optuna.exceptions import StorageInternalError
 
-    url = load_tune_config(config).storage.url
-    proc = start_worker(config, config.parent / "killed.log")
-    # opened once (polling must not compete with the worker for the CPU); a read never waits on the stopped worker
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 0.2}})
+    storage_config = load_tune_config(config).storage
+    log = config.parent / "killed.log"
+    proc = start_worker(config, log)
+    # opened once, as a worker opens it (polling must not compete with the worker for the CPU or race it to create
+    # the tables); a read gives up at once instead of waiting on the stopped worker
+    storage = creation_guard(storage_config)(lambda: optuna.storages.RDBStorage(
+        storage_config.url, engine_kwargs={"connect_args": {"timeout": 0.2}}))
+
+    def count(state: TrialState) -> int:
+        try:
+            study_id = storage.get_study_id_from_name("workers")
+            return len(storage.get_all_trials(study_id, deepcopy=False, states=(state,)))
+        except (KeyError, StorageInternalError):  # no study yet, or the worker is writing (a locked SQLite file)
+            return 0
+
     deadline = time.monotonic() + TIMEOUT
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"the worker ended (exit {proc.returncode}) before it could be killed")
-            try:
-                states = Counter(t.state for t in optuna.load_study(study_name="workers", storage=storage).trials)
-            except (KeyError, OperationalError):  # no study yet, or the worker is writing
-                states = Counter()
-            if states[TrialState.COMPLETE] >= complete:
+                raise AssertionError(f"the worker ended (exit {proc.returncode}) before it could be killed: "
+                                     f"{log.read_text()[-2000:]}")
+            if count(TrialState.COMPLETE) >= complete:
                 os.kill(proc.pid, signal.SIGSTOP)
-                try:
-                    running = optuna.load_study(study_name="workers", storage=storage).get_trials(
-                        deepcopy=False, states=(TrialState.RUNNING,))
-                except OperationalError:  # stopped in a write: let it finish that
-                    running = []
-                if running:
+                if count(TrialState.RUNNING):
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=30)
                     return stats(config)
                 os.kill(proc.pid, signal.SIGCONT)
-            time.sleep(0.02)
+            time.sleep(0.01)
         raise AssertionError(f"no RUNNING trial after {complete} COMPLETE within {TIMEOUT} s")
     finally:
         if proc.poll() is None:
