@@ -117,8 +117,9 @@ def open_storage(config: StorageConfig) -> BaseStorage:
                 config.url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
                 grace_period=config.grace_period, heartbeat_stale_trial_callback=retry))
     except ImportError as exc:
-        raise ValueError(f"cannot open Optuna storage {config.url!r}: the database driver is missing ({exc}); "
-                         "install it, e.g. pip install 'hrnas-automl[postgres]' for postgresql://") from None
+        raise ValueError(f"cannot open Optuna storage {config.url!r}: its database driver is missing ({exc}); "
+                         "install it, e.g. for PostgreSQL pip install 'hrnas-automl[postgres]' with a URL "
+                         "postgresql+psycopg://user@host/db") from None
     except ArgumentError as exc:
         raise ValueError(f"cannot open Optuna storage {config.url!r}: {str(exc).splitlines()[0]}; give a SQLAlchemy "
                          "URL such as sqlite:///optuna.db or postgresql://user@host/db") from None
