@@ -269,6 +269,7 @@ def _print_front(rows: list[dict[str, Any]], max_macs: float | None) -> None:
 
 def cmd_tune(args: argparse.Namespace) -> None:
     from hrnas_automl.tuning.config import load_tune_config
+    from hrnas_automl.tuning.storage import FAIL_REASON
     from hrnas_automl.tuning.study import (MACS_ATTR, METRIC_ATTR, log_warnings_only, plot_front, run_study,
                                            study_summary)
 
@@ -280,6 +281,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
     def progress(study: Any, trial: Any) -> None:
         metric, macs = trial.user_attrs.get(METRIC_ATTR), trial.user_attrs.get(MACS_ATTR)
         shown = f"metric {metric:.4f}, MACs {macs:.4g}" if metric is not None else f"value {trial.value}"
+        if trial.state.name == "FAIL":
+            shown = f"not scored ({trial.user_attrs.get(FAIL_REASON, 'see the warning above')})"
         print(f"trial {trial.number} {trial.state.name.lower()}: {shown}, params {json.dumps(trial.params)}",
               flush=True)
 

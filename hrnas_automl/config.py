@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +35,8 @@ def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
         node = getattr(field, "annotation", None) or getattr(field, "type", None)
         if node is None:
             return []
+        if typing.get_origin(node) in (typing.Union, types.UnionType):  # `Model | None`: Model
+            node = next(arg for arg in typing.get_args(node) if arg is not type(None))
     if isinstance(node, type) and issubclass(node, BaseModel):
         return list(node.model_fields)
     if dataclasses.is_dataclass(node):

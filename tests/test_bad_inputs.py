@@ -184,6 +184,40 @@ FILES.update(_BUDGET_FILES)
 CASES.extend(_BUDGET_CASES)
 
 
+# --- tune storage (Optuna workers, issue 17): a tune config per bad `storage:` value ------------------------------
+_TUNE = {"study_name": "s", "n_trials": 2, "objective": "network-slimming"}
+_STORAGE_FILES: dict[str, str | bytes] = {f"tune_{name}.yml": json.dumps({**_TUNE, "storage": storage})
+                                          for name, storage in {
+    "storage_key": {"url": "sqlite:///x.db", "heartbeat": 5},
+    "journal_folder": {"journal": "missing/study.log"},
+    "url_and_journal": {"url": "sqlite:///x.db", "journal": "study.log"},
+    "journal_heartbeat": {"journal": "study.log", "heartbeat_interval": 10},
+    "grace_alone": {"url": "sqlite:///x.db", "grace_period": 10},
+    "heartbeat_zero": {"url": "sqlite:///x.db", "heartbeat_interval": 0},
+    "retry_negative": {"journal": "study.log", "max_retry": -1},
+    "sqlite_folder": "sqlite:///missing/studies.db",
+}.items()}
+_STORAGE_CASES = [
+    (("tune", "--config", "{tmp}/tune_storage_key.yml"),
+     r"unknown key 'storage.heartbeat'; allowed keys here: url, journal, heartbeat_interval, grace_period, max_retry"),
+    (("tune", "--config", "{tmp}/tune_journal_folder.yml"),
+     r"storage.journal: folder .*/missing does not exist; create it or fix the path"),
+    (("tune", "--config", "{tmp}/tune_url_and_journal.yml"),
+     r"storage: .*give exactly one of url \(an RDB, e.g. sqlite:///studies.db\) and journal \(a file\)"),
+    (("tune", "--config", "{tmp}/tune_journal_heartbeat.yml"), r"heartbeat_interval and grace_period need an RDB url"),
+    (("tune", "--config", "{tmp}/tune_grace_alone.yml"), r"grace_period needs heartbeat_interval"),
+    (("tune", "--config", "{tmp}/tune_heartbeat_zero.yml"),
+     r"storage.heartbeat_interval: Input should be greater than or equal to 1 \(got 0\)"),
+    (("tune", "--config", "{tmp}/tune_retry_negative.yml"),
+     r"storage.max_retry: Input should be greater than or equal to 0 \(got -1\)"),
+    (("tune", "--config", "{tmp}/tune_sqlite_folder.yml"),
+     r"cannot open Optuna storage 'sqlite:///missing/studies.db': folder .*/missing does not exist; create it or fix "
+     r"the path$"),
+]
+FILES.update(_STORAGE_FILES)
+CASES.extend(_STORAGE_CASES)
+
+
 @pytest.mark.parametrize(("argv", "pattern"), CASES, ids=[" ".join(argv[:2]) + f" #{i}" for i, (argv, _) in
                                                           enumerate(CASES)])
 def test_bad_input_is_one_clear_line(argv: tuple[str, ...], pattern: str, tmp_path: Path,

@@ -9,6 +9,7 @@ Example::
     ranges: {lam: {low: 1.0e-4, high: 1.0e-1, log: true}}
     objective: network-slimming
     objective_args: {train: {epochs: 4, seed: 0}}
+    storage: sqlite:///studies.db     # or {url: ..., heartbeat_interval: 60, max_retry: 1}, or {journal: s.log}
 
 Default ranges (each can be overridden): λ 1e-6..1e-3 (log), covering HR-NAS's shipped ρ of 1e-6 to
 1.8e-4 (REFERENCE §1.3); threshold 1e-4..1e-2 (log), around the shipped 1e-3; warm-up 0..10 epochs.
@@ -19,12 +20,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from hrnas_automl.config import Budget, ConfigError, one_line_error, read_yaml_file
 
-__all__ = ["Range", "TuneRanges", "TuneConfig", "parse_tune_config", "load_tune_config", "default_storage",
-           "tune_search_space"]
+__all__ = ["Range", "TuneRanges", "StorageConfig", "TuneConfig", "parse_tune_config", "load_tune_config",
+           "default_storage", "tune_search_space"]
 
 _STORAGE_FILE = "optuna_studies.db"
 
@@ -69,12 +70,39 @@ class TuneRanges(BaseModel):
     warmup: IntRange = IntRange(low=0, high=10)
 
 
+class StorageConfig(BaseModel):
+    """Where a study lives: an RDB (``url``: any SQLAlchemy URL, with Optuna's heartbeat) or a journal file
+    (``journal``: Optuna's JournalStorage, no database server), and how many times a trial whose worker died
+    is run again (``max_retry``; default 0: it stays FAIL and a new trial takes its place)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str | None = Field(None, min_length=1)
+    journal: str | None = Field(None, min_length=1)  # a file path, relative to the tune config's folder
+    heartbeat_interval: int | None = Field(None, ge=1)  # seconds; RDB only: a RUNNING trial without beats fails
+    grace_period: int | None = Field(None, ge=1)  # seconds without a beat before that (default 2 x interval)
+    max_retry: int = Field(0, ge=0)  # runs of a dead worker's trial again, same parameters (Optuna's retry)
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> StorageConfig:
+        if (self.url is None) == (self.journal is None):
+            raise ValueError("give exactly one of url (an RDB, e.g. sqlite:///studies.db) and journal (a file)")
+        if self.journal is not None and (self.heartbeat_interval or self.grace_period):
+            raise ValueError("heartbeat_interval and grace_period need an RDB url; a journal's dead workers are "
+                             "found by their process id on this machine")
+        if self.grace_period is not None and self.heartbeat_interval is None:
+            raise ValueError("grace_period needs heartbeat_interval")
+        return self
+
+    def __str__(self) -> str:
+        return self.url or f"journal {self.journal}"
+
+
 class TuneConfig(BaseModel):
     """One Optuna study: what it tunes, how it samples, where it is stored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     study_name: str = Field(min_length=1)
-    storage: str | None = None  # any SQLAlchemy URL; default: sqlite file next to the config (default_storage)
+    storage: StorageConfig | None = None  # a URL or a mapping; default: SQLite file next to the config
     n_trials: int = Field(ge=1)
     timeout: float | None = Field(None, gt=0)  # seconds for this run, on top of n_trials
     objectives: Literal["metric+macs", "metric"] = "metric+macs"
@@ -87,6 +115,11 @@ class TuneConfig(BaseModel):
     ranges: TuneRanges = TuneRanges()
     objective: str
     objective_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("storage", mode="before")
+    @classmethod
+    def _url_as_mapping(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
 
     @property
     def multi_objective(self) -> bool:
@@ -136,9 +169,14 @@ def parse_tune_config(data: Any, source: str = "tune config", directory: str | P
     if config.objective not in objective_names():
         raise ConfigError(f"{source}: objective: unknown objective {config.objective!r}; "
                           f"registered objectives: {', '.join(objective_names())}")
-    if config.storage is None:
-        config = config.model_copy(update={"storage": default_storage(directory)})
-    return config
+    storage = config.storage or StorageConfig(url=default_storage(directory))
+    if storage.journal is not None:
+        journal = Path(directory, storage.journal).resolve()
+        if not journal.parent.is_dir():
+            raise ConfigError(f"{source}: storage.journal: folder {journal.parent} does not exist; create it or "
+                              "fix the path")
+        storage = storage.model_copy(update={"journal": str(journal)})
+    return config.model_copy(update={"storage": storage})
 
 
 def load_tune_config(path: str | Path) -> TuneConfig:

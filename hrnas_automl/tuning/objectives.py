@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
-__all__ = ["TuneParams", "TuneResult", "Report", "TuneObjective", "objective_names", "make_objective",
-           "parse_params", "as_result"]
+__all__ = ["TuneParams", "TuneResult", "Report", "TuneObjective", "NonFiniteResultError", "objective_names",
+           "make_objective", "parse_params", "as_result"]
+
 
 class TuneParams(TypedDict):
     """The hyper-parameters one tuning trial runs with."""
@@ -36,6 +37,10 @@ class Report(Protocol):
     """Called by an objective after each step; may raise to stop the trial (do not catch that)."""
 
     def __call__(self, step: int, metric: float, macs: float) -> None: ...
+
+
+class NonFiniteResultError(ValueError):
+    """An objective returned NaN or infinity: the trial failed, it has no score."""
 
 
 @dataclass(frozen=True)
@@ -100,5 +105,5 @@ def as_result(value: Any) -> TuneResult:
         raise TypeError(f"a tuning objective must return TuneResult or (metric, macs), got {value!r}")
     metric, macs = float(metric), float(macs)
     if not (math.isfinite(metric) and math.isfinite(macs)):
-        raise ValueError(f"a tuning objective returned a non-finite result: metric={metric}, macs={macs}")
+        raise NonFiniteResultError(f"a tuning objective returned a non-finite result: metric={metric}, macs={macs}")
     return TuneResult(metric, macs)

@@ -3,7 +3,8 @@
 Two objectives, task metric (max) and MACs (min), with NSGA-II, or the metric alone with TPE and a
 pruner. A MACs budget goes through Optuna 5's constraint API (``trial.set_constraint``: over-budget
 trials stay in the study, marked infeasible, and never enter the Pareto front). Studies live in an RDB
-storage (default a local SQLite file) and resume by name.
+storage (default a local SQLite file) or a journal file, resume by name, and take any number of parallel
+workers (``hrnas-automl tune`` run several times on one config).
 
 Example::
 
@@ -17,18 +18,23 @@ Example::
 """
 from __future__ import annotations
 
+import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hrnas_automl.arch import choices_of, validate_arch
-from hrnas_automl.tuning.config import TuneConfig, TuneRanges
-from hrnas_automl.tuning.objectives import TuneObjective, TuneParams, as_result, make_objective
+from hrnas_automl.tuning.config import StorageConfig, TuneConfig, TuneRanges
+from hrnas_automl.tuning.objectives import NonFiniteResultError, TuneObjective, TuneParams, as_result, make_objective
+from hrnas_automl.tuning.sampling import VERDICT_ATTR, PerTrialSeededSampler
+from hrnas_automl.tuning.storage import FAIL_REASON, creation_guard, fail_dead_trials, open_storage
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,11 +42,13 @@ if TYPE_CHECKING:
 __all__ = ["log_warnings_only", "to_optuna_distributions", "tell_failed", "make_sampler", "make_pruner", "open_study",
            "open_named_study", "load_study", "suggest_params", "run_study", "front_trials", "front_figure",
            "plot_front", "study_summary", "suggest_choices", "suggest_architecture", "METRIC_ATTR", "MACS_ATTR",
-           "CONSTRAINT_KEY"]
+           "CONSTRAINT_KEY", "FAILS_IN_A_ROW"]
 
 METRIC_ATTR, MACS_ATTR = "metric", "macs"  # user attributes every finished trial carries, whatever the objectives
 CONSTRAINT_KEY = "max_macs"  # trial.constraints[CONSTRAINT_KEY] = macs - budget (feasible when <= 0)
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+FAILS_IN_A_ROW = 10  # a worker whose last this many trials all failed (diverged, non-finite) stops with an error
+UNMARKED_WAIT = 5.0  # seconds a starting worker gives a RUNNING trial without a worker mark before failing it
 
 
 def log_warnings_only() -> None:
@@ -105,37 +113,50 @@ def make_pruner(name: str, **args: Any) -> optuna.pruners.BasePruner:
 
 
 def open_study(config: TuneConfig) -> optuna.Study:
-    """Create the study a tune config names, or load it by name with every trial it already holds."""
-    return open_named_study(config.study_name, config.storage, multi_objective=config.multi_objective,
-                            sampler=config.sampler_name, seed=config.seed, sampler_args=config.sampler_args,
-                            pruner=make_pruner(config.pruner_name, **config.pruner_args))
+    """Create the study a tune config names, or load it by name with every trial it already holds; safe when
+    several workers open it at once. Its sampler is seeded per trial (:mod:`hrnas_automl.tuning.sampling`)."""
+    args = dict(config.sampler_args)
+    if config.sampler_name == "tpe":
+        args.setdefault("constant_liar", True)  # running trials of other workers count as bad: they spread out
+    sampler = PerTrialSeededSampler(lambda seed: make_sampler(config.sampler_name, seed, **args), config.seed)
+    study = _create_study(config.study_name, open_storage(config.storage), str(config.storage),
+                          multi_objective=config.multi_objective, sampler=sampler,
+                          pruner=make_pruner(config.pruner_name, **config.pruner_args),
+                          guard=creation_guard(config.storage))
+    make_sampler(config.sampler_name, config.seed, **args)  # a bad sampler_args fails here, not in the first trial
+    return study
+
+
+def _create_study(study_name: str, storage: BaseStorage, where: str, *, multi_objective: bool,
+                  sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner | None,
+                  guard: Callable[[Callable[[], Any]], Any]) -> optuna.Study:
+    directions = ["maximize", "minimize"] if multi_objective else ["maximize"]
+    study = guard(lambda: optuna.create_study(study_name=study_name, storage=storage, directions=directions,
+                                              sampler=sampler, pruner=pruner, load_if_exists=True))
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
+        raise ValueError(f"study {study_name!r} in {where} optimizes {stored}, but {directions} was asked for; "
+                         "use another study_name")
+    return study
 
 
 def open_named_study(study_name: str, storage: str | None, *, multi_objective: bool, sampler: str, seed: int,
                      sampler_args: Mapping[str, Any] | None = None,
                      pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """Create or load (by name) a study of (metric max[, MACs min]) with a seeded sampler.
+    """Create or load (by name) a study of (metric max[, MACs min]) with a seeded sampler (the nnictl tuner's
+    study; ``storage`` is a URL, None for in memory).
 
     The sampler is seeded with ``seed + number of trials already stored``, so a resumed study does not
     replay the suggestions it made before the interruption, and a rerun from the same state repeats.
 
     Raises:
-        ValueError: the stored study has other objectives.
+        ValueError: the stored study has other objectives, or the storage cannot be opened.
     """
-    directions = ["maximize", "minimize"] if multi_objective else ["maximize"]
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        study = optuna.create_study(study_name=study_name, storage=storage, directions=directions, pruner=pruner,
-                                    load_if_exists=True)
-    except (SQLAlchemyError, ImportError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise ValueError(f"cannot open Optuna storage {storage!r}: {reason}; give a SQLAlchemy URL such as "
-                         "sqlite:///optuna.db (with its DB driver installed)") from None
-    stored = [d.name.lower() for d in study.directions]
-    if stored != directions:
-        raise ValueError(f"study {study_name!r} in {storage} optimizes {stored}, but {directions} was asked for; "
-                         "use another study_name")
+    config = StorageConfig(url=storage) if storage else None
+    study = _create_study(study_name, open_storage(config) if config else optuna.storages.InMemoryStorage(),
+                          storage or "memory", multi_objective=multi_objective,
+                          sampler=optuna.samplers.RandomSampler(), pruner=pruner,
+                          guard=creation_guard(config) if config else lambda step: step())
     study.sampler = make_sampler(sampler, seed + len(study.trials), **dict(sampler_args or {}))
     return study
 
@@ -143,7 +164,7 @@ def open_named_study(study_name: str, storage: str | None, *, multi_objective: b
 def load_study(config: TuneConfig) -> optuna.Study:
     """The stored study a config names (to plot or inspect it without running trials)."""
     try:
-        return optuna.load_study(study_name=config.study_name, storage=config.storage)
+        return optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage))
     except KeyError:
         raise ValueError(f"no study {config.study_name!r} in {config.storage}; run `hrnas-automl tune --config` "
                          "first or fix study_name/storage") from None
@@ -171,7 +192,12 @@ def _trial_function(config: TuneConfig, objective: TuneObjective) -> Callable[[T
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"metric {metric:.4g} at step {step} is below the pruner's cut")
 
-        result = as_result(objective(params, report))
+        try:
+            result = as_result(objective(params, report))
+        except _failures() as exc:
+            trial.set_user_attr(FAIL_REASON, f"{type(exc).__name__}: {exc}")
+            trial.storage.set_trial_system_attr(trial._trial_id, VERDICT_ATTR, True)
+            raise
         trial.set_user_attr(METRIC_ATTR, result.metric)
         trial.set_user_attr(MACS_ATTR, result.macs)
         if config.max_macs is not None:
@@ -181,22 +207,47 @@ def _trial_function(config: TuneConfig, objective: TuneObjective) -> Callable[[T
     return run
 
 
+def _failures() -> tuple[type[Exception], ...]:
+    """What fails one trial (stored as FAIL with its ``fail_reason``) without stopping the worker: a diverged
+    training and a non-finite result."""
+    from hrnas_automl.tasks.training import DivergedError  # torch: only once a trial runs
+
+    return DivergedError, NonFiniteResultError
+
+
 def run_study(config: TuneConfig, objective: TuneObjective | None = None,
               callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None) -> optuna.Study:
-    """Run (or resume) the study until it holds ``config.n_trials`` finished (complete or pruned) trials.
+    """Run (or resume) the study until it holds ``config.n_trials`` finished (complete or pruned) trials; any
+    number of workers may run this on one study at once.
 
-    ``objective`` defaults to the one the config names. A trial that raises is stored as FAIL and the
-    exception (KeyboardInterrupt included) propagates; every finished trial is already in the storage,
-    so running again continues the same study.
+    Before each trial the worker fails the RUNNING trials of dead workers of this machine (see
+    :mod:`~hrnas_automl.tuning.storage`; at its start also those still without a worker mark after
+    :data:`UNMARKED_WAIT` seconds), then starts one only while finished + running trials stay below
+    ``n_trials``: workers that check at the same instant may each start one, so a study ends with at most
+    (workers - 1) trials over ``n_trials``. FAIL trials do not count; their worker goes on with a new trial.
+    ``objective`` defaults to the one the config names. A trial that diverges or returns a non-finite result
+    is stored as FAIL (``fail_reason``) and the worker goes on, up to :data:`FAILS_IN_A_ROW` in a row (then a
+    RuntimeError); any other exception (KeyboardInterrupt included) is stored as FAIL and propagates; every
+    finished trial is already in the storage, so running again continues the study.
     """
     objective = objective or make_objective(config.objective, config.objective_args)
     study = open_study(config)
-    remaining = config.n_trials - len(study.get_trials(deepcopy=False, states=_FINISHED))
-    if remaining > 0:
+    function, failures = _trial_function(config, objective), _failures()
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    mine: list[FrozenTrial] = []  # this worker's trials (the study's last trial may be another worker's)
+    while deadline is None or time.monotonic() < deadline:
+        fail_dead_trials(study, config.storage.max_retry, unmarked_wait=0.0 if mine else UNMARKED_WAIT)
+        counts = Counter(t.state for t in study.get_trials(deepcopy=False))
+        if sum(counts[s] for s in _FINISHED) + counts[TrialState.RUNNING] >= config.n_trials:
+            break
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(_trial_function(config, objective), n_trials=remaining, timeout=config.timeout,
-                           callbacks=callbacks, gc_after_trial=False)
+            study.optimize(function, n_trials=1, callbacks=[*(callbacks or []), lambda _, t: mine.append(t)],
+                           catch=failures, gc_after_trial=False)
+        last = mine[-FAILS_IN_A_ROW:]
+        if len(last) == FAILS_IN_A_ROW and all(t.state == TrialState.FAIL for t in last):
+            raise RuntimeError(f"{FAILS_IN_A_ROW} trials in a row failed (the last: "
+                               f"{last[-1].user_attrs.get(FAIL_REASON)}); fix the objective's settings or the ranges")
     return study
 
 

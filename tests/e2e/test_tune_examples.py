@@ -23,7 +23,7 @@ HRNAS = EXAMPLES / "hrnas"
 @pytest.mark.parametrize("name", ["tune.yml", "tune_slimming.yml"])
 def test_tune_examples_validate(name: str) -> None:
     config = load_tune_config(HRNAS / name)
-    assert config.storage == f"sqlite:///{(HRNAS / 'optuna_studies.db').resolve()}"
+    assert config.storage.url == f"sqlite:///{(HRNAS / 'optuna_studies.db').resolve()}"
     assert config.objective == {"tune.yml": "fine-grained", "tune_slimming.yml": "network-slimming"}[name]
 
 
