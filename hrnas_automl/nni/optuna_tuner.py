@@ -39,7 +39,6 @@ from typing import Any
 import nni
 import numpy as np
 from nni.tuner import Tuner
-from optuna.trial import Trial, TrialState
 
 from hrnas_automl.config import parse_number
 from hrnas_automl.nni.compat import quiet_nni
@@ -49,9 +48,11 @@ from hrnas_automl.tuning.study import (
     CONSTRAINT_KEY,
     MACS_ATTR,
     METRIC_ATTR,
+    Trial,
     log_warnings_only,
     make_sampler,
     open_named_study,
+    running_trials,
     tell_failed,
     to_optuna_distributions,
 )
@@ -126,10 +127,7 @@ class OptunaTuner(Tuner):
     def load_checkpoint(self) -> None:
         """Find the trials asked before ``nnictl stop`` that never ended (NNI calls this when it resumes)."""
         with self._lock:
-            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            # FrozenTrial has no public id; a Trial of a stored one is built from it, as Optuna's Study.tell does
-            self._orphans = {t.user_attrs["nni_parameter_id"]: Trial(self.study, t._trial_id)
-                             for t in running if "nni_parameter_id" in t.user_attrs}
+            self._orphans = running_trials(self.study, "nni_parameter_id")
 
     def import_data(self, data: list[dict[str, Any]]) -> None:
         """Tell the results of trials asked before a resume (NNI hands every finished trial over; those already in

@@ -39,10 +39,10 @@ from hrnas_automl.tuning.storage import FAIL_REASON, creation_guard, fail_dead_t
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["log_warnings_only", "to_optuna_distributions", "tell_failed", "make_sampler", "make_pruner", "open_study",
-           "open_named_study", "load_study", "suggest_params", "run_study", "front_trials", "front_figure",
-           "plot_front", "study_summary", "suggest_choices", "suggest_architecture", "METRIC_ATTR", "MACS_ATTR",
-           "CONSTRAINT_KEY", "FAILS_IN_A_ROW"]
+__all__ = ["Trial", "running_trials", "log_warnings_only", "to_optuna_distributions", "tell_failed", "make_sampler",
+           "make_pruner", "open_study", "open_named_study", "load_study", "suggest_params", "run_study",
+           "front_trials", "front_figure", "plot_front", "study_summary", "suggest_choices", "suggest_architecture",
+           "METRIC_ATTR", "MACS_ATTR", "CONSTRAINT_KEY", "FAILS_IN_A_ROW"]
 
 METRIC_ATTR, MACS_ATTR = "metric", "macs"  # user attributes every finished trial carries, whatever the objectives
 CONSTRAINT_KEY = "max_macs"  # trial.constraints[CONSTRAINT_KEY] = macs - budget (feasible when <= 0)
@@ -84,6 +84,14 @@ def to_optuna_distributions(search_space: Mapping[str, Any]) -> tuple[dict[str, 
 def tell_failed(study: optuna.Study, trial: Trial) -> None:
     """Store an asked trial that ended without a result as FAIL."""
     study.tell(trial, state=TrialState.FAIL)
+
+
+def running_trials(study: optuna.Study, attr: str) -> dict[Any, Trial]:
+    """The study's RUNNING trials that carry user attribute ``attr``, as live trials keyed by its value (the NNI
+    tuner finds what it asked before a stop). FrozenTrial has no public id; a live Trial of a stored one is built
+    from it as Optuna's own ``Study.tell`` does."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return {t.user_attrs[attr]: Trial(study, t._trial_id) for t in running if attr in t.user_attrs}
 
 
 def make_sampler(name: str, seed: int, **args: Any) -> optuna.samplers.BaseSampler:
