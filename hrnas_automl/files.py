@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "write_json_atomic", "save_torch_atomic", "OutputLock", "OutputInUseError",
-           "user_cache_dir", "sha256_of", "sealed_json", "read_sealed_json"]
+__all__ = ["atomic_write", "write_json_atomic", "save_torch_atomic", "load_torch_checkpoint", "OutputLock",
+           "OutputInUseError", "user_cache_dir", "sha256_of", "sealed_json", "read_sealed_json"]
 
 
 @contextmanager
@@ -61,6 +61,21 @@ def save_torch_atomic(obj: Any, path: str | Path) -> None:
     import torch  # local: the CLI's fast paths import this module without torch
 
     atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def load_torch_checkpoint(path: str | Path, kind: str, what: str, fix: str) -> dict[str, Any]:
+    """The checkpoint dict at ``path`` (``torch.load(weights_only=True)``) whose ``"kind"`` is ``kind``; anything else
+    (not a torch file, someone else's file, a checkpoint of another kind) is a one-line ``ValueError`` naming the
+    file, ``what`` it should be and the ``fix``."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not our checkpoint
+        raise ValueError(f"{path} is not a readable {what} checkpoint ({type(exc).__name__}); {fix}") from None
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        raise ValueError(f"{path} is not a hrnas-automl {what} checkpoint; {fix}")
+    return state
 
 
 class OutputInUseError(RuntimeError):

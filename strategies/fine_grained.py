@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 from hrnas_automl.config import TrainSettings, parse_number
 from hrnas_automl.cost.limits import check_limit
 from hrnas_automl.cost.tables import CostTable
-from hrnas_automl.files import save_torch_atomic
+from hrnas_automl.files import load_torch_checkpoint, save_torch_atomic
 from hrnas_automl.spaces.common import OptimizerState
 from hrnas_automl.spaces.hrnas import PrunableUnit
 from hrnas_automl.tasks import get_task, training
@@ -315,14 +315,8 @@ class _Pruning:
 def _read_checkpoint(path: Path, fingerprint: str) -> dict[str, Any]:
     """The fine-grained checkpoint at ``path`` (``weights_only=True``) if it was written by the search of
     ``fingerprint``; a one-line ``ValueError`` for another search's or anything else."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not our checkpoint
-        raise ValueError(f"{path} is not a readable fine-grained checkpoint ({type(exc).__name__}); delete it to "
-                         "start the search afresh") from None
-    if not isinstance(state, dict) or state.get("kind") != _CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not a hrnas-automl fine-grained checkpoint; delete it or choose another "
-                         "output folder")
+    state = load_torch_checkpoint(path, _CHECKPOINT_KIND, "fine-grained",
+                                  "delete it to start the search afresh or choose another output folder")
     if state["fingerprint"] != fingerprint:
         raise ValueError(f"checkpoint {path} was written by a different prune config (space, data, train or prune "
                          "settings); delete it or choose another output folder")

@@ -217,11 +217,17 @@ _STORAGE_CASES = [
 FILES.update(_STORAGE_FILES)
 CASES.extend(_STORAGE_CASES)
 
+# --- objectives (issue 17): objective_args are checked when the study starts, data included, not in trial 0 -----
+_TUNE = (EXAMPLES / "hrnas" / "tune.yml").read_text()
+FILES["tune_bad_data.yml"] = _TUNE.replace("train_size: 32", "train_size: abc") + "storage: {journal: studies.log}\n"
+CASES.append((("tune", "--config", "{tmp}/tune_bad_data.yml"),
+              r"shapes data: option train_size='abc' is invalid; it must be an integer >= 1"))
+
 
 @pytest.mark.parametrize(("argv", "pattern"), CASES, ids=[" ".join(argv[:2]) + f" #{i}" for i, (argv, _) in
                                                           enumerate(CASES)])
 def test_bad_input_is_one_clear_line(argv: tuple[str, ...], pattern: str, tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+                                     capfd: pytest.CaptureFixture[str]) -> None:
     for name, content in FILES.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(content if isinstance(content, bytes) else
@@ -230,7 +236,7 @@ def test_bad_input_is_one_clear_line(argv: tuple[str, ...], pattern: str, tmp_pa
         code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
     except SystemExit as exc:  # argparse rejects a bad argument before the command runs
         code = exc.code
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err  # the file descriptor: loggers bound to the real stderr (Optuna's) count too
     assert code == 2 and "Traceback" not in err
     message = [line for line in err.splitlines() if "error:" in line]
     assert len(message) == 1 and re.search(pattern, message[0]), err

@@ -25,7 +25,7 @@ from hrnas_automl.cost.analytic import conv_macs_table
 from hrnas_automl.cost.limits import InfeasibleConstraintError
 from hrnas_automl.data import build_data
 from hrnas_automl.data.coco_detection import DetectionData
-from hrnas_automl.files import OutputLock, save_torch_atomic
+from hrnas_automl.files import OutputLock, load_torch_checkpoint, save_torch_atomic
 from hrnas_automl.oneshot.paths import set_path, to_supernet
 from hrnas_automl.oneshot.config import SupernetConfig
 from hrnas_automl.strategies.base import random_arch
@@ -107,15 +107,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"supernet checkpoint {path} does not exist; train one with "
                                 "`hrnas-automl oneshot train --config ...` or fix the path")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means: not our checkpoint
-        raise ValueError(f"{path} is not a readable supernet checkpoint ({type(exc).__name__}); "
-                         "delete it or point to the file `oneshot train` wrote") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != _CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not a hrnas-automl detection supernet checkpoint; point to the file "
-                         "`oneshot train` wrote")
-    return ckpt
+    return load_torch_checkpoint(path, _CHECKPOINT_KIND, "supernet",
+                                 "delete it or point to the file `oneshot train` wrote")
 
 
 def _same_config(stored: Any, config: SupernetConfig) -> bool:

@@ -166,4 +166,7 @@ def tuning_objective(**objective_args: Any) -> FineGrainedObjective:
         raise ConfigError(f"objective_args: prune: the study tunes {', '.join(tuned)}; remove them from prune: "
                           "(ranges: sets what they take)")
     prune_settings(prune)  # the other keys' values are checked now, not in the first trial
+    from hrnas_automl.tasks import get_task
+
+    get_task(config.task).build_data(config.data.kind, config.data.options())  # so are the data's options and files
     return FineGrainedObjective(config, prune)

@@ -88,28 +88,30 @@ def test_a_folder_that_does_not_match_its_stamp_is_regenerated(cache: Path, tmp_
     assert sorted(p.name for p in cache.iterdir() if ".stale-" in p.name) == []
 
 
-def test_concurrent_trials_replace_a_damaged_folder_once(cache: Path) -> None:
-    folder = generated_folder("demo", PARAMS, Writer())
-    (folder / "a.txt").write_text("tampered")
-    write, results = Writer(), []
-    with pytest.warns(UserWarning, match="is not trusted"):
-        threads = [threading.Thread(target=lambda: results.append(generated_folder("demo", PARAMS, write)))
-                   for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    assert results == [folder] * 4 and write.calls == 1 and (folder / "a.txt").read_text() == "alpha"
-
-
-def test_concurrent_trials_write_a_new_folder_once(cache: Path) -> None:
-    write, results = Writer(), []
+def _four_trials_at_once(write: Writer) -> list[Path]:
+    """The folders 4 threads get when they ask for the same generated data at once."""
+    results: list[Path] = []
     threads = [threading.Thread(target=lambda: results.append(generated_folder("demo", PARAMS, write)))
                for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return results
+
+
+def test_concurrent_trials_replace_a_damaged_folder_once(cache: Path) -> None:
+    folder = generated_folder("demo", PARAMS, Writer())
+    (folder / "a.txt").write_text("tampered")
+    write = Writer()
+    with pytest.warns(UserWarning, match="is not trusted"):
+        results = _four_trials_at_once(write)
+    assert results == [folder] * 4 and write.calls == 1 and (folder / "a.txt").read_text() == "alpha"
+
+
+def test_concurrent_trials_write_a_new_folder_once(cache: Path) -> None:
+    write = Writer()
+    results = _four_trials_at_once(write)
     assert len(set(results)) == 1 and len(results) == 4 and write.calls == 1
 
 
