@@ -31,7 +31,7 @@ from hrnas_automl.data import ClassificationData
 from hrnas_automl.spaces.ranet import exit_macs
 from hrnas_automl.tasks import EpochCallback
 from hrnas_automl.tasks.classification import ClassificationTask
-from hrnas_automl.config import TrainSettings
+from hrnas_automl.config import TrainSettings, parse_number
 from hrnas_automl.tasks.early_exit import (
     THRESHOLD_METHODS,
     anytime_accuracy,
@@ -71,6 +71,8 @@ class EarlyExitOptions:
     exit_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
+        # the one budget parser: a 6.9e6 that YAML left a string reads as the number it is
+        object.__setattr__(self, "budget_macs", parse_number("budget_macs", self.budget_macs))
         checks = (
             ("budget_fraction", _number(self.budget_fraction) and 0 < self.budget_fraction <= 1,
              "a number in (0, 1]"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from hrnas_automl.arch import freeze
 from hrnas_automl.data import TensorImageDataset
 from hrnas_automl.spaces.ranet import exit_macs
 from hrnas_automl.tasks import get_task, task_names
 from hrnas_automl.tasks.early_exit import early_exit_costs
-from hrnas_automl.tasks.early_exit_task import hold_out
+from hrnas_automl.tasks.early_exit_task import EarlyExitOptions, hold_out
 from hrnas_automl.trial import run_trial
 from hrnas_automl.config import ConfigError
 from hrnas_automl.trial.config import parse_trial_config
@@ -36,14 +37,22 @@ def test_task_is_registered_for_the_exits_head() -> None:
     ({"method": "grid"}, r"method must be one of geometric, optuna, got 'grid'"),
     ({"budget_fraction": 1.5}, r"budget_fraction must be a number in \(0, 1\], got 1.5"),
     ({"budget_macs": -3}, r"budget_macs must be a positive number of MACs per image, got -3"),
+    ({"budget_macs": "lots"}, r"budget_macs must be a number, got 'lots'; write e.g. 6900000 or 6.9e\+6"),
     ({"holdout": 1}, r"holdout must be a number strictly between 0 and 1, got 1"),
     ({"optuna_trials": 0}, r"optuna_trials must be an integer >= 1, got 0"),
     ({"exit_weights": "1,1"}, r"exit_weights must be a list of non-negative numbers"),
 ])
 def test_task_args_errors_are_one_line(task_args: dict, message: str) -> None:
+    """Every bad task_args value is one line; budgets read through the one parser (parse_number)."""
     with pytest.raises(ConfigError, match=message) as info:
         parse_trial_config({**CONFIG, "task_args": task_args}, "trial.yml")
     assert "\n" not in str(info.value) and str(info.value).startswith("trial.yml: task_args: ")
+
+
+def test_a_budget_yaml_leaves_a_string_is_read_as_its_number() -> None:
+    options = yaml.safe_load("budget_macs: 6.9e6")  # no sign in the exponent: YAML 1.1 keeps it a string
+    config = parse_trial_config({**CONFIG, "task_args": options})
+    assert options == {"budget_macs": "6.9e6"} and EarlyExitOptions.from_mapping(config.task_args).budget_macs == 6.9e6
 
 
 def test_a_space_without_exits_is_refused() -> None:
