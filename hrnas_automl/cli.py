@@ -256,9 +256,11 @@ def cmd_make_data(args: argparse.Namespace) -> None:
     print(f"wrote generated {args.dataset} data to {out}")
 
 
-def _print_front(rows: list[dict[str, Any]], max_macs: float | None) -> None:
+def _print_front(rows: list[dict[str, Any]], max_macs: float | None, running: int = 0) -> None:
+    """The study's Pareto front as a table; ``running``: trials other workers are still running (parallel tune)."""
     front = [r for r in rows if r["pareto"]]
-    print(f"{len(rows)} finished trials, {len(front)} on the Pareto front (metric max, MACs min"
+    others = f" ({running} still running in other workers)" if running else ""
+    print(f"{len(rows)} finished trials{others}, {len(front)} on the Pareto front (metric max, MACs min"
           f"{f', under {max_macs:.4g} MACs' if max_macs else ''}):")
     print(f"{'trial':>5} {'metric':>8} {'MACs':>12} {'lam':>10} {'threshold':>10} {'warmup':>6}")
     for r in sorted(front, key=lambda r: r["macs"]):
@@ -270,8 +272,8 @@ def _print_front(rows: list[dict[str, Any]], max_macs: float | None) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     from hrnas_automl.tuning.config import load_tune_config
     from hrnas_automl.tuning.storage import FAIL_REASON
-    from hrnas_automl.tuning.study import (MACS_ATTR, METRIC_ATTR, log_warnings_only, plot_front, run_study,
-                                           study_summary)
+    from hrnas_automl.tuning.study import (MACS_ATTR, METRIC_ATTR, TrialState, log_warnings_only, plot_front,
+                                           run_study, study_summary)
 
     log_warnings_only()  # one line per trial is printed below instead
     config = load_tune_config(args.config)
@@ -294,7 +296,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
         print(f"interrupted; finished trials are kept in {config.storage}: run the same command to continue",
               file=sys.stderr)
         raise SystemExit(130) from None
-    _print_front(study_summary(study), config.max_macs)
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    _print_front(study_summary(study), config.max_macs, running)
     if args.plot:
         print(f"Pareto front plot: {plot_front(study, args.plot, max_macs=config.max_macs)}")
 

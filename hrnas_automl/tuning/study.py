@@ -39,8 +39,8 @@ from hrnas_automl.tuning.storage import FAIL_REASON, creation_guard, fail_dead_t
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Trial", "running_trials", "log_warnings_only", "to_optuna_distributions", "tell_failed", "make_sampler",
-           "make_pruner", "open_study", "open_named_study", "load_study", "suggest_params", "run_study",
+__all__ = ["Trial", "TrialState", "running_trials", "log_warnings_only", "to_optuna_distributions", "tell_failed",
+           "make_sampler", "make_pruner", "open_study", "open_named_study", "load_study", "suggest_params", "run_study",
            "front_trials", "front_figure", "plot_front", "study_summary", "suggest_choices", "suggest_architecture",
            "METRIC_ATTR", "MACS_ATTR", "CONSTRAINT_KEY", "FAILS_IN_A_ROW"]
 
