@@ -10,14 +10,15 @@ Hamming distance of each proposal after the resume to the nearest earlier archit
 run's at the same positions (restarting at generation 0 made the resumed ones random: 12-14 of 20 labels, against
 1-10, in the issue's measurement).
 
-Writes bench/results/nnictl_resume.json.
-Run: .venv/bin/python bench/nnictl_resume.py  (about 5 minutes on 2 cores)
+Run: .venv/bin/python bench/nnictl_resume.py --out  (writes bench/results/nnictl_resume.json; about 5 minutes on
+2 cores)
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +26,12 @@ from typing import Any
 
 import yaml
 
-from hrnas_automl.arch import choices_of
-from hrnas_automl.nni.compat import to_nni_search_space
-from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script too
+
+from bench.common import add_out_argument, emit  # noqa: E402
+from hrnas_automl.arch import choices_of  # noqa: E402
+from hrnas_automl.nni.compat import to_nni_search_space  # noqa: E402
+from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env  # noqa: E402
 
 TRIAL = """import os
 import time
@@ -137,14 +141,12 @@ def main() -> None:
     parser.add_argument("--tuners", nargs="+", default=list(TUNERS), choices=list(TUNERS))
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--stop-after", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "nnictl_resume.json")
+    add_out_argument(parser, "nnictl_resume")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nnictl-resume-") as tmp:
         results = {tuner: compare(tuner, args.trials, args.stop_after, Path(tmp)) for tuner in args.tuners}
     summary = {"trials": args.trials, "stop_after": args.stop_after, "trial_concurrency": 1, "tuners": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    emit(summary, args.out)
 
 
 if __name__ == "__main__":

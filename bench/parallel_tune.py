@@ -1,6 +1,6 @@
 """Parallel `hrnas-automl tune` workers on one study, and a kill -9 + rerun against an uninterrupted run (issue 17).
 
-    .venv/bin/python bench/parallel_tune.py                     # writes bench/results/parallel_tune.json
+    .venv/bin/python bench/parallel_tune.py --out               # writes bench/results/parallel_tune.json
     .venv/bin/python bench/parallel_tune.py --workers 8 --n-trials 40 --out /tmp/p.json
 
 For each storage (SQLite, a journal file, PostgreSQL when its binaries are installed: a throwaway server), WORKERS
@@ -14,7 +14,6 @@ CHEAP), one thread each.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.tuning: the same helpers as the tests
 
+from bench.common import add_out_argument, emit  # noqa: E402
 from tests.tuning import postgres  # noqa: E402
 from tests.tuning.workers import (complete_sets, front_sets, kill_after, run_workers, start_worker,  # noqa: E402
                                   stats, write_config)
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=20)
     parser.add_argument("--samplers", nargs="+", choices=list(SAMPLERS), default=list(SAMPLERS),
                         help="samplers of the kill -9 + rerun comparison")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "parallel_tune.json"))
+    add_out_argument(parser, "parallel_tune")
     args = parser.parse_args()
     out: dict[str, Any] = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                            "python": platform.python_version(), "workers": args.workers, "storages": {}}
@@ -95,8 +95,7 @@ def main() -> None:
         for sampler in args.samplers:
             out["resume"][sampler] = resume(root / "resume" / sampler, 24, 10, sampler)
             print("resume", sampler, out["resume"][sampler], flush=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Resume of `hrnas-automl prune` (issue 17): an uninterrupted run against one killed with SIGKILL after its 3rd of
 5 prune steps and re-run with the same command; every weight tensor, the arch and the metrics must be equal.
 
-    .venv/bin/python bench/prune_resume.py            # writes bench/results/prune_resume.json
+    .venv/bin/python bench/prune_resume.py --out      # writes bench/results/prune_resume.json
 
 Real processes (``python -m hrnas_automl.cli prune``), the tiny HR-NAS on 16 generated 32x32 images, one thread;
 the kill comes as soon as the checkpoint in the output folder holds 3 steps (polled every 20 ms).
@@ -22,7 +22,10 @@ from typing import Any
 import torch
 import yaml
 
-from hrnas_automl.trial.prune import CHECKPOINT
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script too
+
+from bench.common import add_out_argument, emit  # noqa: E402
+from hrnas_automl.trial.prune import CHECKPOINT  # noqa: E402
 
 CONFIG = {"space": "hrnas", "space_args": {"setting": "tiny", "transformer": False}, "task": "segmentation",
           "data": {"kind": "shapes", "image_size": 32, "train_size": 16, "val_size": 8},
@@ -77,7 +80,7 @@ def _outputs(folder: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kill-after", type=int, default=3, help="prune steps done before the SIGKILL")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "prune_resume.json"))
+    add_out_argument(parser, "prune_resume")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="prune-resume-") as tmp:
         plain, resumed = Path(tmp) / "uninterrupted", Path(tmp) / "resumed"
@@ -100,8 +103,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()
                     or platform.machine()},
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("steps_before_kill", "equal", "all_equal", "wall_s")}, indent=2))
+    emit(report, args.out)
     if not report["all_equal"]:
         raise SystemExit("the resumed run differs from the uninterrupted one")
 
