@@ -1,25 +1,29 @@
 """Does a network of SPACE learn the generated segmentation data? mIoU after training vs the majority class.
 
     python bench/dense_baseline.py --space SPACE [--space-args YAML] [--arch preset:NAME|file] [--epochs 20]
-                                   [--out bench/dense_baseline.json]
+                                   [--out bench/results/dense_baseline_SPACE.json]
 
 Trains one architecture (default: a seeded random sample) on the ``shapes`` data through ``run_trial``
-and writes ``{"space", "arch", "miou", "pixel_accuracy", "majority_miou", "margin", "trial_s", ...}``;
+and prints (``--out``: also writes) ``{"space", "arch", "miou", "pixel_accuracy", "majority_miou", "margin",
+"trial_s", ...}``;
 the majority baseline predicts the most frequent training class everywhere on the val masks.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-from hrnas_automl.tasks import get_task
-from hrnas_automl.tasks.metrics.segmentation import confusion_matrix, miou
-from hrnas_automl.trial import resolve_arch, run_trial
-from hrnas_automl.trial.config import parse_trial_config
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script too
+
+from bench.common import add_out_argument, emit  # noqa: E402
+from hrnas_automl.tasks import get_task  # noqa: E402
+from hrnas_automl.tasks.metrics.segmentation import confusion_matrix, miou  # noqa: E402
+from hrnas_automl.trial import resolve_arch, run_trial  # noqa: E402
+from hrnas_automl.trial.config import parse_trial_config  # noqa: E402
 
 
 def majority_miou(data) -> float:
@@ -43,7 +47,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="bench/dense_baseline.json")
+    add_out_argument(parser, "dense_baseline")
     args = parser.parse_args()
     data_options = {"train_size": 128, "val_size": 32, "image_size": args.image_size, "seed": args.seed}
     config = parse_trial_config({
@@ -58,8 +62,7 @@ def main() -> None:
               "miou": result.metrics["miou"], "pixel_accuracy": result.metrics["pixel_accuracy"],
               "majority_miou": baseline, "margin": result.metrics["miou"] - baseline,
               "params": result.metrics["params"], "macs": result.metrics["macs"], "trial_s": result.metrics["trial_s"]}
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -1,30 +1,33 @@
 """MACs against measured CPU latency of the Lite-HRNet presets (Lite-HRNet issues #12, #57: fewer MACs, not faster).
 
 Every preset is measured in the same run, interleaved over ``--rounds`` rounds, so the ratios are comparable on a
-noisy machine; the absolute milliseconds are not. Writes a JSON file:
+noisy machine; the absolute milliseconds are not. Prints the JSON; ``--out`` also writes it:
 
-    .venv/bin/python bench/lite_hrnet_latency.py --out bench/lite_hrnet_latency.json
+    .venv/bin/python bench/lite_hrnet_latency.py --out    # bench/results/lite_hrnet_latency.json
 """
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import statistics
 from pathlib import Path
 
 import torch
 
-from hrnas_automl.arch import freeze
-from hrnas_automl.cost import count_cost
-from hrnas_automl.cost.latency import measure_latency
-from hrnas_automl.registry import get_preset, list_presets
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script too
+
+from bench.common import add_out_argument, emit  # noqa: E402
+from hrnas_automl.arch import freeze  # noqa: E402
+from hrnas_automl.cost import count_cost  # noqa: E402
+from hrnas_automl.cost.latency import measure_latency  # noqa: E402
+from hrnas_automl.registry import get_preset, list_presets  # noqa: E402
 
 INPUT = (3, 256, 192)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("bench/lite_hrnet_latency.json"))
+    add_out_argument(parser, "lite_hrnet_latency")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -46,9 +49,7 @@ def main() -> None:
                       "latency_ratio_to_naive18": round(ms / statistics.median(times[base]), 3)}
     result = {"input": list(INPUT), "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
               "presets": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
