@@ -11,25 +11,32 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_out_argument", "emit", "interleaved", "spread"]
+__all__ = ["add_out_argument", "out_path", "emit", "interleaved", "spread"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def add_out_argument(parser: argparse.ArgumentParser, name: str) -> None:
-    """``--out [PATH]``: write the JSON there (bare ``--out``: ``bench/results/<name>.json``); without it, only print,
-    so a trial run never overwrites the committed figures."""
+    """``--out [PATH]``: write the JSON there (a bare ``--out``: ``bench/results/<name>.json``, where ``name`` may hold
+    ``{field}``s of the parsed arguments, e.g. ``ranet_thresholds_seed{seed}``); without it, only print, so a trial
+    run never overwrites the committed figures."""
     parser.add_argument("--out", nargs="?", const=str(RESULTS / f"{name}.json"), default=None, metavar="PATH",
-                        help=f"write the JSON (default path bench/results/{name}.json); without it, only print")
+                        help=f"write the JSON (bare --out: bench/results/{name}.json); without it, only print")
 
 
-def emit(result: Mapping[str, Any], out: str | None) -> None:
-    """Print ``result`` as JSON and write it to ``out`` when given."""
+def out_path(args: argparse.Namespace) -> Path | None:
+    """Where ``--out`` asks the JSON to go, its ``{field}``s filled from ``args`` (None: nowhere)."""
+    return Path(args.out.format(**vars(args))) if args.out else None
+
+
+def emit(result: Mapping[str, Any], args: argparse.Namespace) -> None:
+    """Print ``result`` as JSON and write it where ``--out`` says (:func:`out_path`)."""
     text = json.dumps(result, indent=2) + "\n"
     print(text, end="")
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text)
+    out = out_path(args)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
         print(f"wrote {out}")
 
 

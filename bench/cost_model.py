@@ -1,12 +1,14 @@
 """Benchmark of the analytic cost model (issue 7): equality with ptflops on random samples of every space,
 speed per candidate (analytic vs freeze + ptflops), and the latency lookup table's prediction error.
 
-    .venv/bin/python bench/cost_model.py                    # 1,000 samples per space, JSON per space in bench/results/
+    .venv/bin/python bench/cost_model.py --output-dir       # 1,000 samples per space, JSON per space in bench/results/
     .venv/bin/python bench/cost_model.py --samples 50 --spaces detnas-small --latency-archs 5
     .venv/bin/python bench/cost_model.py --spaces hrnas --input 3x64x64 --latency-spaces   # SPACE_ARGS below
     .venv/bin/python bench/cost_model.py --spaces lite-hrnet --input 3x64x48 --latency-spaces
 
-Tables are compiled into a fresh cache directory, so the compile time is measured too. One torch thread.
+Tables are compiled into a fresh cache directory (removed at the end), so the compile time is measured too. One
+torch thread. Without ``--output-dir`` the rows are only printed (stderr), so a trial run never overwrites the
+committed figures.
 """
 from __future__ import annotations
 
@@ -119,22 +121,29 @@ def main() -> None:
     parser.add_argument("--latency-input", default="3x224x224")
     parser.add_argument("--latency-archs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", default=str(Path(__file__).parent / "results"),
-                        help="one JSON per space (cost_model_SPACE.json) and cost_model_latency.json")
+    parser.add_argument("--output-dir", nargs="?", const=str(Path(__file__).parent / "results"), default=None,
+                        help="write one JSON per space (cost_model_SPACE.json) and cost_model_latency.json there "
+                             "(bare: bench/results); without it, only print")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    os.environ["HRNAS_AUTOML_CACHE"] = tempfile.mkdtemp(prefix="hrnas-cost-bench-")
-    out = Path(args.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="hrnas-cost-bench-") as cache:
+        os.environ["HRNAS_AUTOML_CACHE"] = cache
+        run(args, Path(args.output_dir) if args.output_dir else None)
+
+
+def run(args: argparse.Namespace, out: Path | None) -> None:
+    """Every space's cost comparison, then the latency tables; each row printed, and written when ``out`` is set."""
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     machine = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 torch thread",
                "torch": torch.__version__}
     shape = parse_input_shape(args.input)
     for space in args.spaces if args.spaces is not None else [spec.name for spec in list_spaces()]:
         space_args = SPACE_ARGS.get(space, {})
-        path = out / f"cost_model_{space}.json"
 
-        def save(row: dict[str, Any], path: Path = path) -> None:
-            path.write_text(json.dumps({**machine, **row}, indent=2) + "\n")
+        def save(row: dict[str, Any], space: str = space) -> None:
+            if out is not None:
+                (out / f"cost_model_{space}.json").write_text(json.dumps({**machine, **row}, indent=2) + "\n")
 
         row = bench_space(space, shape, space_args, args.samples, args.repeats, args.seed, save)
         print(json.dumps({k: v for k, v in row.items() if k != "mismatches"}), file=sys.stderr, flush=True)
@@ -143,7 +152,7 @@ def main() -> None:
     for space in args.latency_spaces:
         rows.append(bench_latency(space, parse_input_shape(args.latency_input), {}, args.latency_archs, args.seed))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "rows"}), file=sys.stderr, flush=True)
-    if rows:
+    if rows and out is not None:
         (out / "cost_model_latency.json").write_text(json.dumps({**machine, "latency": rows}, indent=2) + "\n")
 
 

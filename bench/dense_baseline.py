@@ -1,7 +1,7 @@
 """Does a network of SPACE learn the generated segmentation data? mIoU after training vs the majority class.
 
     python bench/dense_baseline.py --space SPACE [--space-args YAML] [--arch preset:NAME|file] [--epochs 20]
-                                   [--out bench/results/dense_baseline_SPACE.json]
+                                   [--out [PATH]]  (bare --out: bench/results/dense_baseline_SPACE.json)
 
 Trains one architecture (default: a seeded random sample) on the ``shapes`` data through ``run_trial``
 and prints (``--out``: also writes) ``{"space", "arch", "miou", "pixel_accuracy", "majority_miou", "margin",
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    add_out_argument(parser, "dense_baseline")
+    add_out_argument(parser, "dense_baseline_{space}")
     args = parser.parse_args()
     data_options = {"train_size": 128, "val_size": 32, "image_size": args.image_size, "seed": args.seed}
     config = parse_trial_config({
@@ -62,7 +62,7 @@ def main() -> None:
               "miou": result.metrics["miou"], "pixel_accuracy": result.metrics["pixel_accuracy"],
               "majority_miou": baseline, "margin": result.metrics["miou"] - baseline,
               "params": result.metrics["params"], "macs": result.metrics["macs"], "trial_s": result.metrics["trial_s"]}
-    emit(report, args.out)
+    emit(report, args)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python bench/fine_grained_vs_random.py [--seed 0] [--epochs 12] [--finetune-epochs 4] [--lam 1.0] [--budget 0.5]
                                            [--image-size 64] [--train-size 384] [--val-size 96]
-                                           [--out bench/results/fine_grained_vs_random_seed0.json]
+                                           [--out [PATH]]  (bare --out: bench/results/..._seed<seed>.json)
     python bench/fine_grained_vs_random.py --summary bench/results/fine_grained_vs_random_seed{39..54}.json
 
 Issue 4's done-when, on generated shapes (segmentation) with the tiny HR-NAS setting without Transformer:
@@ -39,17 +39,21 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from hrnas_automl.arch import choices_of, freeze
-from hrnas_automl.cost import analytic_cost, cost_limit
-from hrnas_automl.strategies.fine_grained import FineGrainedSettings, fine_grained_search
-from hrnas_automl.strategies.random_search import RandomSearch
-from hrnas_automl.tasks import get_task
-from hrnas_automl.config import TrainSettings
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script too
+
+from bench.common import add_out_argument, emit  # noqa: E402
+from hrnas_automl.arch import choices_of, freeze  # noqa: E402
+from hrnas_automl.cost import analytic_cost, cost_limit  # noqa: E402
+from hrnas_automl.strategies.fine_grained import FineGrainedSettings, fine_grained_search  # noqa: E402
+from hrnas_automl.strategies.random_search import RandomSearch  # noqa: E402
+from hrnas_automl.tasks import get_task  # noqa: E402
+from hrnas_automl.config import TrainSettings  # noqa: E402
 
 # bn_momentum 0.1: with the official 0.01 a short schedule leaves the random samples' BN statistics unsettled and
 # they score far below their real mIoU (the strategy recalibrates BN, so the comparison would be unfair).
@@ -83,12 +87,11 @@ def main() -> None:
     parser.add_argument("--lam", type=float, default=1.0)
     parser.add_argument("--budget", type=float, default=0.5, help="fraction of the supernet's MACs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="default: bench/results/fine_grained_vs_random_seed<seed>.json")
+    add_out_argument(parser, "fine_grained_vs_random_seed{seed}")
     args = parser.parse_args()
     if args.summary:
         print(json.dumps(summarize(args.summary), indent=2))
         return
-    out_path = Path(args.out or Path(__file__).parent / "results" / f"fine_grained_vs_random_seed{args.seed}.json")
     torch.set_num_threads(1)
     data_options = {"image_size": args.image_size, "train_size": args.train_size, "val_size": args.val_size,
                     "seed": args.seed}
@@ -133,7 +136,7 @@ def main() -> None:
               f"{spent:.0f}/{strategy_s:.0f} s", flush=True)
     best = max((r for r in randoms if r["miou"] is not None), key=lambda r: r["miou"])
     out = {
-        "setup": {**vars(args), "out": str(out_path), "space": "hrnas", "space_args": SPACE_ARGS, "threads": 1},
+        "setup": {**vars(args), "space": "hrnas", "space_args": SPACE_ARGS, "threads": 1},
         "supernet_macs": supernet_macs, "budget_macs": budget,
         "fine_grained": {"miou": found.metrics["miou"], "macs": found.metrics["macs"],
                          "params": found.metrics["params"], "seconds": strategy_s, "arch": found.arch,
@@ -142,10 +145,8 @@ def main() -> None:
         "strategy_under_budget": found.metrics["macs"] <= budget,
         "strategy_beats_best_random": found.metrics["miou"] > best["miou"],
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("strategy_under_budget", "strategy_beats_best_random")}),
-          f"fine-grained {found.metrics['miou']:.4f} vs best of {len(randoms)} random {best['miou']:.4f}; {out_path}")
+    emit(out, args)
+    print(f"fine-grained {found.metrics['miou']:.4f} vs best of {len(randoms)} random {best['miou']:.4f}")
 
 
 if __name__ == "__main__":

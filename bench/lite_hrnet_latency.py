@@ -49,7 +49,7 @@ def main() -> None:
                       "latency_ratio_to_naive18": round(ms / statistics.median(times[base]), 3)}
     result = {"input": list(INPUT), "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
               "presets": rows}
-    emit(result, args.out)
+    emit(result, args)
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nnictl-resume-") as tmp:
         results = {tuner: compare(tuner, args.trials, args.stop_after, Path(tmp)) for tuner in args.tuners}
     summary = {"trials": args.trials, "stop_after": args.stop_after, "trial_concurrency": 1, "tuners": results}
-    emit(summary, args.out)
+    emit(summary, args)
 
 
 if __name__ == "__main__":

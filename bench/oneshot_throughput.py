@@ -43,7 +43,7 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="oneshot_bench_") as scratch:
         result = measure(Path(scratch), args.inprocess, args.nni, args.rounds)
-    emit(result, args.out)
+    emit(result, args)
 
 
 def measure(work: Path, inprocess: int, nni: int, rounds: int) -> dict:

@@ -95,7 +95,7 @@ def main() -> None:
         for sampler in args.samplers:
             out["resume"][sampler] = resume(root / "resume" / sampler, 24, 10, sampler)
             print("resume", sampler, out["resume"][sampler], flush=True)
-    emit(out, args.out)
+    emit(out, args)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor()
                     or platform.machine()},
     }
-    emit(report, args.out)
+    emit(report, args)
     if not report["all_equal"]:
         raise SystemExit("the resumed run differs from the uninterrupted one")
 

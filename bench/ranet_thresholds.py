@@ -17,36 +17,37 @@ validation, -1 on test); fitting costs inference only.
    compares MACs and wall time per *easy* sample (one that leaves at the first exit) with the full network
    (every exit computed), timed in the same run.
 
-Writes bench/results/ranet_thresholds_seed<seed>.json and the plot (.png next to it).
-Run: .venv/bin/python bench/ranet_thresholds.py --seed 0  (a few minutes on one core)
+With ``--out``, writes bench/results/ranet_thresholds_seed<seed>.json (or the given path) and the plot (.png next
+to it). Run: .venv/bin/python bench/ranet_thresholds.py --seed 0 --out  (a few minutes on one core)
 """
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from hrnas_automl.arch import freeze
-from hrnas_automl.cost import count_cost
-from hrnas_automl.data import build_classification_data
-from hrnas_automl.plots import plot_budget_curves
-from hrnas_automl.spaces.ranet import exit_macs
-from hrnas_automl.config import TrainSettings
-from hrnas_automl.tasks.early_exit import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script too
+
+from bench.common import add_out_argument, emit, out_path  # noqa: E402
+from hrnas_automl.arch import freeze  # noqa: E402
+from hrnas_automl.cost import count_cost  # noqa: E402
+from hrnas_automl.data import build_classification_data  # noqa: E402
+from hrnas_automl.plots import plot_budget_curves  # noqa: E402
+from hrnas_automl.spaces.ranet import exit_macs  # noqa: E402
+from hrnas_automl.config import TrainSettings  # noqa: E402
+from hrnas_automl.tasks.early_exit import (  # noqa: E402
     BudgetPoint,
     EarlyExitRunner,
     anytime_accuracy,
     budget_curve,
     early_exit_costs,
 )
-from hrnas_automl.tasks.early_exit_task import train_for_thresholds
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from hrnas_automl.tasks.early_exit_task import train_for_thresholds  # noqa: E402
 # A RANet sample with 3 scales and block_step 2: 2 + 2 * 2 = 6 exits.
 ARCH = {"n_scales": 3, "n_channels": 8, "growth_rate": 4, "gr_factor": "4-2-1-1", "bn_factor": "4-2-1-1",
         "block_step": 2, "step": 2, "step_mode": "even"}
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=300, help="Optuna trials per budget")
     parser.add_argument("--repeats", type=int, default=5, help="timings per image (median)")
     parser.add_argument("--seed", type=int, default=0)
+    add_out_argument(parser, "ranet_thresholds_seed{seed}")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -140,15 +142,15 @@ def main() -> None:
         "runtime": runtime(model, tuned[2].fit.thresholds, torch.stack([data.val[i][0]
                            for i in range(len(data.val))]), costs, args.repeats),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"ranet_thresholds_seed{args.seed}.json").write_text(json.dumps(result, indent=2))
-    plot_budget_curves(curves, RESULTS / f"ranet_thresholds_seed{args.seed}.png", anytime=anytime,
-                       title=f"RANet sample on noisy patterns, seed {args.seed}, {test_n} test images")
+    emit(result, args)
+    out = out_path(args)
+    if out is not None:
+        plot_budget_curves(curves, out.with_suffix(".png"), anytime=anytime,
+                           title=f"RANet sample on noisy patterns, seed {args.seed}, {test_n} test images")
     print("anytime", [f"{a:.4f}" for a in anytime[1]])
     for row in result["budgets"]:
         print(f"budget {row['budget_macs'] / 1e6:6.2f}M  " + "  ".join(
             f"{m} {row[m]['accuracy']:.4f} @ {row[m]['avg_macs'] / 1e6:5.2f}M" for m in curves))
-    print(json.dumps(result["runtime"], indent=1))
 
 
 if __name__ == "__main__":

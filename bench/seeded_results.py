@@ -290,9 +290,9 @@ def main(argv: list[str]) -> int:
         print(f"unknown parts: {sorted(unknown)}; parts: {[p.__name__ for p in PARTS]}", file=sys.stderr)
         return 2
     scratch = tempfile.mkdtemp(prefix="hrnas-seeded-")
-    os.environ["TMPDIR"] = scratch  # generated data: $TMPDIR/hrnas-automl-data
+    os.environ["TMPDIR"] = scratch  # anything a part writes to the temp folder
     tempfile.tempdir = scratch
-    os.environ["HRNAS_AUTOML_CACHE"] = os.path.join(scratch, "cost-tables")
+    os.environ["HRNAS_AUTOML_CACHE"] = os.path.join(scratch, "cache")  # cost tables and generated data
     import torch
 
     torch.set_num_threads(1)
