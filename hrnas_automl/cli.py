@@ -196,7 +196,7 @@ def cmd_trial(args: argparse.Namespace) -> None:
 
 def cmd_search(args: argparse.Namespace) -> None:
     from hrnas_automl.nni.compat import check_pins
-    from hrnas_automl.nni.experiment import NniExperiment, TrialRecord
+    from hrnas_automl.nni.experiment import NniExperiment, TrialRecord, nnictl_command
 
     check_pins()
     exp = NniExperiment.create(args.config, port=args.port)
@@ -223,9 +223,9 @@ def cmd_search(args: argparse.Namespace) -> None:
         print(f"\nbest architecture ({best.trial_id}):\n{json.dumps(best.arch)}\nmetrics: {json.dumps(best.metrics)}")
     if args.stop:
         exp.stop()
-        print(f"experiment {exp.id} stopped; reopen it with: nnictl view {exp.id} --port {exp.port}")
+        print(f"experiment {exp.id} stopped; reopen it with: {nnictl_command()} view {exp.id} --port {exp.port}")
     else:
-        print(f"the web UI stays at {exp.url}; stop the experiment with: nnictl stop {exp.id}")
+        print(f"the web UI stays at {exp.url}; stop the experiment with: {nnictl_command()} stop {exp.id}")
 
 
 def cmd_make_data(args: argparse.Namespace) -> None:

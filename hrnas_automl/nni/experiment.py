@@ -11,6 +11,7 @@ import importlib
 import inspect
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrialRecord", "NniExperiment", "free_port", "port_is_free", "nni_env", "check_tuner", "dispatcher_error"]
+__all__ = ["TrialRecord", "NniExperiment", "free_port", "port_is_free", "nni_env", "nnictl_command", "check_tuner",
+           "dispatcher_error"]
 
 _FINISHED = ("DONE", "STOPPED")
 _ERROR = ("ERROR",)
@@ -44,6 +46,14 @@ def port_is_free(port: int) -> bool:
     """True when nothing listens on ``port`` (nnictl refuses a busy port)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def nnictl_command() -> str:
+    """This environment's nnictl as a user types it: ``nnictl`` when that is the one on PATH, else its full path (a
+    virtual environment that is not activated, as after ``make demo``)."""
+    own = Path(sys.executable).parent / "nnictl"
+    found = shutil.which("nnictl")
+    return "nnictl" if found and Path(found).resolve() == own.resolve() else str(own)
 
 
 def free_port() -> int:
@@ -191,7 +201,7 @@ class NniExperiment:
     def _launch(cls, argv: list[str], *, port: int, env: Mapping[str, str] | None, timeout: float, attempts: int,
                 experiment_id: str | None = None) -> NniExperiment:
         env = dict(env) if env is not None else nni_env()
-        nnictl = str(Path(sys.executable).parent / "nnictl")
+        nnictl = nnictl_command()
         attempt = 1
         while True:
             proc = subprocess.run([nnictl, *argv, "--port", str(port)], env=env, capture_output=True, text=True,
@@ -227,10 +237,22 @@ class NniExperiment:
         """Block until the experiment is DONE; returns the trials.
 
         Raises:
-            RuntimeError: the manager reports ERROR, or the tuner died (the experiment is then stopped: the manager
-                would wait for trials that are never proposed).
+            RuntimeError: the manager reports ERROR, the tuner died (the experiment is then stopped: the manager
+                would wait for trials that are never proposed), or the manager stopped answering (``nnictl stop``
+                from another shell); the message says how to go on.
             TimeoutError: still running after ``timeout`` seconds.
         """
+        import requests
+
+        try:
+            return self._wait(timeout, poll, on_progress)
+        except requests.ConnectionError:
+            raise RuntimeError(f"the NNI manager of experiment {self.id} stopped answering (stopped with `nnictl "
+                               f"stop`?); continue it with `{nnictl_command()} resume {self.id} --port {self.port}` "
+                               "and follow it in the web UI") from None
+
+    def _wait(self, timeout: float, poll: float,
+              on_progress: Callable[[list[TrialRecord]], None] | None) -> list[TrialRecord]:
         deadline, seen = time.monotonic() + timeout, -1
         log = Path(self._api().get_experiment_profile()["logDir"]) / "log"
         while True:
@@ -304,5 +326,5 @@ class NniExperiment:
 
     def stop(self) -> None:
         """``nnictl stop ID`` (idempotent)."""
-        nnictl = str(Path(sys.executable).parent / "nnictl")
+        nnictl = nnictl_command()
         subprocess.run([nnictl, "stop", self.id], env=self.env, capture_output=True, text=True, timeout=120)

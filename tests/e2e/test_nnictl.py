@@ -50,6 +50,15 @@ def test_trials_list_intermediate_results_in_report_order() -> None:
     assert record.metrics == {"default": 0.7} and record.arch == {"lam": 0.1}
 
 
+def test_waiting_on_a_manager_that_was_stopped_ends_with_how_to_resume() -> None:
+    """`nnictl stop` from another shell while `search` waits: one line saying how to continue, not a traceback of
+    requests' ConnectionError (nothing listens on a fresh free port, as after the stop)."""
+    exp = NniExperiment("abc123", port=free_port(), env={})
+    with pytest.raises(RuntimeError, match=r"the NNI manager of experiment abc123 stopped answering .*; continue it "
+                                           rf"with `.*nnictl resume abc123 --port {exp.port}`"):
+        exp.wait(5)
+
+
 SLOW_MANAGER = ("requests.exceptions.ConnectionError: HTTPConnectionPool(host='localhost', port=8080): Max retries "
                 "exceeded with url: /api/v1/nni/check-status (Caused by NewConnectionError(... Connection refused))")
 
