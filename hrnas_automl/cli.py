@@ -346,15 +346,28 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
+    import os
+    from pathlib import Path
+
     from hrnas_automl.trial import reporter
-    from hrnas_automl.trial.prune import check_prune_options, load_prune_config, run_prune_trial
+    from hrnas_automl.trial.prune import CHECKPOINT, check_prune_options, load_prune_config, run_prune_trial
 
     config, prune = load_prune_config(args.config)
     out = reporter()
     if out.nni:  # the tuner's parameters (e.g. a λ grid) override the prune: section
         prune.update(check_prune_options(out.parameters(), "nnictl parameters"))
-    record = run_prune_trial(config, prune, report_intermediate=out.intermediate,
-                             report_final=out.final if out.nni else None)
+    folder = os.environ.get("NNI_OUTPUT_DIR") or config.output_dir
+    checkpoint = Path(folder) / CHECKPOINT if folder else None
+    if checkpoint is not None and checkpoint.is_file():
+        print(f"resuming from {checkpoint} (delete it to start afresh)", file=sys.stderr, flush=True)
+    try:
+        record = run_prune_trial(config, prune, report_intermediate=out.intermediate,
+                                 report_final=out.final if out.nni else None)
+    except KeyboardInterrupt:
+        print("interrupted; " + (f"rerun the same command to resume from {checkpoint}" if checkpoint else
+                                 "nothing was saved: set output_dir: in the config to make prune resumable"),
+              file=sys.stderr)
+        raise SystemExit(130) from None
     if not out.nni:
         _print_json({k: record[k] for k in ("space", "arch", "metrics")})
 
@@ -506,6 +519,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"hrnas-automl: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("hrnas-automl: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -114,9 +114,23 @@ def test_prune_killed_after_3_of_5_steps_resumes_bit_identically(first: FirstRun
     again = _prune(config)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
+    assert err.splitlines()[0] == f"resuming from {checkpoint} (delete it to start afresh)"
     reported = [json.loads(line)["epoch"] for line in out.splitlines() if line.startswith('{"default"')]
     assert reported == [3, 4]  # resumed after the third step, not started afresh
     _assert_same(first.out, tmp_path / "out")  # the first run's outputs, intact, equal the resumed run's
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume_instead_of_a_traceback(tmp_path: Path) -> None:
+    config = _config(tmp_path, "out")
+    checkpoint = tmp_path / "out" / CHECKPOINT
+    run = _prune(config)
+    while run.poll() is None and _steps_done(checkpoint) < 1:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == f"interrupted; rerun the same command to resume from {checkpoint}"
 
 
 @pytest.fixture
