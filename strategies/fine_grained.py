@@ -82,12 +82,20 @@ class FineGrainedSettings:
     calib_batches: int = 10  # bn_calibration_steps
 
     def __post_init__(self) -> None:
+        # numbers through the one parser (YAML 1.1 leaves 1e-3 and 6.9e6 strings); counts must be integers
         object.__setattr__(self, "max_macs", parse_number("fine-grained setting max_macs", self.max_macs))
-        checks = (("lam", self.lam >= 0, ">= 0"), ("threshold", self.threshold >= 0, ">= 0"),
-                  ("warmup", self.warmup >= 0, ">= 0"), ("prune_every", self.prune_every >= 1, ">= 1"),
-                  ("finetune_epochs", self.finetune_epochs >= 0, ">= 0"),
+        for name in ("lam", "threshold"):
+            object.__setattr__(self, name, parse_number(f"fine-grained setting {name}", getattr(self, name),
+                                                        minimum=0, allow_none=False))
+
+        def count(value: Any, low: int) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+        checks = (("warmup", count(self.warmup, 0), "an integer >= 0"),
+                  ("prune_every", count(self.prune_every, 1), "an integer >= 1"),
+                  ("finetune_epochs", count(self.finetune_epochs, 0), "an integer >= 0"),
                   ("cost", self.cost in ("macs", "latency"), "'macs' or 'latency'"),
-                  ("calib_batches", self.calib_batches >= 1, ">= 1"),
+                  ("calib_batches", count(self.calib_batches, 1), "an integer >= 1"),
                   ("max_macs", self.max_macs is None or self.max_macs > 0, "> 0 or null"))
         for name, ok, need in checks:
             if not ok:

@@ -157,6 +157,10 @@ _BUDGET_FILES: dict[str, str | bytes] = {
                          "data: {kind: shapes, image_size: 32, train_size: 16, val_size: 8}\n"
                          "train: {epochs: 2, batch_size: 8}\nlatency: {enabled: false}\n"
                          "prune: {lam: 10.0, max_macs: 10}\n",
+    "prune_lam_abc.yml": "space: hrnas\nspace_args: {setting: tiny}\ntask: segmentation\ndata: {kind: shapes}\n"
+                         "prune: {lam: abc}\n",
+    "prune_warmup_half.yml": "space: hrnas\nspace_args: {setting: tiny}\ntask: segmentation\ndata: {kind: shapes}\n"
+                             "prune: {warmup: 1.5}\n",
     "search_inf.yml": "supernet: none.pt\nstate: '{tmp}/state.json'\nmax_conv_macs: .inf\n",
     "search_true.yml": "supernet: none.pt\nstate: '{tmp}/state.json'\nmax_conv_macs: true\n",
     "bins_reversed.yml": "data: {kind: shapes}\ncheckpoint: '{tmp}/s.pt'\ntrain: {macs_bins: [[3.0e+8, 2.0e+8]]}\n",
@@ -169,6 +173,10 @@ _BUDGET_CASES = [
     (("prune", "--config", "{tmp}/prune_limit10.yml"),
      r"max_macs 10 is below the smallest macs of hrnas at 3x32x32, every prunable unit at its smallest width "
      r"\(335296; the largest is .*\); raise the limit to at least 335296$"),
+    (("prune", "--config", "{tmp}/prune_lam_abc.yml"),
+     r"prune_lam_abc.yml: prune: fine-grained setting lam must be a number, got 'abc'"),
+    (("prune", "--config", "{tmp}/prune_warmup_half.yml"),
+     r"prune_warmup_half.yml: prune: fine-grained setting warmup must be an integer >= 0, got 1.5"),
     (("oneshot", "search", "--config", "{tmp}/search_inf.yml"), r"max_conv_macs must be a number, got inf"),
     (("oneshot", "search", "--config", "{tmp}/search_true.yml"), r"max_conv_macs must be a number, got True"),
     (("oneshot", "train", "--config", "{tmp}/bins_reversed.yml"),

@@ -44,7 +44,12 @@ def parse_prune_config(data: Any, source: str = "prune config") -> tuple[TrialCo
         raise ConfigError(f"{source}: expected a mapping of keys (space, data, train, prune, ...)")
     data = dict(data)
     prune = data.pop("prune", None) or {}
-    return parse_trial_config(data, source), check_prune_options(prune, source)
+    config, options = parse_trial_config(data, source), check_prune_options(prune, source)
+    try:  # the values too, before anything runs, naming the file
+        prune_settings(options)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config, options
 
 
 def load_prune_config(path: str | Path) -> tuple[TrialConfig, dict[str, Any]]:

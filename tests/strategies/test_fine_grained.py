@@ -229,6 +229,9 @@ def test_settings_are_checked_and_max_macs_is_parsed_as_a_number() -> None:
 
     written = yaml.safe_load("max_macs: 6.9e6")  # PyYAML leaves 6.9e6 (no sign in the exponent) a string
     assert written == {"max_macs": "6.9e6"} and prune_settings(written).max_macs == 6.9e6
+    written = yaml.safe_load("{lam: 1e-3, threshold: 5e-2}")  # so are the small numbers of λ and the threshold
+    assert written == {"lam": "1e-3", "threshold": "5e-2"}
+    assert (prune_settings(written).lam, prune_settings(written).threshold) == (1e-3, 5e-2)
     for bad, message in (({"max_macs": "lots"}, "max_macs must be a number, got 'lots'"),
                          ({"max_macs": 0}, "max_macs must be > 0 or null"), ({"lam": -1}, "lam must be >= 0")):
         with pytest.raises(ValueError, match=message):
