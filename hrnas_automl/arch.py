@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from hrnas_automl.config import yaml_problem
 from hrnas_automl.registry import SpaceSpec, get_preset, get_space, space_size
 
 if TYPE_CHECKING:  # torch stays out of the import, so pure-Python strategies can validate with this module
@@ -236,7 +237,7 @@ def load_arch(ref: str) -> tuple[str | None, dict[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text())  # JSON is YAML, so one loader reads both
     except yaml.YAMLError as exc:
-        raise ArchitectureError(f"architecture file {ref} is not valid JSON/YAML: {str(exc).splitlines()[0]}") from None
+        raise ArchitectureError(f"architecture file {ref} is not valid JSON/YAML: {yaml_problem(exc)}") from None
     if isinstance(data, Mapping) and "arch" in data:
         if not isinstance(data["arch"], Mapping):
             raise ArchitectureError(f"architecture file {ref}: 'arch' must be a {{label: value}} mapping, got "

@@ -7,6 +7,7 @@ validates through :func:`one_line_error`, so every bad key reads the same way.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -19,7 +20,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError, ValidationInfo
 
-__all__ = ["ConfigError", "read_yaml_file", "one_line_error", "parse_number", "Budget", "TrainSettings",
+__all__ = ["ConfigError", "read_yaml_file", "yaml_problem", "one_line_error", "parse_number", "Budget", "TrainSettings",
            "train_with_defaults"]
 
 
@@ -45,13 +46,18 @@ def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
 
 
 def one_line_error(error: ValidationError, source: str, root: type[BaseModel]) -> str:
-    """The first validation error of ``root`` as one line naming the key (and, for unknown keys, the allowed ones)."""
-    first = error.errors()[0]
+    """A validation error of ``root`` as one line naming the key: an unknown key first (a typo such as ``n_trial``
+    also makes ``n_trials`` missing, and the typo is the cause), with the allowed keys and the closest one."""
+    errors = error.errors()
+    unknown = [e for e in errors if e["type"] in ("extra_forbidden", "unexpected_keyword_argument")]
+    first = (unknown or errors)[0]
     loc = tuple(first["loc"])
     where = ".".join(str(p) for p in loc) or "(top level)"
-    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+    if unknown:
         allowed = _allowed_keys(loc, root)
-        return f"{source}: unknown key {where!r}; allowed keys here: {', '.join(allowed)}"
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{source}: unknown key {where!r}; allowed keys here: {', '.join(allowed)}{hint}"
     if first["type"] == "missing":
         return f"{source}: missing required key {where!r}"
     return f"{source}: {where}: {first['msg']} (got {first.get('input')!r})"
@@ -70,7 +76,14 @@ def read_yaml_file(path: str | Path, what: str) -> Any:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the YAML file as UTF-8") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What PyYAML found wrong, with the line and column it points at (its first line alone names neither)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def parse_number(name: str, value: Any, *, minimum: float | None = None, allow_none: bool = True) -> float | None:

@@ -228,6 +228,13 @@ CASES.extend(_STORAGE_CASES)
 # --- objectives (issue 17): objective_args are checked when the study starts, data included, not in trial 0 -----
 _TUNE = (EXAMPLES / "hrnas" / "tune.yml").read_text()
 FILES["tune_bad_data.yml"] = _TUNE.replace("train_size: 32", "train_size: abc") + "storage: {journal: studies.log}\n"
+# a typo makes a required key missing too: the typo is named, with the key it resembles; a YAML error gives its line
+FILES["tune_typo.yml"] = _TUNE.replace("n_trials:", "n_trial:")
+FILES["tune_bad_yaml.yml"] = "study_name: s\nn_trials: 4\nranges: {lam: [1, 2}\n"
+CASES.append((("tune", "--config", "{tmp}/tune_typo.yml"),
+              r"tune_typo.yml: unknown key 'n_trial'; allowed keys here: .*; did you mean 'n_trials'\?$"))
+CASES.append((("tune", "--config", "{tmp}/tune_bad_yaml.yml"),
+              r"tune_bad_yaml.yml: not valid YAML: line 3, column 20: expected ',' or ']', but got '}'"))
 CASES.append((("tune", "--config", "{tmp}/tune_bad_data.yml"),
               r"shapes data: option train_size='abc' is invalid; it must be an integer >= 1"))
 
