@@ -275,7 +275,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     from hrnas_automl.tuning.study import (MACS_ATTR, METRIC_ATTR, TrialState, log_warnings_only, plot_front,
                                            run_study, study_summary)
 
-    log_warnings_only()  # one line per trial is printed below instead
+    log_warnings_only(trial_failures=False)  # one line per trial is printed below instead
     config = load_tune_config(args.config)
     if args.n_trials is not None:
         config = config.model_copy(update={"n_trials": args.n_trials})

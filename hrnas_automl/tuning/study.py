@@ -18,6 +18,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections import Counter
@@ -51,9 +52,15 @@ FAILS_IN_A_ROW = 10  # a worker whose last this many trials all failed (diverged
 UNMARKED_WAIT = 5.0  # seconds a starting worker gives a RUNNING trial without a worker mark before failing it
 
 
-def log_warnings_only() -> None:
-    """Optuna logs every trial at INFO; keep only its warnings (the CLI prints its own line per trial)."""
+def log_warnings_only(*, trial_failures: bool = True) -> None:
+    """Optuna logs every trial at INFO; keep only its warnings. ``trial_failures=False`` also drops its warning
+    (with a traceback) for each failed trial, for a caller that prints one line per trial itself (``tune``: a
+    diverged trial's reason, Ctrl-C's "interrupted", an error's one line)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not trial_failures:
+        # the records come from the optimize loop's own logger; a filter on it sees them before any handler
+        logging.getLogger("optuna.study._optimize").addFilter(
+            lambda record: not record.getMessage().startswith("Trial ") or " failed " not in record.getMessage())
 
 
 def to_optuna_distributions(search_space: Mapping[str, Any]) -> tuple[dict[str, BaseDistribution],

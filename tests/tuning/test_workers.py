@@ -3,6 +3,7 @@ each rule, then real `hrnas-automl tune` processes on SQLite, a journal file and
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -208,3 +209,19 @@ def test_kill_9_and_rerun_ends_as_the_uninterrupted_run(tmp_path: Path) -> None:
     assert (after["complete"], after["running"], after["fail"]) == (24, 0, 1)  # the killed trial: FAIL, replaced
     assert complete_sets(killed) == complete_sets(full)
     assert front_sets(killed) == front_sets(full) and len(front_sets(full)) > 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_the_rerun_continues(tmp_path: Path) -> None:
+    """SIGINT mid-study: exit 130 with the one "interrupted" line (no Optuna traceback of the KeyboardInterrupt);
+    the same command then reaches the target."""
+    path = write_config(tmp_path, n_trials=200)
+    worker = start_worker(path, tmp_path / "worker.log")
+    while worker.poll() is None and "trial 2 complete" not in (tmp_path / "worker.log").read_text():
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=60) == 130
+    log = (tmp_path / "worker.log").read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+    assert log.strip().splitlines()[-1].startswith("interrupted; finished trials are kept in")
+    assert stats(path)["running"] == 0  # Optuna marks the interrupted trial FAIL on its way out
