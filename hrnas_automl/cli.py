@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -80,6 +81,14 @@ def _write_json(obj: Any, output: str | None) -> None:
             raise ValueError(f"cannot write {output} ({exc.strerror}); choose a writable path with -o") from None
     else:
         sys.stdout.write(text)
+
+
+def _output_folder(path: str, flag: str) -> None:
+    """Create the folder of the output file ``path`` before any work; one line naming ``flag`` if impossible."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{flag} {path}: cannot create its folder ({exc.strerror}); choose another path") from None
 
 
 def _space(args: argparse.Namespace) -> Space:
@@ -229,7 +238,6 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_make_data(args: argparse.Namespace) -> None:
-    from pathlib import Path
 
     from hrnas_automl.files import OutputLock
 
@@ -277,6 +285,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     log_warnings_only(trial_failures=False)  # one line per trial is printed below instead
     config = load_tune_config(args.config)
+    if args.plot:
+        _output_folder(args.plot, "--plot")  # now, not after the whole study
     if args.n_trials is not None:
         config = config.model_copy(update={"n_trials": args.n_trials})
 
@@ -307,6 +317,8 @@ def cmd_front(args: argparse.Namespace) -> None:
     from hrnas_automl.tuning.config import load_tune_config
 
     config = load_tune_config(args.config)
+    if args.output:
+        _output_folder(args.output, "-o")
     study = load_study(config)
     rows = study_summary(study)
     if args.json:
@@ -347,7 +359,6 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
 
 def cmd_prune(args: argparse.Namespace) -> None:
     import os
-    from pathlib import Path
 
     from hrnas_automl.trial import reporter
     from hrnas_automl.trial.prune import CHECKPOINT, check_prune_options, load_prune_config, run_prune_trial

@@ -235,6 +235,9 @@ CASES.append((("tune", "--config", "{tmp}/tune_typo.yml"),
               r"tune_typo.yml: unknown key 'n_trial'; allowed keys here: .*; did you mean 'n_trials'\?$"))
 CASES.append((("tune", "--config", "{tmp}/tune_bad_yaml.yml"),
               r"tune_bad_yaml.yml: not valid YAML: line 3, column 20: expected ',' or ']', but got '}'"))
+FILES["tune_slim.yml"] = (EXAMPLES / "hrnas" / "tune_slimming.yml").read_text() + "storage: {journal: slim.log}\n"
+CASES.append((("tune", "--config", "{tmp}/tune_slim.yml", "--plot", "{tmp}/latin1.yml/f.png"),
+              r"--plot .*latin1.yml/f.png: cannot create its folder \(File exists\); choose another path"))
 CASES.append((("tune", "--config", "{tmp}/tune_bad_data.yml"),
               r"shapes data: option train_size='abc' is invalid; it must be an integer >= 1"))
 
