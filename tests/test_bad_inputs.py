@@ -238,6 +238,8 @@ CASES.append((("tune", "--config", "{tmp}/tune_bad_yaml.yml"),
 FILES["tune_slim.yml"] = (EXAMPLES / "hrnas" / "tune_slimming.yml").read_text() + "storage: {journal: slim.log}\n"
 CASES.append((("tune", "--config", "{tmp}/tune_slim.yml", "--plot", "{tmp}/latin1.yml/f.png"),
               r"--plot .*latin1.yml/f.png: cannot create its folder \(File exists\); choose another path"))
+CASES.append((("front", "--config", "{tmp}/tune_slim.yml"),  # and front creates no empty journal there
+              r"no study 'slimming-lambda': .*slim.log does not exist; run `hrnas-automl tune --config` first"))
 CASES.append((("tune", "--config", "{tmp}/tune_bad_data.yml"),
               r"shapes data: option train_size='abc' is invalid; it must be an integer >= 1"))
 

@@ -31,8 +31,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hrnas_automl.tuning.config import StorageConfig
 
-__all__ = ["WORKER_ATTR", "FAIL_REASON", "open_storage", "creation_guard", "worker_identity", "mark_worker",
-           "fail_dead_trials"]
+__all__ = ["WORKER_ATTR", "FAIL_REASON", "storage_file", "open_storage", "creation_guard", "worker_identity",
+           "mark_worker", "fail_dead_trials"]
 
 WORKER_ATTR = "hrnas_automl:worker"  # system attribute: {host, boot, pid, start} of the process running the trial
 FAIL_REASON = "fail_reason"  # user attribute of a trial that failed: why (diverged, non-finite, worker died)
@@ -63,6 +63,15 @@ def _is_creation_race(exc: Exception) -> bool:
     return isinstance(exc, (IntegrityError, ProgrammingError))
 
 
+def storage_file(config: StorageConfig) -> Path | None:
+    """The file a storage lives in (a journal, an SQLite database), None for a server (or SQLite in memory)."""
+    if config.journal is not None:
+        return Path(config.journal)
+    if config.url is not None and config.url.startswith("sqlite:///") and config.url != "sqlite:///:memory:":
+        return Path(config.url.removeprefix("sqlite:///").partition("?")[0])
+    return None
+
+
 def creation_guard(config: StorageConfig) -> Callable[[Callable[[], Any]], Any]:
     """Run a creation step (storage, study) once at a time: under ``<sqlite file>.lock`` for SQLite, and retried
     with a random back-off while it loses the schema-creation race of another worker (every RDB).
@@ -70,9 +79,9 @@ def creation_guard(config: StorageConfig) -> Callable[[Callable[[], Any]], Any]:
     Raises:
         ValueError: the folder of the SQLite file does not exist.
     """
-    lock_path = None
-    if config.url is not None and config.url.startswith("sqlite:///") and config.url != "sqlite:///:memory:":
-        lock_path = Path(config.url.removeprefix("sqlite:///").partition("?")[0] + ".lock")
+    database = storage_file(config) if config.url is not None else None
+    lock_path = database.with_name(database.name + ".lock") if database is not None else None
+    if lock_path is not None:
         if not lock_path.parent.is_dir():
             raise ValueError(f"cannot open Optuna storage {config.url!r}: folder {lock_path.parent.resolve()} does not "
                              "exist; create it or fix the path")

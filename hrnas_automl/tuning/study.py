@@ -35,7 +35,7 @@ from hrnas_automl.arch import choices_of, validate_arch
 from hrnas_automl.tuning.config import StorageConfig, TuneConfig, TuneRanges
 from hrnas_automl.tuning.objectives import NonFiniteResultError, TuneObjective, TuneParams, as_result, make_objective
 from hrnas_automl.tuning.sampling import VERDICT_ATTR, PerTrialSeededSampler
-from hrnas_automl.tuning.storage import FAIL_REASON, creation_guard, fail_dead_trials, open_storage
+from hrnas_automl.tuning.storage import FAIL_REASON, creation_guard, fail_dead_trials, open_storage, storage_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -177,7 +177,11 @@ def open_named_study(study_name: str, storage: str | None, *, multi_objective: b
 
 
 def load_study(config: TuneConfig) -> optuna.Study:
-    """The stored study a config names (to plot or inspect it without running trials)."""
+    """The stored study a config names (to plot or inspect it without running trials); creates nothing."""
+    file = storage_file(config.storage)
+    if file is not None and not file.is_file():  # opening it would create an empty storage there
+        raise ValueError(f"no study {config.study_name!r}: {file} does not exist; run `hrnas-automl tune --config` "
+                         "first or fix storage")
     try:
         return optuna.load_study(study_name=config.study_name, storage=open_storage(config.storage))
     except KeyError:
