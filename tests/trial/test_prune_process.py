@@ -100,15 +100,22 @@ def test_a_second_prune_on_the_same_folder_is_refused_and_the_first_ends_intact(
     hrnas_network(record["arch"], **args).load_state_dict(weights)  # the searched sample with its weights
 
 
-@pytest.mark.slow
-def test_prune_killed_after_3_of_5_steps_resumes_bit_identically(first: FirstRun, tmp_path: Path) -> None:
+def _signal_after(tmp_path: Path, steps: int, sig: signal.Signals) -> tuple[Path, Path, subprocess.Popen[str], str]:
+    """A prune process sent ``sig`` once its checkpoint holds ``steps`` steps: its config, checkpoint, process and
+    stderr."""
     config = _config(tmp_path, "out")
     checkpoint = tmp_path / "out" / CHECKPOINT
     run = _prune(config)
-    while run.poll() is None and _steps_done(checkpoint) < 3:
+    while run.poll() is None and _steps_done(checkpoint) < steps:
         time.sleep(0.02)
-    run.send_signal(signal.SIGKILL)
-    run.communicate()
+    run.send_signal(sig)
+    _, err = run.communicate(timeout=120)
+    return config, checkpoint, run, err
+
+
+@pytest.mark.slow
+def test_prune_killed_after_3_of_5_steps_resumes_bit_identically(first: FirstRun, tmp_path: Path) -> None:
+    config, checkpoint, run, _ = _signal_after(tmp_path, 3, signal.SIGKILL)
     assert run.returncode == -signal.SIGKILL and _steps_done(checkpoint) == 3
     assert not (tmp_path / "out" / "result.json").exists()
     again = _prune(config)
@@ -122,13 +129,7 @@ def test_prune_killed_after_3_of_5_steps_resumes_bit_identically(first: FirstRun
 
 @pytest.mark.slow
 def test_ctrl_c_says_how_to_resume_instead_of_a_traceback(tmp_path: Path) -> None:
-    config = _config(tmp_path, "out")
-    checkpoint = tmp_path / "out" / CHECKPOINT
-    run = _prune(config)
-    while run.poll() is None and _steps_done(checkpoint) < 1:
-        time.sleep(0.02)
-    run.send_signal(signal.SIGINT)
-    _, err = run.communicate(timeout=120)
+    _, checkpoint, run, err = _signal_after(tmp_path, 1, signal.SIGINT)
     assert run.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == f"interrupted; rerun the same command to resume from {checkpoint}"
 
