@@ -71,7 +71,7 @@ def test_tune_trial_outside_nnictl(capsys: pytest.CaptureFixture[str]) -> None:
      "objective_args: unknown key 'epochs'; allowed keys here: space, space_args, task, task_args, data, train"),
     (["tune-trial", "--config", str(HRNAS / "tune_slimming.yml"), "--params", "{lam: 1}"],
      "must be a mapping with exactly the keys lam, threshold, warmup"),
-    (["front", "--config", "{tmp}/t.yml"], "no study 'x' in sqlite:///"),
+    (["front", "--config", "{tmp}/t.yml"], "no study 'x': {tmp}/optuna_studies.db does not exist"),
     (["tune", "--config", "{tmp}/bad_storage.yml"], "cannot open Optuna storage 'nope://'"),
 ])
 def test_command_errors_are_one_line(argv: list[str], message: str, tmp_path: Path,
@@ -84,7 +84,8 @@ def test_command_errors_are_one_line(argv: list[str], message: str, tmp_path: Pa
                                                            "objective_args": bad_args}))
     assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err
+    assert message.replace("{tmp}", str(tmp_path)) in err and "\n" not in err
+    assert not (tmp_path / "optuna_studies.db").exists()  # front reads; it creates no storage
 
 
 def test_interrupted_tune_command_says_how_to_continue(tmp_path: Path, capsys: pytest.CaptureFixture[str],
