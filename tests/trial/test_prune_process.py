@@ -105,7 +105,9 @@ def _signal_after(tmp_path: Path, steps: int, sig: signal.Signals) -> tuple[Path
     stderr."""
     config = _config(tmp_path, "out")
     checkpoint = tmp_path / "out" / CHECKPOINT
-    run = _prune(config)
+    # SIGINT as a terminal sends it, even when this test runs where it is ignored (a background job): Python turns
+    # it into KeyboardInterrupt only if its disposition is the default when the process starts
+    run = _prune(config, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while run.poll() is None and _steps_done(checkpoint) < steps:
         time.sleep(0.02)
     run.send_signal(sig)

@@ -42,11 +42,14 @@ def write_config(folder: Path, storage: Any = None, **overrides: Any) -> Path:
 
 
 def start_worker(config: Path, log: Path) -> subprocess.Popen:
-    """One `hrnas-automl tune --config` process (one torch thread), its output in ``log``."""
+    """One `hrnas-automl tune --config` process (one torch thread), its output in ``log``; Ctrl-C (SIGINT) reaches
+    it as KeyboardInterrupt even when the tests run where SIGINT is ignored (a background job: Python keeps an
+    ignored SIGINT ignored)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with open(log, "w") as out:
         return subprocess.Popen([*_CLI, "tune", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=config.parent)
+                                env=env, cwd=config.parent,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def run_workers(config: Path, workers: int) -> tuple[list[int], float]:
