@@ -12,12 +12,14 @@ from torch import nn
 
 from hrnas_automl.arch import Space, resolve_space
 
+from hrnas_automl.cost.count import Cost, count_conv_macs, count_cost
+from hrnas_automl.cost.tables import shape_count
+
 if TYPE_CHECKING:
     from hrnas_automl.cost.tables import CostTable, Measure
 
-from hrnas_automl.cost.count import Cost, count_conv_macs, count_cost
-
-__all__ = ["arch_cost", "space_table", "cost_table", "conv_macs_table", "analytic_cost", "cost_bounds", "marginal_cost"]
+__all__ = ["arch_cost", "compile_space_table", "space_table_key", "space_table", "cost_table", "conv_macs_table",
+           "analytic_cost", "cost_bounds", "marginal_cost"]
 
 
 def arch_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
@@ -34,70 +36,110 @@ def arch_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence
     return space.memo(("ptflops-count", json.dumps(dict(arch), sort_keys=True), shape), count)
 
 
-def space_table(space: Space, input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...], *, kind: str,
-                verify: bool) -> CostTable:
-    """Compile (or load from the disk cache) ``space``'s additive table of ``measure`` (module docstring), once per
-    ``kind`` and input shape for this space.
+def compile_space_table(space: Space, input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...], *,
+                        verify: bool) -> CostTable:
+    """Compile ``space``'s additive table of ``measure`` (module docstring of :mod:`hrnas_automl.cost.tables`), with no
+    cache: the space's ``cost_compiler``, else its ``cost_groups``, else one group per LayerChoice. A
+    :func:`~hrnas_automl.cost.tables.shape_count` measure counts networks built on the meta device.
 
-    ``kind`` names the measure in the cache key (``ptflops``, ``latency-cpu-1t``...); ``verify`` checks the
-    table against two random networks (for exact measures only).
+    ``verify`` checks the table against two random networks (for exact measures only).
 
     Raises:
         ValueError: the space has no analytic model (labels that are not LayerChoices, no cost_groups
             and no cost_compiler).
         NotAdditiveError: the space's groups interact, so the table would be wrong.
     """
-    from hrnas_automl import __version__
-    from hrnas_automl.cost.tables import cached_table, grouped_table, layer_choice_table, verify_additive
+    from hrnas_automl.cost.tables import grouped_table, is_shape_count, layer_choice_table, verify_additive
 
     spec, choices = space.spec, space.choices
+    on_meta = is_shape_count(measure)
+
+    def build(arch: Mapping[str, Any]) -> nn.Module:
+        net = space.freeze(arch)  # built on the CPU, then moved: faster than building under torch.device("meta")
+        return net.to("meta") if on_meta else net
+
+    compiler = spec.compiler()
+    if compiler is not None:
+        table = compiler(build, choices, input_shape, measure, metrics)
+    elif spec.cost_groups is not None:
+        table = grouped_table(build, choices, spec.cost_groups(choices), input_shape, measure, metrics)
+    else:
+        supernet = space.build()
+        try:
+            table = layer_choice_table(supernet.to("meta") if on_meta else supernet, build, choices, input_shape,
+                                       measure, metrics)
+        except ValueError as exc:
+            raise ValueError(f"space {space.name} has no analytic cost model ({exc}); register it with "
+                             "SpaceSpec(cost_groups=...) or cost_compiler=..., see hrnas_automl/cost/__init__.py"
+                             ) from None
+    if verify:
+        verify_additive(table, build, choices, input_shape, measure)
+    return table
+
+
+def space_table_key(space: Space, input_shape: Sequence[int], kind: str) -> dict[str, Any]:
+    """What a compiled table is stored under: space, input, space arguments, measure kind and package version."""
+    from hrnas_automl import __version__
+
+    return {"space": space.name, "input": list(input_shape), "space_args": dict(space.args), "kind": kind,
+            "version": __version__}
+
+
+def space_table(space: Space, input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...], *, kind: str,
+                verify: bool) -> CostTable:
+    """Compile (:func:`compile_space_table`) or load from the shipped tables or the disk cache ``space``'s additive
+    table of ``measure``, once per ``kind`` and input shape for this space.
+
+    ``kind`` names the measure in the cache key (``ptflops``, ``latency-cpu-1t``...); ``verify`` checks the
+    table against two random networks (for exact measures only). A compile that takes over 2 s shows a progress
+    bar on stderr.
+
+    Raises:
+        ValueError: the space has no analytic model (labels that are not LayerChoices, no cost_groups
+            and no cost_compiler).
+        NotAdditiveError: the space's groups interact, so the table would be wrong.
+    """
+    from hrnas_automl.cost.tables import cached_table, measure_progress
 
     def compile_table() -> CostTable:
-        compiler = spec.compiler()
-        if compiler is not None:
-            table = compiler(space.freeze, choices, input_shape, measure, metrics)
-        elif spec.cost_groups is not None:
-            table = grouped_table(space.freeze, choices, spec.cost_groups(choices), input_shape, measure, metrics)
-        else:
-            try:
-                table = layer_choice_table(space.build(), space.freeze, choices, input_shape, measure, metrics)
-            except ValueError as exc:
-                raise ValueError(f"space {space.name} has no analytic cost model ({exc}); register it with "
-                                 "SpaceSpec(cost_groups=...) or cost_compiler=..., see hrnas_automl/cost/__init__.py"
-                                 ) from None
-        if verify:
-            verify_additive(table, space.freeze, choices, input_shape, measure)
-        return table
-
-    key = {"space": space.name, "input": list(input_shape), "space_args": dict(space.args), "kind": kind,
-           "version": __version__}
+        what = f"the {kind} table of {space.name} at {'x'.join(map(str, input_shape))}"
+        with measure_progress(measure, what) as counted:
+            return compile_space_table(space, input_shape, counted, metrics, verify=verify)
 
     def load_or_compile() -> CostTable:
         # Compiling builds and runs networks, which draws from torch's RNG: forked, so that a seeded search gives the
         # same result on a cold cache as on a warm one.
         with torch.random.fork_rng():
-            return cached_table(key, compile_table)
+            return cached_table(space_table_key(space, input_shape, kind), compile_table)
 
     return space.memo(("table", kind, tuple(input_shape)), load_or_compile)
 
 
+@shape_count
 def _ptflops_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, ...]:
-    return astuple(count_cost(module, input_shape))
+    """ptflops' (macs, params), counted on the meta device (the module is built for this count)."""
+    return astuple(count_cost(module, input_shape, meta=True))
+
+
+@shape_count
+def _conv_macs_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, ...]:
+    """DetNAS's Conv2d MACs, counted on the meta device (the module is built for this count)."""
+    return (count_conv_macs(module.to("meta"), input_shape),)
 
 
 def cost_table(space: str | Space, input_shape: Sequence[int] | None = None, **space_args: Any) -> CostTable:
     """The compiled (macs, params) table of a space at ``input_shape`` (default: the space's paper input)."""
     space = resolve_space(space, **space_args)
-    return space_table(space, space.input_shape(input_shape), _ptflops_measure, ("macs", "params"), kind="ptflops",
-                       verify=True)
+    return space_table(space, space.input_shape(input_shape), _ptflops_measure, ("macs", "params"),
+                       kind="ptflops", verify=True)
 
 
 def conv_macs_table(space: str | Space, input_shape: Sequence[int] | None = None, **space_args: Any) -> CostTable:
     """The compiled table of Conv2d-only MACs (:func:`~hrnas_automl.cost.count.count_conv_macs`, DetNAS's budget
     count, metric ``conv_macs``) of a space at ``input_shape``."""
     space = resolve_space(space, **space_args)
-    return space_table(space, space.input_shape(input_shape), lambda module, shape: (count_conv_macs(module, shape),),
-                       ("conv_macs",), kind="conv-macs", verify=True)
+    return space_table(space, space.input_shape(input_shape), _conv_macs_measure, ("conv_macs",),
+                       kind="conv-macs", verify=True)
 
 
 def analytic_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
