@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from hrnas_automl.arch import Space, resolve_space
-
 from hrnas_automl.cost.count import Cost, count_conv_macs, count_cost
-from hrnas_automl.cost.tables import shape_count
+from hrnas_automl.cost.tables import CostTable, Measure, shape_count
 
-if TYPE_CHECKING:
-    from hrnas_automl.cost.tables import CostTable, Measure
-
-__all__ = ["arch_cost", "compile_space_table", "space_table_key", "space_table", "cost_table", "conv_macs_table",
-           "analytic_cost", "cost_bounds", "marginal_cost"]
+__all__ = ["arch_cost", "compile_space_table", "space_table_key", "space_table", "MEASURES", "SHIPPED_TABLES",
+           "shipped_tables", "ship_tables", "cost_table", "conv_macs_table", "analytic_cost", "cost_bounds",
+           "marginal_cost"]
 
 
 def arch_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
@@ -127,19 +125,76 @@ def _conv_macs_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple
     return (count_conv_macs(module.to("meta"), input_shape),)
 
 
+MEASURES: dict[str, tuple[Measure, tuple[str, ...]]] = {"ptflops": (_ptflops_measure, ("macs", "params")),
+                                                         "conv-macs": (_conv_macs_measure, ("conv_macs",))}
+"""The exact counts a table is compiled from, by kind: (measure, metrics)."""
+
+# (kind, space, space arguments, input; None: the space's default): the tables the examples and the presets ask for,
+# shipped inside the package so that their first use compiles nothing (`make tables` writes them).
+SHIPPED_TABLES: tuple[tuple[str, str, Mapping[str, Any], tuple[int, int, int] | None], ...] = (
+    # `hrnas-automl cost SPACE --arch preset:NAME` and the preset tests: every space at its default input
+    ("ptflops", "detnas-small", {}, None),
+    ("ptflops", "detnas-large", {}, None),
+    ("ptflops", "lite-hrnet", {}, None),
+    ("ptflops", "ranet", {}, None),
+    # examples/detnas/{evolution,random}.yml: max_macs at 3x32x32
+    ("ptflops", "detnas-small", {"num_classes": 10}, (3, 32, 32)),
+    # examples/detnas/oneshot_*.yml: the backbone's Conv2d MACs at macs_input (oneshot/supernet.py's space)
+    ("conv-macs", "detnas-small", {"in_channels": 3, "head": "backbone"}, (3, 224, 224)),
+    # examples/hrnas/{evolution,random}.yml: max_macs at 3x64x64
+    ("ptflops", "hrnas", {"setting": "tiny", "bn_momentum": 0.1, "head": "segmentation", "num_classes": 4},
+     (3, 64, 64)),
+    # examples/hrnas/{prune,tune}.yml: the fine-grained search's table (space_args + the shapes task's model_args)
+    ("ptflops", "hrnas", {"setting": "tiny", "transformer": False, "num_classes": 4, "in_channels": 3,
+                          "head": "segmentation"}, (3, 64, 64)),
+    # examples/lite_hrnet/*.yml and examples/ranet/*.yml: their tuners' space arguments at the default input
+    ("ptflops", "lite-hrnet", {"head": "keypoints", "num_keypoints": 17}, None),
+    ("ptflops", "ranet", {"num_classes": 4}, None),
+)
+
+
+def shipped_tables() -> list[tuple[str, Space, tuple[int, ...]]]:
+    """(kind, space, input) of every entry of :data:`SHIPPED_TABLES`."""
+    entries = []
+    for kind, name, space_args, shape in SHIPPED_TABLES:
+        space = resolve_space(name, **space_args)
+        entries.append((kind, space, space.input_shape(shape)))
+    return entries
+
+
+def ship_tables(folder: Path | None = None) -> list[Path]:
+    """Compile every table of :data:`SHIPPED_TABLES` into ``folder`` (default: the package's
+    :data:`~hrnas_automl.cost.tables.SHIPPED_DIR`), sealed and named by key as the user cache is, and remove the
+    files no entry names (tables of an older version): ``make tables``."""
+    from hrnas_automl.cost.tables import SHIPPED_DIR, table_key, table_path
+    from hrnas_automl.files import sealed_json
+
+    folder = folder or SHIPPED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind, space, shape in shipped_tables():
+        measure, metrics = MEASURES[kind]
+        key = space_table_key(space, shape, kind)
+        with torch.random.fork_rng():
+            table = compile_space_table(space, shape, measure, metrics, verify=True)
+        written.append(table_path(folder, key))
+        sealed_json({"key": table_key(key), "table": table.to_json()}, written[-1])
+    for stale in set(folder.glob("*.json")) - set(written):
+        stale.unlink()
+    return written
+
+
 def cost_table(space: str | Space, input_shape: Sequence[int] | None = None, **space_args: Any) -> CostTable:
     """The compiled (macs, params) table of a space at ``input_shape`` (default: the space's paper input)."""
     space = resolve_space(space, **space_args)
-    return space_table(space, space.input_shape(input_shape), _ptflops_measure, ("macs", "params"),
-                       kind="ptflops", verify=True)
+    return space_table(space, space.input_shape(input_shape), *MEASURES["ptflops"], kind="ptflops", verify=True)
 
 
 def conv_macs_table(space: str | Space, input_shape: Sequence[int] | None = None, **space_args: Any) -> CostTable:
     """The compiled table of Conv2d-only MACs (:func:`~hrnas_automl.cost.count.count_conv_macs`, DetNAS's budget
     count, metric ``conv_macs``) of a space at ``input_shape``."""
     space = resolve_space(space, **space_args)
-    return space_table(space, space.input_shape(input_shape), _conv_macs_measure, ("conv_macs",),
-                       kind="conv-macs", verify=True)
+    return space_table(space, space.input_shape(input_shape), *MEASURES["conv-macs"], kind="conv-macs", verify=True)
 
 
 def analytic_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
