@@ -179,6 +179,7 @@ def ship_tables(folder: Path | None = None) -> list[Path]:
             table = compile_space_table(space, shape, measure, metrics, verify=True)
         written.append(table_path(folder, key))
         sealed_json({"key": table_key(key), "table": table.to_json()}, written[-1])
+        written[-1].chmod(0o644)  # package data, readable by every user of an installed copy
     for stale in set(folder.glob("*.json")) - set(written):
         stale.unlink()
     return written

@@ -47,18 +47,19 @@ _TORCH_INTERNALS = ("torch._decomp", "torch._refs", "torch._prims", "torch._meta
 @contextlib.contextmanager
 def meta_counting() -> Iterator[None]:
     """While a network runs on the meta device for a count: ptflops' patched functions count only the calls of the
-    network's own code, and BatchNorm and resizing (to a size, or by an integer factor) make an empty tensor of their
-    output's shape at once.
+    network's own code, and batch and layer norms and resizing (to a size, or by an integer factor) make an empty tensor
+    of their output's shape at once.
 
     On the meta device some operators (addmm, resizing, batch norm) run Python decompositions that call torch.mm /
     torch.mul, which ptflops patches while it counts (on a real device operators run in C++ and never reach them);
-    and those of BatchNorm and bilinear resizing take tens of milliseconds a call, most of a count's time. Neither
-    count depends on it: ptflops counts BatchNorm by its module's input shape and F.interpolate by its arguments
-    (it patches the shortcut below with F.interpolate's count, so the call is still counted).
+    and those of the norms and of bilinear resizing take tens of milliseconds a call, most of a count's time. No
+    count depends on it: ptflops counts a norm by its module's input shape and F.interpolate by its arguments (it
+    patches the shortcut below with F.interpolate's count, so the call is still counted).
     """
     from ptflops import pytorch_engine
 
-    count_call, batch_norm, interpolate = pytorch_engine.torch_function_wrapper.__call__, F.batch_norm, F.interpolate
+    count_call, interpolate = pytorch_engine.torch_function_wrapper.__call__, F.interpolate
+    batch_norm, layer_norm = F.batch_norm, F.layer_norm
 
     def call(wrapper: Any, *args: Any, **kwargs: Any) -> Any:
         if sys._getframe(1).f_globals.get("__name__", "").startswith(_TORCH_INTERNALS):
@@ -67,6 +68,9 @@ def meta_counting() -> Iterator[None]:
 
     def batch_norm_shape(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return torch.empty_like(input) if input.device.type == "meta" else batch_norm(input, *args, **kwargs)
+
+    def layer_norm_shape(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.empty_like(input) if input.device.type == "meta" else layer_norm(input, *args, **kwargs)
 
     def interpolate_shape(input: torch.Tensor, size: Any = None, scale_factor: Any = None, *args: Any,
                           **kwargs: Any) -> torch.Tensor:
@@ -81,13 +85,13 @@ def meta_counting() -> Iterator[None]:
         return input.new_empty((*input.shape[:2], *out))
 
     pytorch_engine.torch_function_wrapper.__call__ = call
-    F.batch_norm, F.interpolate = batch_norm_shape, interpolate_shape
+    F.batch_norm, F.layer_norm, F.interpolate = batch_norm_shape, layer_norm_shape, interpolate_shape
     pytorch_engine.FUNCTIONAL_MAPPING[interpolate_shape] = pytorch_engine.FUNCTIONAL_MAPPING[interpolate]  # its count
     try:
         yield
     finally:
         pytorch_engine.torch_function_wrapper.__call__ = count_call
-        F.batch_norm, F.interpolate = batch_norm, interpolate
+        F.batch_norm, F.layer_norm, F.interpolate = batch_norm, layer_norm, interpolate
         del pytorch_engine.FUNCTIONAL_MAPPING[interpolate_shape]
 
 
@@ -99,7 +103,9 @@ def count_cost(model: nn.Module, input_shape: tuple[int, ...], *, meta: bool = F
     """
     from ptflops import get_model_complexity_info
 
-    logging.getLogger("ptflops").setLevel(logging.ERROR)
+    logger = logging.getLogger("ptflops")
+    if logger.level != logging.ERROR:  # setting it clears every logger's cache: once, not per count
+        logger.setLevel(logging.ERROR)
     if meta:
         model.to("meta")
     was_training = model.training
