@@ -9,7 +9,7 @@ PYTEST_ARGS ?= --durations=15   # the slowest tests, so a growing suite shows wh
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lint test test-fast demo examples clean
+.PHONY: help install lint test test-fast demo examples tables clean
 
 help:
 	@echo "make install    create $(VENV) and install torch ($(TORCH_SPEC)) + hrnas-automl with test extras"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-fast  install, then the tests not marked slow"
 	@echo "make demo       install, then a real nnictl evolution search over DetNAS-small (port PORT=$(PORT))"
 	@echo "make examples   regenerate the examples' search-space JSON from the model spaces"
+	@echo "make tables     recompile the cost tables shipped in the package (hrnas_automl/cost/shipped_tables)"
 	@echo "make clean      remove $(VENV) and build leftovers"
 
 $(BIN)/python:
@@ -48,6 +49,9 @@ examples: install
 	$(BIN)/hrnas-automl export-space hrnas --space-arg setting=tiny --space-arg bn_momentum=0.1 --space-arg head=segmentation --space-arg num_classes=4 -o examples/hrnas/search_space_tiny_seg.json
 	$(BIN)/hrnas-automl export-space lite-hrnet --space-arg head=keypoints --space-arg num_keypoints=17 -o examples/lite_hrnet/search_space.json
 	$(BIN)/hrnas-automl export-space ranet --space-arg num_classes=4 -o examples/ranet/search_space.json
+
+tables: install
+	$(BIN)/python -c "from hrnas_automl.cost.analytic import ship_tables; ship_tables()"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -5,10 +5,12 @@ speed per candidate (analytic vs freeze + ptflops), and the latency lookup table
     .venv/bin/python bench/cost_model.py --samples 50 --spaces detnas-small --latency-archs 5
     .venv/bin/python bench/cost_model.py --spaces hrnas --input 3x64x64 --latency-spaces   # SPACE_ARGS below
     .venv/bin/python bench/cost_model.py --spaces lite-hrnet --input 3x64x48 --latency-spaces
+    .venv/bin/python bench/cost_model.py --compile-times        # every space's table at its default input, cold
 
-Tables are compiled into a fresh cache directory (removed at the end), so the compile time is measured too. One
-torch thread. Without ``--output-dir`` the rows are only printed (stderr), so a trial run never overwrites the
-committed figures.
+``cold_compile_times`` (what ``--compile-times`` prints) times one table compiled from nothing: no shipped table,
+no cache. Otherwise tables are compiled into a fresh cache directory (removed at the end; the tables shipped in the
+package are ignored), so the compile time is measured too. One torch thread. Without ``--output-dir`` the rows are
+only printed (stderr), so a trial run never overwrites the committed figures.
 """
 from __future__ import annotations
 
@@ -27,8 +29,10 @@ from typing import Any
 
 import torch
 
-from hrnas_automl.arch import choices_of, freeze
+from hrnas_automl.arch import choices_of, freeze, resolve_space
 from hrnas_automl.cost import analytic_cost, cost_table, count_cost, parse_input_shape
+from hrnas_automl.cost import tables
+from hrnas_automl.cost.analytic import MEASURES, compile_space_table
 from hrnas_automl.cost.latency import latency_table, measure_latency
 from hrnas_automl.registry import list_presets, list_spaces
 
@@ -42,6 +46,28 @@ SPACE_ARGS: dict[str, dict[str, Any]] = {
 def random_archs(choices: dict[str, list[Any]], n: int, seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     return [{label: rng.choice(values) for label, values in choices.items()} for _ in range(n)]
+
+
+def cold_compile_times(space: str, input_shape: tuple[int, ...] | None = None, *, kind: str = "ptflops",
+                       **space_args: Any) -> tuple[float, float]:
+    """(wall, CPU) seconds to compile ``space``'s ``kind`` table (``ptflops`` or ``conv-macs``) at ``input_shape``
+    (default: the space's) from nothing, verification included: no shipped table, no cache read or written. The
+    space's choices are read first and not counted (building the supernet for them is the CLI's start-up). The CPU
+    seconds of this process are what the wall time would be on an idle machine (the compile is single-threaded
+    Python on the meta device), where a loaded one stretches the wall time."""
+    resolved = resolve_space(space, **space_args)
+    resolved.choices
+    measure, metrics = MEASURES[kind]
+    wall, cpu = time.perf_counter(), time.process_time()
+    with torch.random.fork_rng():
+        compile_space_table(resolved, resolved.input_shape(input_shape), measure, metrics, verify=True)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def cold_compile_seconds(space: str, input_shape: tuple[int, ...] | None = None, *, kind: str = "ptflops",
+                         cpu: bool = False, **space_args: Any) -> float:
+    """Wall seconds (CPU seconds with ``cpu``) of :func:`cold_compile_times`."""
+    return cold_compile_times(space, input_shape, kind=kind, **space_args)[1 if cpu else 0]
 
 
 def bench_space(space: str, shape: tuple[int, ...], space_args: dict[str, Any], n: int, repeats: int,
@@ -121,13 +147,21 @@ def main() -> None:
     parser.add_argument("--latency-input", default="3x224x224")
     parser.add_argument("--latency-archs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile-times", action="store_true",
+                        help="only print each space's cold compile time at its default input (--spaces: which)")
     parser.add_argument("--output-dir", nargs="?", const=str(Path(__file__).parent / "results"), default=None,
                         help="write one JSON per space (cost_model_SPACE.json) and cost_model_latency.json there "
                              "(bare: bench/results); without it, only print")
     args = parser.parse_args()
+    if args.compile_times:
+        for space in args.spaces if args.spaces is not None else [spec.name for spec in list_spaces()]:
+            wall, cpu = cold_compile_times(space)
+            print(json.dumps({"space": space, "cold_compile_s": round(wall, 2), "cpu_s": round(cpu, 2)}), flush=True)
+        return
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="hrnas-cost-bench-") as cache:
         os.environ["HRNAS_AUTOML_CACHE"] = cache
+        tables.SHIPPED_DIR = Path(cache) / "none"  # compile every table, so compile_s is a compile
         run(args, Path(args.output_dir) if args.output_dir else None)
 
 

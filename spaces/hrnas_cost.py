@@ -15,7 +15,6 @@ counts of random networks.
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -38,6 +37,21 @@ class _SizedTransformer(nn.Module):
 
     def forward(self, x: Any) -> Any:
         return self.transformer(x, self.size)
+
+
+def _kernel_group(costs3: Sequence[tuple[float, ...]], costs5: Sequence[tuple[float, ...]],
+                  costs7: Sequence[tuple[float, ...]], widths3: Sequence[int], widths5: Sequence[int],
+                  widths7: Sequence[int], *, pw_bn: tuple[float, ...]) -> dict[tuple[Any, ...], tuple[float, ...]]:
+    """A block's ``(k3, k5, k7)`` deltas: the three paths' costs added in that order, then ``pw_bn`` unless every path
+    is 0 (the sums of ``sum()`` from 0, one partial sum per (k3, k5) pair instead of per combination)."""
+    delta = {}
+    for h3, c3 in zip(widths3, costs3):
+        for h5, c5 in zip(widths5, costs5):
+            partial = tuple(0 + a + b for a, b in zip(c3, c5))
+            for h7, c7 in zip(widths7, costs7):
+                paths = tuple(a + b for a, b in zip(partial, c7))
+                delta[h3, h5, h7] = tuple(a + b for a, b in zip(paths, pw_bn)) if h3 or h5 or h7 else paths
+    return delta
 
 
 def hrnas_cost_table(build: Build, choices: Mapping[str, Sequence[Any]], input_shape: tuple[int, ...],
@@ -77,12 +91,10 @@ def hrnas_cost_table(build: Build, choices: Mapping[str, Sequence[Any]], input_s
             lambda k=k, h=h: KernelPath(inp, h, oup, k, block.stride, bn), in_shape)
             for k, label in zip(KERNEL_SIZES, labels) for h in choices[label]}
         pw_bn = cost_of(("bn", out_shape), lambda: nn.BatchNorm2d(oup), out_shape)
-        delta = {}
-        for combo in itertools.product(*(choices[label] for label in labels)):
-            terms = [path_cost[k, h] for k, h in zip(KERNEL_SIZES, combo)] + ([pw_bn] if any(combo) else [])
-            delta[combo] = tuple(sum(t[i] for t in terms) for i in range(len(metrics)))
         groups.append(labels)
-        deltas.append(delta)
+        deltas.append(_kernel_group(*([path_cost[k, h] for h in choices[label]]
+                                      for k, label in zip(KERNEL_SIZES, labels)),
+                                    *(choices[label] for label in labels), pw_bn=pw_bn))
         token_label = f"{name}_tokens"
         if token_label in choices:
             groups.append((token_label,))

@@ -20,11 +20,16 @@ ptflops itself*, so it counts exactly the op kinds above. How a space is compile
 * ``SpaceSpec.cost_groups`` given: whole networks per group value (one group: every network of a small space);
 * ``SpaceSpec.cost_compiler`` given: the space's own compiler (HR-NAS, :mod:`hrnas_automl.spaces.hrnas_cost`:
   the network with every unit at 0, plus each kernel path, Transformer and shared BatchNorm counted alone;
-  Lite-HRNet, :mod:`hrnas_automl.spaces.lite_hrnet_cost`: module costs per (width, reduce ratio) from 63 networks;
-  RANet, :mod:`hrnas_automl.spaces.ranet_cost`: all 576 networks, each counted in closed form with ptflops' rules).
+  Lite-HRNet, :mod:`hrnas_automl.spaces.lite_hrnet_cost`: per (width, reduce ratio) one network and its modules
+  counted alone; RANet, :mod:`hrnas_automl.spaces.ranet_cost`: all 576 networks, each counted in closed form with
+  ptflops' rules).
 
-Each table is checked against direct counts of random networks when compiled, and stored on disk
-(:func:`hrnas_automl.cost.tables.cached_table`) keyed by space, input, space arguments and package version.
+Counts read shapes only, so the networks a table counts are run on PyTorch's meta device (no arithmetic:
+:func:`~hrnas_automl.cost.count.count_cost` with ``meta=True``). Each table is checked against direct counts of
+random networks when compiled, and stored on disk (:func:`hrnas_automl.cost.tables.cached_table`) keyed by space,
+input, space arguments and package version; the tables of the examples' and presets' default inputs ship inside
+the package (:data:`hrnas_automl.cost.analytic.SHIPPED_TABLES`, ``make tables``), so their first use compiles
+nothing. A compile that takes over 2 s shows a progress bar on stderr.
 
 Modules: ``count`` (ptflops on a built network), ``tables`` (additive tables, their compilers and disk cache),
 ``analytic`` (a space's table and the costs read from it), ``latency`` (measured and predicted latency),

@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from hrnas_automl.arch import Space, resolve_space
-
-if TYPE_CHECKING:
-    from hrnas_automl.cost.tables import CostTable, Measure
-
 from hrnas_automl.cost.count import Cost, count_conv_macs, count_cost
+from hrnas_automl.cost.tables import CostTable, Measure, shape_count
 
-__all__ = ["arch_cost", "space_table", "cost_table", "conv_macs_table", "analytic_cost", "cost_bounds", "marginal_cost"]
+__all__ = ["arch_cost", "compile_space_table", "space_table_key", "space_table", "MEASURES", "SHIPPED_TABLES",
+           "shipped_tables", "ship_tables", "cost_table", "conv_macs_table", "analytic_cost", "cost_bounds",
+           "marginal_cost"]
 
 
 def arch_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
@@ -34,70 +34,168 @@ def arch_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence
     return space.memo(("ptflops-count", json.dumps(dict(arch), sort_keys=True), shape), count)
 
 
-def space_table(space: Space, input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...], *, kind: str,
-                verify: bool) -> CostTable:
-    """Compile (or load from the disk cache) ``space``'s additive table of ``measure`` (module docstring), once per
-    ``kind`` and input shape for this space.
+def compile_space_table(space: Space, input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...], *,
+                        verify: bool) -> CostTable:
+    """Compile ``space``'s additive table of ``measure`` (module docstring of :mod:`hrnas_automl.cost.tables`), with no
+    cache: the space's ``cost_compiler``, else its ``cost_groups``, else one group per LayerChoice. A
+    :func:`~hrnas_automl.cost.tables.shape_count` measure counts networks built on the meta device.
 
-    ``kind`` names the measure in the cache key (``ptflops``, ``latency-cpu-1t``...); ``verify`` checks the
-    table against two random networks (for exact measures only).
+    ``verify`` checks the table against two random networks (for exact measures only).
 
     Raises:
         ValueError: the space has no analytic model (labels that are not LayerChoices, no cost_groups
             and no cost_compiler).
         NotAdditiveError: the space's groups interact, so the table would be wrong.
     """
-    from hrnas_automl import __version__
-    from hrnas_automl.cost.tables import cached_table, grouped_table, layer_choice_table, verify_additive
+    from hrnas_automl.cost.tables import grouped_table, is_shape_count, layer_choice_table, verify_additive
 
     spec, choices = space.spec, space.choices
+    on_meta = is_shape_count(measure)
+
+    def build(arch: Mapping[str, Any]) -> nn.Module:
+        net = space.freeze(arch)  # built on the CPU, then moved: faster than building under torch.device("meta")
+        return net.to("meta") if on_meta else net
+
+    compiler = spec.compiler()
+    if compiler is not None:
+        table = compiler(build, choices, input_shape, measure, metrics)
+    elif spec.cost_groups is not None:
+        table = grouped_table(build, choices, spec.cost_groups(choices), input_shape, measure, metrics)
+    else:
+        supernet = space.build()
+        try:
+            table = layer_choice_table(supernet.to("meta") if on_meta else supernet, build, choices, input_shape,
+                                       measure, metrics)
+        except ValueError as exc:
+            raise ValueError(f"space {space.name} has no analytic cost model ({exc}); register it with "
+                             "SpaceSpec(cost_groups=...) or cost_compiler=..., see hrnas_automl/cost/__init__.py"
+                             ) from None
+    if verify:
+        verify_additive(table, build, choices, input_shape, measure)
+    return table
+
+
+def space_table_key(space: Space, input_shape: Sequence[int], kind: str) -> dict[str, Any]:
+    """What a compiled table is stored under: space, input, space arguments, measure kind and package version."""
+    from hrnas_automl import __version__
+
+    return {"space": space.name, "input": list(input_shape), "space_args": dict(space.args), "kind": kind,
+            "version": __version__}
+
+
+def space_table(space: Space, input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...], *, kind: str,
+                verify: bool) -> CostTable:
+    """Compile (:func:`compile_space_table`) or load from the shipped tables or the disk cache ``space``'s additive
+    table of ``measure``, once per ``kind`` and input shape for this space.
+
+    ``kind`` names the measure in the cache key (``ptflops``, ``latency-cpu-1t``...); ``verify`` checks the
+    table against two random networks (for exact measures only). A compile that takes over 2 s shows a progress
+    bar on stderr.
+
+    Raises:
+        ValueError: the space has no analytic model (labels that are not LayerChoices, no cost_groups
+            and no cost_compiler).
+        NotAdditiveError: the space's groups interact, so the table would be wrong.
+    """
+    from hrnas_automl.cost.tables import cached_table, measure_progress
 
     def compile_table() -> CostTable:
-        compiler = spec.compiler()
-        if compiler is not None:
-            table = compiler(space.freeze, choices, input_shape, measure, metrics)
-        elif spec.cost_groups is not None:
-            table = grouped_table(space.freeze, choices, spec.cost_groups(choices), input_shape, measure, metrics)
-        else:
-            try:
-                table = layer_choice_table(space.build(), space.freeze, choices, input_shape, measure, metrics)
-            except ValueError as exc:
-                raise ValueError(f"space {space.name} has no analytic cost model ({exc}); register it with "
-                                 "SpaceSpec(cost_groups=...) or cost_compiler=..., see hrnas_automl/cost/__init__.py"
-                                 ) from None
-        if verify:
-            verify_additive(table, space.freeze, choices, input_shape, measure)
-        return table
-
-    key = {"space": space.name, "input": list(input_shape), "space_args": dict(space.args), "kind": kind,
-           "version": __version__}
+        what = f"the {kind} table of {space.name} at {'x'.join(map(str, input_shape))}"
+        with measure_progress(measure, what) as counted:
+            return compile_space_table(space, input_shape, counted, metrics, verify=verify)
 
     def load_or_compile() -> CostTable:
         # Compiling builds and runs networks, which draws from torch's RNG: forked, so that a seeded search gives the
         # same result on a cold cache as on a warm one.
         with torch.random.fork_rng():
-            return cached_table(key, compile_table)
+            return cached_table(space_table_key(space, input_shape, kind), compile_table)
 
     return space.memo(("table", kind, tuple(input_shape)), load_or_compile)
 
 
+@shape_count
 def _ptflops_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, ...]:
-    return astuple(count_cost(module, input_shape))
+    """ptflops' (macs, params), counted on the meta device (the module is built for this count)."""
+    return astuple(count_cost(module, input_shape, meta=True))
+
+
+@shape_count
+def _conv_macs_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, ...]:
+    """DetNAS's Conv2d MACs, counted on the meta device (the module is built for this count)."""
+    return (count_conv_macs(module.to("meta"), input_shape),)
+
+
+MEASURES: dict[str, tuple[Measure, tuple[str, ...]]] = {"ptflops": (_ptflops_measure, ("macs", "params")),
+                                                         "conv-macs": (_conv_macs_measure, ("conv_macs",))}
+"""The exact counts a table is compiled from, by kind: (measure, metrics)."""
+
+# (kind, space, space arguments, input; None: the space's default): the tables the examples and the presets ask for,
+# shipped inside the package so that their first use compiles nothing (`make tables` writes them).
+SHIPPED_TABLES: tuple[tuple[str, str, Mapping[str, Any], tuple[int, int, int] | None], ...] = (
+    # `hrnas-automl cost SPACE --arch preset:NAME` and the preset tests: every space at its default input
+    ("ptflops", "detnas-small", {}, None),
+    ("ptflops", "detnas-large", {}, None),
+    ("ptflops", "lite-hrnet", {}, None),
+    ("ptflops", "ranet", {}, None),
+    # examples/detnas/{evolution,random}.yml: max_macs at 3x32x32
+    ("ptflops", "detnas-small", {"num_classes": 10}, (3, 32, 32)),
+    # examples/detnas/oneshot_*.yml: the backbone's Conv2d MACs at macs_input (oneshot/supernet.py's space)
+    ("conv-macs", "detnas-small", {"in_channels": 3, "head": "backbone"}, (3, 224, 224)),
+    # examples/hrnas/{evolution,random}.yml: max_macs at 3x64x64
+    ("ptflops", "hrnas", {"setting": "tiny", "bn_momentum": 0.1, "head": "segmentation", "num_classes": 4},
+     (3, 64, 64)),
+    # examples/hrnas/{prune,tune}.yml: the fine-grained search's table (space_args + the shapes task's model_args)
+    ("ptflops", "hrnas", {"setting": "tiny", "transformer": False, "num_classes": 4, "in_channels": 3,
+                          "head": "segmentation"}, (3, 64, 64)),
+    # examples/lite_hrnet/*.yml and examples/ranet/*.yml: their tuners' space arguments at the default input
+    ("ptflops", "lite-hrnet", {"head": "keypoints", "num_keypoints": 17}, None),
+    ("ptflops", "ranet", {"num_classes": 4}, None),
+)
+
+
+def shipped_tables() -> list[tuple[str, Space, tuple[int, ...]]]:
+    """(kind, space, input) of every entry of :data:`SHIPPED_TABLES`."""
+    entries = []
+    for kind, name, space_args, shape in SHIPPED_TABLES:
+        space = resolve_space(name, **space_args)
+        entries.append((kind, space, space.input_shape(shape)))
+    return entries
+
+
+def ship_tables(folder: Path | None = None) -> list[Path]:
+    """Compile every table of :data:`SHIPPED_TABLES` into ``folder`` (default: the package's
+    :data:`~hrnas_automl.cost.tables.SHIPPED_DIR`), sealed and named by key as the user cache is, and remove the
+    files no entry names (tables of an older version): ``make tables``."""
+    from hrnas_automl.cost.tables import SHIPPED_DIR, table_key, table_path
+    from hrnas_automl.files import sealed_json
+
+    folder = folder or SHIPPED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind, space, shape in shipped_tables():
+        measure, metrics = MEASURES[kind]
+        key = space_table_key(space, shape, kind)
+        with torch.random.fork_rng():
+            table = compile_space_table(space, shape, measure, metrics, verify=True)
+        written.append(table_path(folder, key))
+        sealed_json({"key": table_key(key), "table": table.to_json()}, written[-1])
+        written[-1].chmod(0o644)  # package data, readable by every user of an installed copy
+    for stale in set(folder.glob("*.json")) - set(written):
+        stale.unlink()
+    return written
 
 
 def cost_table(space: str | Space, input_shape: Sequence[int] | None = None, **space_args: Any) -> CostTable:
     """The compiled (macs, params) table of a space at ``input_shape`` (default: the space's paper input)."""
     space = resolve_space(space, **space_args)
-    return space_table(space, space.input_shape(input_shape), _ptflops_measure, ("macs", "params"), kind="ptflops",
-                       verify=True)
+    return space_table(space, space.input_shape(input_shape), *MEASURES["ptflops"], kind="ptflops", verify=True)
 
 
 def conv_macs_table(space: str | Space, input_shape: Sequence[int] | None = None, **space_args: Any) -> CostTable:
     """The compiled table of Conv2d-only MACs (:func:`~hrnas_automl.cost.count.count_conv_macs`, DetNAS's budget
     count, metric ``conv_macs``) of a space at ``input_shape``."""
     space = resolve_space(space, **space_args)
-    return space_table(space, space.input_shape(input_shape), lambda module, shape: (count_conv_macs(module, shape),),
-                       ("conv_macs",), kind="conv-macs", verify=True)
+    return space_table(space, space.input_shape(input_shape), *MEASURES["conv-macs"], kind="conv-macs", verify=True)
 
 
 def analytic_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,

@@ -16,17 +16,25 @@ exactly what the measure counts:
   every label is the exhaustive table of a small space.
 
 Min and max over the space are exact for an additive table: each group's deltas are chosen independently.
+
+A measure marked :func:`shape_count` (ptflops, Conv2d MACs) reads shapes only: compilers may then measure on the meta
+device and split networks into modules measured alone (exact), which other measures (latency) must not.
+
+Compiled tables are kept sealed on disk (:func:`cached_table`): those of the examples' and presets' default inputs
+ship inside the package (``shipped_tables/``, written by ``make tables``), the others in the per-user cache.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
 import random
+import sys
 import warnings
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,16 +42,50 @@ from typing import Any
 import torch
 from torch import nn
 
+from hrnas_automl.cost.count import meta_counting
 from hrnas_automl.files import read_sealed_json, sealed_json, user_cache_dir
 
-__all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "layer_choice_table", "grouped_table",
-           "verify_additive", "io_shapes", "cache_dir", "cached_table"]
+__all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "shape_count", "is_shape_count", "measure_progress",
+           "layer_choice_table", "grouped_table", "verify_additive", "io_shapes", "SHIPPED_DIR", "table_key",
+           "table_path", "cache_dir", "cached_table"]
 
 Measure = Callable[[nn.Module, tuple[int, ...]], tuple[float, ...]]
 """Measures a module at an input shape (C, H, W), e.g. ``(macs, params)``."""
 
 Build = Callable[[Mapping[str, Any]], nn.Module]
 """Builds the frozen network of an architecture."""
+
+
+SHIPPED_DIR = Path(__file__).parent / "shipped_tables"
+"""Tables compiled ahead and installed with the package (``make tables``), looked up before the user cache."""
+
+
+def shape_count(measure: Measure) -> Measure:
+    """Mark ``measure`` as a count read from shapes alone (the same on the meta device, exact, additive over modules
+    run on their own inputs), and return it."""
+    measure.shape_count = True  # type: ignore[attr-defined]
+    return measure
+
+
+def is_shape_count(measure: Measure) -> bool:
+    """Whether ``measure`` is marked by :func:`shape_count`."""
+    return getattr(measure, "shape_count", False)
+
+
+@contextlib.contextmanager
+def measure_progress(measure: Measure, what: str) -> Iterator[Measure]:
+    """``measure`` counting its calls on a tqdm bar on stderr, shown once compiling ``what`` takes over 2 s (and not
+    when stderr is no terminal); the mark of :func:`shape_count` is kept."""
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=f"compiling {what}", unit=" measurements", delay=2, leave=False, file=sys.stderr,
+              disable=None) as bar:
+        def counted(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, ...]:
+            value = measure(module, input_shape)
+            bar.update()
+            return value
+
+        yield shape_count(counted) if is_shape_count(measure) else counted
 
 
 class NotAdditiveError(ValueError):
@@ -157,9 +199,10 @@ def io_shapes(net: nn.Module, modules: Sequence[nn.Module], input_shape: tuple[i
         seen[module].append((tuple(args[0].shape[1:]), tuple(output.shape[1:])) if one else ((), ()))
 
     hooks = [m.register_forward_hook(hook) for m in modules]
+    device = next(net.parameters()).device
     try:
-        with torch.no_grad():
-            net.eval()(torch.zeros(1, *input_shape, device=next(net.parameters()).device))
+        with torch.no_grad(), meta_counting() if device.type == "meta" else contextlib.nullcontext():
+            net.eval()(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in hooks:
             h.remove()
@@ -212,23 +255,44 @@ def cache_dir() -> Path:
     return user_cache_dir("tables")
 
 
+def table_key(key: Mapping[str, Any]) -> dict[str, Any]:
+    """``key`` as stored (a canonical JSON mapping, keys sorted)."""
+    return json.loads(json.dumps(key, sort_keys=True))
+
+
+def table_path(folder: Path, key: Mapping[str, Any]) -> Path:
+    """The file of the table stored under ``key`` in ``folder``: named by the key's SHA-256."""
+    return folder / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]}.json"
+
+
+def _stored_table(path: Path, key: dict[str, Any]) -> CostTable | None:
+    """The table sealed in ``path`` under ``key``; None when there is none, and a warning naming an unusable file."""
+    if not path.is_file():
+        return None
+    try:
+        data = read_sealed_json(path)
+        if data["key"] == key:
+            return CostTable.from_json(data["table"])
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"cost table cache {path} is unusable ({reason}); recompiling it", stacklevel=3)
+    return None
+
+
 def cached_table(key: Mapping[str, Any], compile_table: Callable[[], CostTable]) -> CostTable:
-    """Load the table stored under ``key`` (any JSON mapping) or compile and store it.
+    """Load the table stored under ``key`` (any JSON mapping), shipped (:data:`SHIPPED_DIR`) or in the user cache,
+    or compile it and store it in the user cache.
 
     Tables are stored sealed (:func:`hrnas_automl.files.sealed_json`, atomically); a stored file that is
     truncated, altered or unreadable is reported in a warning naming it, then recompiled and overwritten.
     """
-    canonical = json.loads(json.dumps(key, sort_keys=True))
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir() / f"{digest}.json"
-    if path.is_file():
-        try:
-            data = read_sealed_json(path)
-            if data["key"] == canonical:
-                return CostTable.from_json(data["table"])
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            reason = str(exc).splitlines()[0] if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"cost table cache {path} is unusable ({reason}); recompiling it", stacklevel=2)
-    table = compile_table()
-    sealed_json({"key": canonical, "table": table.to_json()}, path)
+    canonical = table_key(key)
+    shipped = _stored_table(table_path(SHIPPED_DIR, key), canonical)
+    if shipped is not None:
+        return shipped
+    path = table_path(cache_dir(), key)
+    table = _stored_table(path, canonical)
+    if table is None:
+        table = compile_table()
+        sealed_json({"key": canonical, "table": table.to_json()}, path)
     return table

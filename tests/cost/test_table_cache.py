@@ -8,9 +8,19 @@ import warnings
 from pathlib import Path
 
 import pytest
+from torch import nn
 
-from hrnas_automl.cost.tables import CostTable, cache_dir, cached_table
-from hrnas_automl.files import read_sealed_json
+from hrnas_automl.cost import tables
+from hrnas_automl.cost.tables import (
+    CostTable,
+    cache_dir,
+    cached_table,
+    is_shape_count,
+    measure_progress,
+    shape_count,
+    table_path,
+)
+from hrnas_automl.files import read_sealed_json, sealed_json
 
 KEY = {"space": "demo", "input": [3, 8, 8]}
 TABLE = CostTable(("macs", "params"), (("a",), ("b", "c")), (100.0, 10.0),
@@ -74,3 +84,29 @@ def test_a_damaged_cache_file_is_named_once_recompiled_and_overwritten(stored: P
         warnings.simplefilter("error")
         assert cached_table(KEY, compile_table) == TABLE and compile_table.calls == 1
     assert read_sealed_json(stored)["table"] == TABLE.to_json()
+
+
+def test_a_shipped_table_is_read_before_the_user_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(tables, "SHIPPED_DIR", tmp_path / "shipped")
+    (tmp_path / "shipped").mkdir()
+    sealed_json({"key": KEY, "table": TABLE.to_json()}, table_path(tmp_path / "shipped", KEY))
+    compile_table = Compiler()
+    assert cached_table(KEY, compile_table) == TABLE and compile_table.calls == 0
+    assert not (tmp_path / "cache").exists()  # the user cache is not even created
+    assert cached_table({**KEY, "input": [3, 9, 9]}, compile_table) == TABLE and compile_table.calls == 1
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 1  # another key: compiled into the user cache
+
+
+def test_measure_progress_counts_calls_and_keeps_the_shape_count_mark() -> None:
+    calls = []
+
+    @shape_count
+    def measure(module: nn.Module, shape: tuple[int, ...]) -> tuple[float, ...]:
+        calls.append(shape)
+        return (1.0,)
+
+    with measure_progress(measure, "a demo table") as counted:
+        assert is_shape_count(counted) and counted(nn.Identity(), (3, 8, 8)) == (1.0,) and calls == [(3, 8, 8)]
+    with measure_progress(lambda module, shape: (2.0,), "a latency table") as counted:
+        assert not is_shape_count(counted) and counted(nn.Identity(), (3, 8, 8)) == (2.0,)
