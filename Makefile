@@ -9,7 +9,7 @@ PYTEST_ARGS ?= --durations=15   # the slowest tests, so a growing suite shows wh
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lint test test-fast demo examples clean
+.PHONY: help install lint test test-fast demo examples descriptions clean
 
 help:
 	@echo "make install    create $(VENV) and install torch ($(TORCH_SPEC)) + hrnas-automl with test extras"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-fast  install, then the tests not marked slow"
 	@echo "make demo       install, then a real nnictl evolution search over DetNAS-small (port PORT=$(PORT))"
 	@echo "make examples   regenerate the examples' search-space JSON from the model spaces"
+	@echo "make descriptions  regenerate the spaces' kept descriptions (hrnas_automl/space_descriptions.json)"
 	@echo "make clean      remove $(VENV) and build leftovers"
 
 $(BIN)/python:
@@ -48,6 +49,11 @@ examples: install
 	$(BIN)/hrnas-automl export-space hrnas --space-arg setting=tiny --space-arg bn_momentum=0.1 --space-arg head=segmentation --space-arg num_classes=4 -o examples/hrnas/search_space_tiny_seg.json
 	$(BIN)/hrnas-automl export-space lite-hrnet --space-arg head=keypoints --space-arg num_keypoints=17 -o examples/lite_hrnet/search_space.json
 	$(BIN)/hrnas-automl export-space ranet --space-arg num_classes=4 -o examples/ranet/search_space.json
+
+# what `spaces`, `describe`, `sample` and `export-space` read without importing NNI or torch (checked against the
+# spaces by tests/test_descriptions.py)
+descriptions: install
+	$(BIN)/python -c "from hrnas_automl.arch import write_descriptions; write_descriptions()"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
