@@ -209,8 +209,9 @@ def describe_space(space: str, kept_args: Sequence[Mapping[str, Any]] = ({},)) -
 
 
 def _is_json(value: Any) -> bool:
+    """Whether ``value`` comes back from JSON as itself (not a tuple as a list, not an object as an error)."""
     try:
-        return json.loads(json.dumps(value)) == value and repr(json.loads(json.dumps(value))) == repr(value)
+        return repr(json.loads(json.dumps(value))) == repr(value)
     except (TypeError, ValueError):
         return False
 
