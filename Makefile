@@ -9,7 +9,7 @@ PYTEST_ARGS ?= --durations=15   # the slowest tests, so a growing suite shows wh
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install lint test test-fast demo examples tables clean
+.PHONY: help install lint test test-fast demo examples tables descriptions clean
 
 help:
 	@echo "make install    create $(VENV) and install torch ($(TORCH_SPEC)) + hrnas-automl with test extras"
@@ -19,6 +19,7 @@ help:
 	@echo "make demo       install, then a real nnictl evolution search over DetNAS-small (port PORT=$(PORT))"
 	@echo "make examples   regenerate the examples' search-space JSON from the model spaces"
 	@echo "make tables     recompile the cost tables shipped in the package (hrnas_automl/cost/shipped_tables)"
+	@echo "make descriptions  regenerate the spaces' kept descriptions (hrnas_automl/space_descriptions.json)"
 	@echo "make clean      remove $(VENV) and build leftovers"
 
 $(BIN)/python:
@@ -52,6 +53,11 @@ examples: install
 
 tables: install
 	$(BIN)/python -c "from hrnas_automl.cost.analytic import ship_tables; ship_tables()"
+
+# what `spaces`, `describe`, `sample` and `export-space` read without importing NNI or torch (checked against the
+# spaces by tests/test_descriptions.py)
+descriptions: install
+	$(BIN)/python -c "from hrnas_automl.arch import write_descriptions; write_descriptions()"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from hrnas_automl.config import yaml_problem
-from hrnas_automl.registry import SpaceSpec, get_preset, get_space, space_size
+from hrnas_automl.registry import (DESCRIPTIONS_FILE, SPACES, SpaceSpec, get_preset, get_space, kept_description,
+                                   space_size)
 
 if TYPE_CHECKING:  # torch stays out of the import, so pure-Python strategies can validate with this module
     from nni.nas.nn.pytorch import ModelSpace
@@ -46,26 +47,49 @@ class Space:
     the tuners and the trials pass around. Its choices are read on first use and kept, and so is whatever the cost
     model compiles for it (:meth:`memo`), so no layer looks the name up again or keeps a cache of its own.
 
+    What it offers (description, default input, heads, presets, choices) is read from its kept description
+    (:func:`~hrnas_automl.registry.kept_description`) when there is one for its arguments, so nothing is imported
+    or built; otherwise from its :class:`~hrnas_automl.registry.SpaceSpec` and a build of the space.
+
     Build one with :func:`resolve_space` (which returns the same object for the same name and arguments).
     """
 
-    def __init__(self, spec: SpaceSpec, space_args: Mapping[str, Any]) -> None:
-        self.spec = spec
+    def __init__(self, name: str, space_args: Mapping[str, Any], *, source: Any = None,
+                 kept: Mapping[str, Any] | None = None) -> None:
+        self.name = name
         self.args: Mapping[str, Any] = MappingProxyType(dict(space_args))
+        self.source = source  # the registry's source of the name when resolved (a name registered again: anew)
+        self._kept = kept
         self._memo: dict[Hashable, Any] = {}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.args.items())
         return f"Space({self.name!r}{', ' if args else ''}{args})"
 
+    @cached_property
+    def spec(self) -> SpaceSpec:
+        """The registered :class:`~hrnas_automl.registry.SpaceSpec` (imports the space's module)."""
+        return get_space(self.name)
+
     @property
-    def name(self) -> str:
-        return self.spec.name
+    def description(self) -> str:
+        """One line saying what the space is."""
+        return self._kept["description"] if self._kept else self.spec.description
 
     @property
     def default_input(self) -> tuple[int, int, int]:
         """The paper's input (C, H, W), used for costs when none is given."""
-        return self.spec.default_input
+        return tuple(self._kept["default_input"]) if self._kept else self.spec.default_input  # type: ignore[return-value]
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The heads its ``head`` argument accepts."""
+        return tuple(self._kept["heads"]) if self._kept else self.spec.heads
+
+    @property
+    def presets(self) -> list[str]:
+        """The names of its presets (published architectures), in declaration order."""
+        return list(self._kept["presets"]) if self._kept else list(self.spec.presets)
 
     def input_shape(self, shape: Sequence[int] | None = None) -> tuple[int, ...]:
         """``shape`` as a tuple, or :attr:`default_input` when None."""
@@ -73,13 +97,16 @@ class Space:
 
     def build(self) -> nn.Module:
         """The supernet (the un-frozen space), with NNI's import noise silenced."""
-        from hrnas_automl.nni.compat import quiet_nni
+        from hrnas_automl.nni.compat import import_nas
 
-        quiet_nni()
+        import_nas()
         return self.spec.build(**self.args)
 
     @cached_property
     def _choices(self) -> dict[str, list[Any]]:
+        kept = self._kept["choices"].get(_choices_key(self._kept, self.args)) if self._kept else None
+        if kept is not None:
+            return json.loads(json.dumps(kept))  # a copy: the kept data is shared by every Space
         import torch
 
         with torch.random.fork_rng():  # building draws initial weights: the caller's stream must not depend on this
@@ -87,7 +114,7 @@ class Space:
 
     @property
     def choices(self) -> dict[str, list[Any]]:
-        """``{label: candidates}`` (a copy; the space is built once to read them)."""
+        """``{label: candidates}`` (a copy; kept, or read once from a build of the space)."""
         return {label: list(values) for label, values in self._choices.items()}
 
     @property
@@ -101,9 +128,12 @@ class Space:
 
     def freeze(self, arch: Mapping[str, Any]) -> nn.Module:
         """Validate ``arch`` and build the fixed network it names (fresh weights, plain torch layers)."""
-        from nni.nas.space import model_context
+        from hrnas_automl.nni.compat import import_nas
 
         arch = self.validate(arch)
+        import_nas()
+        from nni.nas.space import model_context
+
         with model_context(arch):
             return self.build()
 
@@ -127,27 +157,86 @@ def resolve_space(space: str | Space, **space_args: Any) -> Space:
 
     Raises:
         KeyError: an unknown name (the message lists the registered spaces).
+        ArchitectureError: an argument the space does not take.
     """
     if isinstance(space, Space):
         return space.with_args(**space_args) if space_args else space
-    spec, key = get_space(space), (space, json.dumps(space_args, sort_keys=True))
-    if key not in _RESOLVED or _RESOLVED[key].spec is not spec:  # a name registered again resolves anew
-        _check_space_args(spec, space_args)
-        _RESOLVED[key] = Space(spec, space_args)
+    source, key = SPACES.source(space), (space, json.dumps(space_args, sort_keys=True))
+    if key not in _RESOLVED or _RESOLVED[key].source is not source:  # a name registered again resolves anew
+        kept = kept_description(space)
+        takes = kept["arguments"] if kept else _init_parameters(space)
+        unknown = sorted(set(space_args) - set(takes)) if takes is not None else []
+        if unknown:
+            raise ArchitectureError(f"space {space} takes no argument {', '.join(map(repr, unknown))}; its "
+                                    f"arguments: {', '.join(takes)} (--space-arg KEY=VALUE)")
+        _RESOLVED[key] = Space(space, space_args, source=source, kept=kept)
     return _RESOLVED[key]
 
 
-def _check_space_args(spec: SpaceSpec, space_args: Mapping[str, Any]) -> None:
-    """A one-line error for a constructor argument the space does not take (a typo such as ``nclasses``)."""
+def _init_parameters(name: str) -> list[str] | None:
+    """The constructor arguments space ``name`` takes (None: any), read from its factory (imports it)."""
     from hrnas_automl.nni.compat import init_parameters
 
-    takes = init_parameters(spec.factory)
-    if takes is None:
-        return
-    unknown = sorted(set(space_args) - set(takes))
-    if unknown:
-        raise ArchitectureError(f"space {spec.name} takes no argument {', '.join(map(repr, unknown))}; its "
-                                f"arguments: {', '.join(takes)} (--space-arg KEY=VALUE)")
+    return init_parameters(get_space(name).factory)
+
+
+def _choices_key(kept: Mapping[str, Any], space_args: Mapping[str, Any]) -> str:
+    """The key of ``space_args`` among a kept description's choices: the arguments that differ from their defaults
+    (as JSON; a value equal to its default builds the same space as leaving it out), sorted."""
+    defaults = kept["defaults"]
+    changed = {k: v for k, v in space_args.items() if k not in defaults or _json(v) != _json(defaults[k])}
+    return _json(changed)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def describe_space(space: str, kept_args: Sequence[Mapping[str, Any]] = ({},)) -> dict[str, Any]:
+    """A fresh description of built-in space ``space`` (builds it once per entry of ``kept_args``): what
+    :data:`~hrnas_automl.registry.DESCRIPTIONS_FILE` keeps for it, and what its check compares with."""
+    from hrnas_automl.nni.compat import init_defaults, init_parameters
+
+    spec = get_space(space)
+    defaults = {k: v for k, v in init_defaults(spec.factory).items() if _is_json(v)}
+    kept: dict[str, Any] = {
+        "target": SPACES.source(space), "description": spec.description, "default_input": list(spec.default_input),
+        "heads": list(spec.heads), "presets": list(spec.presets), "arguments": init_parameters(spec.factory),
+        "defaults": defaults, "choices": {}}
+    for args in kept_args:
+        kept["choices"][_choices_key(kept, args)] = Space(space, args).choices
+    return kept
+
+
+def _is_json(value: Any) -> bool:
+    """Whether ``value`` comes back from JSON as itself (not a tuple as a list, not an object as an error)."""
+    try:
+        return repr(json.loads(json.dumps(value))) == repr(value)
+    except (TypeError, ValueError):
+        return False
+
+
+KEPT_SPACE_ARGS: dict[str, list[dict[str, Any]]] = {
+    "detnas-large": [{}],
+    "detnas-small": [{}, {"num_classes": 10}, {"head": "backbone"}],
+    "hrnas": [{}, {"head": "segmentation"}, {"head": "keypoints"},
+              {"setting": "tiny", "bn_momentum": 0.1, "head": "segmentation"},
+              {"setting": "tiny", "bn_momentum": 0.1, "head": "segmentation", "num_classes": 4},
+              {"setting": "tiny", "transformer": False, "head": "segmentation"}],
+    "lite-hrnet": [{}],
+    "ranet": [{}, {"num_classes": 4}],
+}
+"""The space arguments whose choices are kept, besides the defaults: those of the examples (their nnictl
+experiments' tuners, trials, ``make examples``) and of the presets; any other arguments build the space."""
+
+
+def write_descriptions(path: str | Path = DESCRIPTIONS_FILE) -> None:
+    """Regenerate the kept descriptions of the built-in spaces (``make descriptions``) from the spaces themselves."""
+    from hrnas_automl.files import write_json_atomic
+
+    spaces = {name: describe_space(name, KEPT_SPACE_ARGS.get(name, [{}])) for name in SPACES.names()
+              if isinstance(SPACES.source(name), str) and SPACES.source(name).startswith("hrnas_automl.")}
+    write_json_atomic({"format": 1, "spaces": spaces}, Path(path), indent=1)
 
 
 def build_space(space: str | Space, **space_args: Any) -> nn.Module:

@@ -91,6 +91,15 @@ def _output_folder(path: str, flag: str) -> None:
         raise ValueError(f"{flag} {path}: cannot create its folder ({exc.strerror}); choose another path") from None
 
 
+def _input_shape(text: str | None) -> tuple[int, ...] | None:
+    """``--input CxHxW`` as a shape (None without it: nothing, not even torch, is imported for it)."""
+    if text is None:
+        return None
+    from hrnas_automl.cost import parse_input_shape  # its module imports torch
+
+    return parse_input_shape(text)
+
+
 def _space(args: argparse.Namespace) -> Space:
     """The command's space (``args.space`` with its ``--space-arg`` s), resolved once."""
     from hrnas_automl.arch import resolve_space
@@ -100,14 +109,14 @@ def _space(args: argparse.Namespace) -> Space:
 
 def cmd_spaces(args: argparse.Namespace) -> None:
     from hrnas_automl.arch import resolve_space
-    from hrnas_automl.registry import list_spaces
+    from hrnas_automl.registry import SPACES
 
     rows = []
-    for spec in list_spaces():
-        space = resolve_space(spec.name)
-        rows.append({"name": spec.name, "size": space.size, "size_text": _size_text(space),
-                     "labels": len(space.choices), "heads": list(spec.heads), "presets": list(spec.presets),
-                     "description": spec.description})
+    for name in SPACES.names():  # kept descriptions: nothing is imported or built (a plugin space is)
+        space = resolve_space(name)
+        rows.append({"name": name, "size": space.size, "size_text": _size_text(space),
+                     "labels": len(space.choices), "heads": list(space.heads), "presets": space.presets,
+                     "description": space.description})
     if args.json:
         _print_json(rows)
         return
@@ -119,23 +128,24 @@ def cmd_spaces(args: argparse.Namespace) -> None:
 
 def cmd_describe(args: argparse.Namespace) -> None:
     space = _space(args)
-    spec, choices = space.spec, space.choices
+    choices = space.choices
     if args.json:
-        _print_json({"name": spec.name, "description": spec.description, "default_input": list(spec.default_input),
-                     "heads": list(spec.heads), "size": space.size, "choices": choices, "presets": list(spec.presets)})
+        _print_json({"name": space.name, "description": space.description,
+                     "default_input": list(space.default_input), "heads": list(space.heads), "size": space.size,
+                     "choices": choices, "presets": space.presets})
         return
-    print(f"{spec.name}: {spec.description}\nsize {_size_text(space)}, input {'x'.join(map(str, spec.default_input))}"
-          f", heads {', '.join(spec.heads)}")
+    print(f"{space.name}: {space.description}\nsize {_size_text(space)}, input "
+          f"{'x'.join(map(str, space.default_input))}, heads {', '.join(space.heads)}")
     for label, values in choices.items():
         print(f"  {label:<20} {', '.join(map(str, values))}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from hrnas_automl.cost import cost_limit, parse_input_shape
+    from hrnas_automl.cost import cost_limit
     from hrnas_automl.strategies import RandomSearch
 
     space = _space(args)
-    shape = parse_input_shape(args.input) if args.input else None
+    shape = _input_shape(args.input)
     limit = cost_limit(space, max_macs=args.max_macs, max_params=args.max_params, max_latency_ms=args.max_latency_ms,
                        input_shape=shape, threads=args.threads)
     arch = RandomSearch(space.choices, seed=args.seed, constraint=limit, max_attempts=args.max_attempts).ask()
@@ -144,13 +154,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_cost(args: argparse.Namespace) -> None:
     from hrnas_automl.arch import load_arch
-    from hrnas_automl.cost import analytic_cost, count_cost, parse_input_shape
+    from hrnas_automl.cost import analytic_cost, count_cost
 
     space_of_arch, arch = load_arch(args.arch)
     if space_of_arch is not None and space_of_arch != args.space:
         raise ValueError(f"{args.arch} is an architecture of {space_of_arch}, not {args.space}")
     space = _space(args)
-    shape = space.input_shape(parse_input_shape(args.input) if args.input else None)
+    shape = space.input_shape(_input_shape(args.input))
     arch = space.validate(arch)
     analytic = analytic_cost(space, arch, shape)
     net = space.freeze(arch)

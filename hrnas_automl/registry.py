@@ -5,14 +5,22 @@ first lookup (a space module imports NNI and torch, so listing names stays cheap
 own through the entry-point group ``hrnas_automl.<kind>`` (``[project.entry-points."hrnas_automl.spaces"]``,
 ``my-space = "my_pkg.spaces:SPEC"``) or at run time with :meth:`Registry.register`. The CLI, the trial entry point,
 the NNI tuners and Optuna all look names up here, so they share one list.
+
+What a built-in space offers (description, default input, heads, presets, arguments, and its choices for the
+space arguments of the defaults, examples and presets) is also kept as data, :data:`DESCRIPTIONS_FILE`
+(:func:`kept_description`), generated from the spaces by ``make descriptions`` and checked against them by
+``tests/test_descriptions.py``: listing, describing and sampling a space then imports neither NNI nor torch.
 """
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -22,10 +30,13 @@ if TYPE_CHECKING:
     from hrnas_automl.cost.tables import CostTable
 
 __all__ = ["Registry", "SpaceSpec", "Preset", "SPACES", "TASKS", "DATA", "OBJECTIVES", "STRATEGIES", "get_space",
-           "list_spaces", "get_preset", "list_presets", "space_size", "lazy_exports"]
+           "list_spaces", "get_preset", "list_presets", "space_size", "lazy_exports", "DESCRIPTIONS_FILE",
+           "kept_description"]
 
 T = TypeVar("T")
 Arch = dict[str, Any]
+DESCRIPTIONS_FILE = Path(__file__).with_name("space_descriptions.json")
+"""The kept descriptions of the built-in spaces (package data; ``make descriptions`` writes it)."""
 
 
 def _load(target: str) -> Any:
@@ -47,6 +58,7 @@ class Registry(Generic[T]):
         self.group = f"hrnas_automl.{self.plural}"
         self._targets: dict[str, str] = dict(builtins)
         self._objects: dict[str, T] = {}
+        self._imported: dict[str, T] = {}  # what get() imported from a target (not registered at run time)
         self._plugins_read = False
 
     def _read_plugins(self) -> None:
@@ -83,11 +95,25 @@ class Registry(Generic[T]):
             if name not in self._targets:
                 raise KeyError(f"unknown {self.kind} {name!r}; registered {self.plural}: {', '.join(self.names())}")
             try:
-                self._objects[name] = _load(self._targets[name])
+                self._objects[name] = self._imported[name] = _load(self._targets[name])
             except ImportError as exc:
                 raise ValueError(f"{self.kind} {name!r} ({self._targets[name]}) cannot be imported: {exc}; install "
                                  "the package that provides it") from None
         return self._objects[name]
+
+    def source(self, name: str) -> str | T:
+        """Where ``name`` comes from, without importing it: its ``"module:attribute"`` target while the name is
+        served by it (imported or not), else the object registered under it at run time.
+
+        Raises:
+            KeyError: no such name (the message lists the registered ones).
+        """
+        self._read_plugins()
+        if name in self._objects and self._imported.get(name) is not self._objects[name]:
+            return self._objects[name]
+        if name not in self._targets:
+            raise KeyError(f"unknown {self.kind} {name!r}; registered {self.plural}: {', '.join(self.names())}")
+        return self._targets[name]
 
     def items(self) -> list[tuple[str, T]]:
         """``(name, object)`` of every entry, in :meth:`names` order (imports them all)."""
@@ -185,22 +211,42 @@ STRATEGIES: Registry[Any] = Registry("strategy", plural="strategies", builtins={
 })
 
 
-def _quiet() -> None:
-    from hrnas_automl.nni.compat import quiet_nni
+def _import_nas() -> None:
+    from hrnas_automl.nni.compat import import_nas
 
-    quiet_nni()  # the spaces import nni.nas, which warns about torch 2.13 on first import
+    import_nas()  # the spaces import nni.nas: quietly (it warns on torch 2.13) and without pytorch-lightning
 
 
 def get_space(name: str) -> SpaceSpec:
-    """Look a space up by name; an unknown name raises ``KeyError`` listing the known ones."""
-    _quiet()
+    """Look a space up by name (importing its module); an unknown name raises ``KeyError`` listing the known ones."""
+    if name in SPACES:
+        _import_nas()
     return SPACES.get(name)
 
 
 def list_spaces() -> list[SpaceSpec]:
     """All registered spaces, in registry order (built-ins by name)."""
-    _quiet()
+    _import_nas()
     return [spec for _, spec in SPACES.items()]
+
+
+@cache
+def _kept_descriptions() -> dict[str, Any]:
+    try:
+        return json.loads(DESCRIPTIONS_FILE.read_text())["spaces"]
+    except FileNotFoundError:  # not generated yet (`make descriptions`): every space is built to be described
+        return {}
+
+
+def kept_description(name: str) -> Mapping[str, Any] | None:
+    """The kept description of space ``name`` (:data:`DESCRIPTIONS_FILE`), or None when there is none or the name
+    is no longer served by the target it was generated from (a space registered at run time).
+
+    Raises:
+        KeyError: an unknown name (the message lists the registered spaces).
+    """
+    kept = _kept_descriptions().get(name)
+    return kept if kept is not None and kept["target"] == SPACES.source(name) else None
 
 
 def list_presets(space: str | None = None) -> list[Preset]:

@@ -8,15 +8,22 @@ here so that spaces and strategies stay plain PyTorch + NNI mutables (whose read
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
-__all__ = ["quiet_nni", "check_pins", "init_parameters", "to_nni_search_space", "in_nni_trial", "next_parameter",
-           "report_intermediate", "report_final"]
+__all__ = ["quiet_nni", "import_nas", "check_pins", "init_parameters", "init_defaults", "to_nni_search_space",
+           "in_nni_trial", "next_parameter", "report_intermediate", "report_final"]
+
+# NNI packages whose ``__init__`` copies in their ``.pytorch`` submodule (``shortcut_framework``): importing
+# ``nni.nas.evaluator`` that way imports pytorch-lightning (and torch._dynamo), ~4 s of CPU per process.
+_SHORTCUT_PACKAGES = ("nni.nas.evaluator", "nni.nas.nn", "nni.nas.hub", "nni.nas.oneshot")
 
 
 def quiet_nni() -> None:
@@ -24,6 +31,49 @@ def quiet_nni() -> None:
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"nni(\.|$)")
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     logging.getLogger("nni").setLevel(logging.WARNING)
+
+
+def import_nas() -> None:
+    """Import NNI's model-space API (``nni.nas.nn.pytorch``, ``nni.nas.space``) quietly and without
+    pytorch-lightning, which only NNI's evaluators and experiments use.
+
+    NNI's shortcut packages (``nni.nas.evaluator`` = ``nni.nas.evaluator.pytorch``...) are imported with NNI's
+    framework set to ``none`` (so they skip the copy, and the lightning import behind it), then the framework is
+    restored and each of them copies its ``.pytorch`` submodule on the first name it lacks: code that asks for
+    ``nni.nas.evaluator.Lightning`` still gets it, as NNI does it, at that moment. Call it before any
+    ``nni.nas`` import (the spaces package and :mod:`hrnas_automl.arch` do).
+    """
+    quiet_nni()
+    if "nni.nas.space" in sys.modules:
+        return
+    from nni.common import framework
+
+    chosen = framework.get_default_framework()
+    fresh = [name for name in _SHORTCUT_PACKAGES if name not in sys.modules]
+    framework.set_default_framework("none")
+    try:
+        importlib.import_module("nni.nas.nn.pytorch")
+        importlib.import_module("nni.nas.space")
+    finally:
+        framework.set_default_framework(chosen)
+    if chosen != "none":
+        for name in fresh:
+            if name in sys.modules:
+                _shortcut_later(sys.modules[name], chosen)
+
+
+def _shortcut_later(package: ModuleType, chosen: str) -> None:
+    """Give ``package`` a module ``__getattr__`` (PEP 562) that does NNI's ``shortcut_framework`` on first use."""
+    def __getattr__(name: str) -> Any:
+        from nni.common.framework import shortcut_module
+
+        del package.__getattr__  # type: ignore[attr-defined]  (once: the copy brings every name)
+        shortcut_module(package.__name__, f".{chosen}", package.__name__)
+        if name in package.__dict__:
+            return package.__dict__[name]
+        raise AttributeError(f"module {package.__name__!r} has no attribute {name!r}")
+
+    package.__getattr__ = __getattr__  # type: ignore[attr-defined]
 
 
 def check_pins() -> None:
@@ -40,13 +90,14 @@ def check_pins() -> None:
                            "install 'setuptools<81'")
 
 
-def init_parameters(factory: Callable[..., Any]) -> list[str] | None:
-    """The keyword parameters a space factory (a ``ModelSpace`` class, or a ``functools.partial`` of one) takes, or
-    None when it takes any. NNI replaces a ModelSpace's ``__init__`` by a ``(*args, **kwargs)`` wrapper without
-    ``__wrapped__``; the original is found in the wrapper's closures."""
-    bound = 0
+def _keyword_parameters(factory: Callable[..., Any]) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    """The parameters a space factory (a ``ModelSpace`` class, or a ``functools.partial`` of one) still takes by
+    keyword, and the keywords its partials bind. NNI replaces a ModelSpace's ``__init__`` by a
+    ``(*args, **kwargs)`` wrapper without ``__wrapped__``; the original is found in the wrapper's closures."""
+    bound, keywords = 0, {}
     while isinstance(factory, functools.partial):
         bound += len(factory.args)
+        keywords = {**factory.keywords, **keywords}
         factory = factory.func
     init: Any = getattr(factory, "__init__", factory)
     stack, seen = [init], set()
@@ -60,9 +111,26 @@ def init_parameters(factory: Callable[..., Any]) -> list[str] | None:
             break
         stack += [c.cell_contents for c in getattr(fn, "__closure__", None) or () if callable(c.cell_contents)]
     params = list(inspect.signature(init).parameters.values())[1 if init is not factory else 0:]
+    positional = [p for p in params if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                                                  inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    skipped = {p.name for p in positional[:bound]}
+    return [p for p in params if p.name not in skipped and p.kind is not inspect.Parameter.VAR_POSITIONAL], keywords
+
+
+def init_parameters(factory: Callable[..., Any]) -> list[str] | None:
+    """The keyword parameters a space factory (a ``ModelSpace`` class, or a ``functools.partial`` of one) takes, or
+    None when it takes any (``**kwargs``)."""
+    params, _ = _keyword_parameters(factory)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return [p.name for p in params[bound:] if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    return [p.name for p in params]
+
+
+def init_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
+    """``{parameter: default}`` of the keyword parameters of a space factory that have one (a partial's bound
+    keywords included): the values that build the same space as leaving the argument out."""
+    params, keywords = _keyword_parameters(factory)
+    return {**{p.name: p.default for p in params if p.default is not inspect.Parameter.empty}, **keywords}
 
 
 def to_nni_search_space(choices: Mapping[str, list[Any]]) -> dict[str, dict[str, Any]]:

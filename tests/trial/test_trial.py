@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,16 @@ def test_trial_command_by_hand_writes_result(tmp_path: Path, capsys: pytest.Capt
     assert lines[0]["arch"] == dict(get_preset("detnas-coco-retinanet-300m").arch)
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved["metrics"]["default"] == lines[-1]["default"] and len(saved["epochs"]) == 2
+
+
+def test_a_trial_process_imports_neither_lightning_nor_nni_strategies(tmp_path: Path) -> None:
+    """What nnictl's trialCommand starts: the modules a trial does not need stay out of its process (issue 21)."""
+    cfg = tmp_path / "trial.yml"
+    cfg.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "epochs": 1}, "latency": {"enabled": False}}))
+    script = ("import sys\nfrom hrnas_automl.cli import main\nassert main(sys.argv[1:]) == 0\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning_fabric', "
+              "'optuna', 'matplotlib') or m.startswith(('nni.nas.strategy', 'nni.nas.experiment', 'nni.nas.oneshot', "
+              "'nni.nas.evaluator.pytorch'))))")
+    out = subprocess.run([sys.executable, "-c", script, "trial", "--config", str(cfg), "--arch",
+                          "preset:detnas-coco-retinanet-300m"], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[]"
