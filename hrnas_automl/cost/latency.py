@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from hrnas_automl.cost.limits import BACKENDS, check_backend  # re-exported: torch-free, so tuners check early
 from hrnas_automl.tasks.training import torch_threads  # re-exported: the one thread-count context
 
 if TYPE_CHECKING:
@@ -34,22 +35,9 @@ if TYPE_CHECKING:
 __all__ = ["BACKENDS", "check_backend", "measure_latency", "onnx_latency", "torch_threads", "latency_table",
            "raw_latency_table", "predicted_latency"]
 
-BACKENDS = ("torch", "onnxruntime")
-"""Where latency is measured: eager PyTorch, or ONNX Runtime (CPU) on the network exported to ONNX."""
-
 CALIBRATION_SAMPLES = 8
 """Whole networks timed to fit a table's correction (seeded draws, so every table sees the same ones)."""
 _CALIBRATION_SEED = 20_2011  # distinct from the seeds of bench/latency_prediction.py's unseen samples
-
-
-def check_backend(backend: str, device: str = "cpu") -> str:
-    """``backend`` if it is one of :data:`BACKENDS` and runs on ``device``, else a one-line ``ValueError``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown latency backend {backend!r}; use one of: {', '.join(BACKENDS)}")
-    if backend == "onnxruntime" and device != "cpu":
-        raise ValueError(f"latency backend onnxruntime runs on the CPU, got device {device!r}; use device 'cpu' "
-                         "or backend 'torch'")
-    return backend
 
 
 def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, batch_size: int) -> None:

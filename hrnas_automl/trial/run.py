@@ -68,6 +68,26 @@ def _check_finite(metrics: Mapping[str, Any], when: str) -> None:
                             "instead of reporting them; lower train.lr (the learning rate) or check the data")
 
 
+def _costs(config: TrialConfig, task: Any, model: Any, data: Any, cost: Any) -> dict[str, float]:
+    """``macs``, ``params`` and (when enabled) ``latency_ms`` of the network that ships (:meth:`Task.deployed
+    <hrnas_automl.tasks.Task.deployed>`); when that is more than the searched network (detection: FPN + head around
+    the backbone), the searched network's under ``backbone_macs``, ``backbone_params``, ``backbone_latency_ms``."""
+    import torch
+
+    from hrnas_automl.cost import count_cost
+
+    with torch.random.fork_rng():  # the head's fresh weights must not move the RNG stream of what follows
+        whole = task.deployed(model, data, config.task_args)
+    nets = {"": whole} if whole is model else {"": whole, "backbone_": model}
+    out: dict[str, float] = {}
+    for prefix, net in nets.items():
+        counted = cost if net is model else count_cost(net, data.input_shape)
+        out.update({f"{prefix}macs": counted.macs, f"{prefix}params": counted.params})
+        if config.latency.enabled:
+            out[f"{prefix}latency_ms"] = config.latency.measure(net, data.input_shape)
+    return out
+
+
 def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermediate: Report | None = None,
               report_final: Report | None = None, progress: bool = False) -> TrialResult:
     """Train and evaluate one architecture of ``config.space`` on the configured task.
@@ -89,7 +109,6 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
 
     from hrnas_automl.arch import freeze
     from hrnas_automl.cost import count_cost
-    from hrnas_automl.cost.latency import measure_latency
     from hrnas_automl.tasks.training import torch_threads
     from hrnas_automl.tasks import get_task
 
@@ -112,11 +131,8 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
 
     with torch_threads(config.threads):
         final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
-    metrics: dict[str, float] = {"default": final[task.metric], **final, "macs": cost.macs, "params": cost.params}
+    metrics: dict[str, float] = {"default": final[task.metric], **final, **_costs(config, task, model, data, cost)}
     _check_finite(metrics, "final")
-    if config.latency.enabled:
-        metrics["latency_ms"] = measure_latency(model, data.input_shape, warmup=config.latency.warmup,
-                                                repeats=config.latency.repeats, threads=config.latency.threads)
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None:
         report_final(metrics)
