@@ -41,43 +41,31 @@ _CALIBRATION_SEED = 20_2011  # distinct from the seeds of bench/latency_predicti
 
 
 def _to_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path, batch_size: int) -> None:
-    """Export ``model`` to ONNX at ``path`` (legacy TorchScript exporter: the dynamo one needs onnxscript).
-
-    Private stand-in, to be replaced by ``hrnas_automl.export.onnx.to_onnx`` once that lands (issue 20 item 1).
+    """Export ``model`` with the package's one ONNX conversion (:func:`hrnas_automl.export.onnx.to_onnx`; a fixed
+    batch when timing batch 1).
 
     Raises:
         ValueError: the network does not export (one line naming the network and the exporter's reason).
     """
-    import warnings
+    from hrnas_automl.export.onnx import to_onnx
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.zeros(batch_size, *input_shape),), str(path), dynamo=False,
-                              input_names=["input"], do_constant_folding=True)
+        to_onnx(model, input_shape, path, dynamic_batch=batch_size != 1)
     except Exception as exc:  # the exporter raises many types; all mean the same to the caller
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ValueError(f"latency backend onnxruntime: {type(model).__name__} does not export to ONNX ({reason}); "
                          "use backend 'torch' for this network") from None
 
 
-def _ort_session(path: Path, threads: int | None) -> Any:
-    """An ONNX Runtime CPU session timed as deployed: ``threads`` intra-op threads, one inter-op, sequential."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def onnx_latency(path: str | Path, input_shape: Sequence[int], *, batch_size: int = 1, warmup: int = 3,
                  repeats: int = 10, threads: int | None = None) -> float:
-    """Median milliseconds of one ONNX Runtime run of the exported network at ``path`` (a session per call, timed as
-    :func:`measure_latency` times backend onnxruntime): export once, time several thread counts."""
-    session = _ort_session(Path(path), threads)
+    """Median milliseconds of one ONNX Runtime run of the exported network at ``path`` in a session as deployed
+    (:func:`hrnas_automl.export.onnx.ort_session`: ``threads`` intra-op threads, default torch's count; one inter-op
+    thread; sequential), timed as :func:`measure_latency` times backend onnxruntime: export once, time several
+    thread counts."""
+    from hrnas_automl.export.onnx import ort_session
+
+    session = ort_session(Path(path), threads or torch.get_num_threads())
     feed = {session.get_inputs()[0].name: torch.randn(batch_size, *input_shape).numpy()}
     return _timed(lambda: session.run(None, feed), warmup, repeats)
 

@@ -15,7 +15,6 @@ from hrnas_automl.arch import choices_of
 from hrnas_automl.cost import cost_limit
 from hrnas_automl.cost.latency import (
     _fit,
-    _ort_session,
     _to_onnx,
     calibrated,
     latency_table,
@@ -23,6 +22,7 @@ from hrnas_automl.cost.latency import (
     raw_latency_table,
 )
 from hrnas_automl.cost.tables import CostTable
+from hrnas_automl.export.onnx import ort_session
 from hrnas_automl.strategies import Evolution
 
 SMALL = (3, 32, 32)
@@ -52,7 +52,7 @@ def test_measure_latency_times_both_backends_and_keeps_the_mode(backend: str) ->
 def test_onnxruntime_session_runs_as_deployed(tmp_path: Path) -> None:
     path = tmp_path / "net.onnx"
     _to_onnx(small_net().eval(), (3, 16, 16), path, 1)
-    options = _ort_session(path, 2).get_session_options()
+    options = ort_session(path, 2).get_session_options()
     assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
     assert str(options.execution_mode) == "ExecutionMode.ORT_SEQUENTIAL"
 
