@@ -45,7 +45,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hrnas_automl.config import TrainSettings, parse_number
-from hrnas_automl.cost.limits import BACKENDS, check_limit
+from hrnas_automl.cost.backends import BACKENDS
+from hrnas_automl.cost.limits import check_limit
 from hrnas_automl.cost.tables import CostTable
 from hrnas_automl.files import load_torch_checkpoint, save_torch_atomic
 from hrnas_automl.spaces.common import OptimizerState

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from hrnas_automl.cost.limits import BACKENDS, check_backend  # re-exported: torch-free, so tuners check early
+from hrnas_automl.cost.backends import BACKENDS, check_backend  # re-exported
 from hrnas_automl.tasks.training import torch_threads  # re-exported: the one thread-count context
 
 if TYPE_CHECKING:

@@ -5,30 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hrnas_automl.cost.backends import check_backend
+
 if TYPE_CHECKING:
     from hrnas_automl.arch import Space
     from hrnas_automl.cost.tables import CostTable
 
-__all__ = ["InfeasibleConstraintError", "BACKENDS", "check_backend", "check_limit", "cost_limit"]
-
-BACKENDS = ("torch", "onnxruntime")
-"""Where latency is measured: eager PyTorch, or ONNX Runtime (CPU) on the network exported to ONNX."""
+__all__ = ["InfeasibleConstraintError", "check_limit", "cost_limit"]
 
 
 class InfeasibleConstraintError(ValueError):
     """No architecture meets a budget: a limit below the space's smallest cost, or no feasible, not-yet-proposed
     architecture within a strategy's ``max_attempts`` draws."""
-
-
-def check_backend(backend: str, device: str = "cpu") -> str:
-    """``backend`` if it is one of :data:`BACKENDS` and runs on ``device``, else a one-line ``ValueError`` (checked
-    here, without torch, so a tuner refuses a typo when nnictl creates it)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown latency backend {backend!r}; use one of: {', '.join(BACKENDS)}")
-    if backend == "onnxruntime" and device != "cpu":
-        raise ValueError(f"latency backend onnxruntime runs on the CPU, got device {device!r}; use device 'cpu' "
-                         "or backend 'torch'")
-    return backend
 
 
 def check_limit(space: str, metric: str, limit: float, lo: float, hi: float, where: str) -> None:

@@ -35,7 +35,7 @@ from nni.tuner import Tuner
 
 from hrnas_automl.arch import Space, resolve_space
 from hrnas_automl.config import parse_number
-from hrnas_automl.cost.limits import check_backend
+from hrnas_automl.cost.backends import check_backend
 from hrnas_automl.files import write_json_atomic
 from hrnas_automl.nni.compat import quiet_nni, to_nni_search_space
 from hrnas_automl.nni.resume import params_key, split_orphans, state_file
