@@ -5,14 +5,13 @@ and input size.
 The table's raw block-sum (each block timed alone) is not the whole network's latency: a block timed alone pays
 the per-call overhead of a whole forward (Python dispatch, ONNX Runtime's ``run``) and runs on warm caches, and
 with several threads small blocks parallelise worse than the network does. :func:`latency_table` therefore times
-a few whole networks right after compiling it and fits ``measured = a * block_sum + b`` on them (least squares);
-the table it returns is the raw one scaled by ``a`` with ``b`` added to its base, so it stays additive (bounds and
-marginals exact). ``bench/latency_prediction.py`` publishes the error before and after on unseen samples.
+a few whole networks right after compiling it and scales the raw table by the median of measured / block-sum on
+them, so it stays additive (bounds and marginals exact). ``bench/latency_prediction.py`` publishes the error
+before and after on unseen samples.
 """
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import random
 import statistics
@@ -159,34 +158,28 @@ def raw_latency_table(space: str | Space, input_shape: Sequence[int] | None = No
                        kind=f"latency-{_device_name(device, threads, backend)}-w{warmup}r{repeats}", verify=False)
 
 
-def _fit(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
-    """``(a, b)`` of the line ``measured = a * predicted + b``, robust to a sample slowed by a load burst (Theil-Sen:
-    the median of pairwise slopes); through the origin (the median ratio) when the samples' spread is too small to
-    fix a slope, or the fitted one is not positive."""
-    pairs = list(zip(predicted, measured))
-    if max(predicted) - min(predicted) > 0.1 * statistics.median(predicted):
-        a = statistics.median((m2 - m1) / (p2 - p1) for (p1, m1), (p2, m2) in itertools.combinations(pairs, 2)
-                              if p2 != p1)
-        if a > 0:
-            return a, statistics.median(m - a * p for p, m in pairs)
-    return statistics.median(m / p for p, m in pairs), 0.0
+def _ratio(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    """The correction factor of a raw table: the median of measured / predicted over the whole networks timed
+    (robust to a sample hit by a load burst). A ratio, not a fitted line: on a loaded machine 8 networks gave
+    Lite-HRNet a line of slope 0.03, which would have predicted every network alike."""
+    return statistics.median(m / p for p, m in zip(predicted, measured))
 
 
-def calibrated(table: CostTable, a: float, b: float) -> CostTable:
-    """``table`` with every value mapped to ``a * value + b`` (``a`` scales base and deltas, ``b`` goes to the
-    base), so it stays an additive table."""
+def calibrated(table: CostTable, factor: float) -> CostTable:
+    """``table`` with its base and every delta scaled by ``factor``: still an additive table, so its bounds and
+    marginals stay exact."""
     from hrnas_automl.cost.tables import CostTable
 
-    return CostTable(table.metrics, table.groups, (a * table.base[0] + b,),
-                     tuple({key: (a * value[0],) for key, value in delta.items()} for delta in table.deltas))
+    return CostTable(table.metrics, table.groups, (factor * table.base[0],),
+                     tuple({key: (factor * value[0],) for key, value in delta.items()} for delta in table.deltas))
 
 
 def latency_table(space: str | Space, input_shape: Sequence[int] | None = None, *, threads: int | None = None,
                   device: str = "cpu", backend: str = "torch", warmup: int = 3, repeats: int = 10,
                   **space_args: Any) -> CostTable:
     """Per-block latency lookup table of a space, corrected on whole networks (module docstring): the raw table
-    (:func:`raw_latency_table`) mapped through the line fitted on :data:`CALIBRATION_SAMPLES` whole networks timed
-    the same way. Cached like the raw table, with the fit stored in the cache file's key.
+    (:func:`raw_latency_table`) scaled by the median ratio measured / predicted of :data:`CALIBRATION_SAMPLES` whole
+    networks timed the same way. Cached like the raw table (its key names the raw table's digest).
 
     Raises:
         ValueError: an unknown backend, or a space whose networks do not export to ONNX (backend onnxruntime).
@@ -199,14 +192,14 @@ def latency_table(space: str | Space, input_shape: Sequence[int] | None = None, 
     shape = space.input_shape(input_shape)
     raw = raw_latency_table(space, shape, threads=threads, device=device, backend=backend, warmup=warmup,
                             repeats=repeats)
-    kind = f"latency-{_device_name(device, threads, backend)}-w{warmup}r{repeats}-calibrated{CALIBRATION_SAMPLES}"
+    kind = f"latency-{_device_name(device, threads, backend)}-w{warmup}r{repeats}-ratio{CALIBRATION_SAMPLES}"
 
     def fit() -> CostTable:
         rng, choices = random.Random(_CALIBRATION_SEED), space.choices
         archs = [{label: rng.choice(values) for label, values in choices.items()} for _ in range(CALIBRATION_SAMPLES)]
         measured = [measure_latency(space.freeze(arch), shape, warmup=warmup, repeats=repeats, threads=threads,
                                     device=device, backend=backend) for arch in archs]
-        return calibrated(raw, *_fit([raw.evaluate(arch)[0] for arch in archs], measured))
+        return calibrated(raw, _ratio([raw.evaluate(arch)[0] for arch in archs], measured))
 
     digest = hashlib.sha256(json.dumps(raw.to_json(), sort_keys=True).encode()).hexdigest()[:16]
     key = {"space": space.name, "input": list(shape), "space_args": dict(space.args), "kind": kind, "raw": digest,
