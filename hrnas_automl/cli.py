@@ -147,7 +147,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     space = _space(args)
     shape = _input_shape(args.input)
     limit = cost_limit(space, max_macs=args.max_macs, max_params=args.max_params, max_latency_ms=args.max_latency_ms,
-                       input_shape=shape, threads=args.threads)
+                       input_shape=shape, threads=args.threads, backend=args.backend)
     arch = RandomSearch(space.choices, seed=args.seed, constraint=limit, max_attempts=args.max_attempts).ask()
     _print_json(arch)
 
@@ -170,8 +170,8 @@ def cmd_cost(args: argparse.Namespace) -> None:
     if args.latency:
         from hrnas_automl.cost.latency import measure_latency, predicted_latency
 
-        out["latency_ms"] = measure_latency(net, shape, threads=args.threads)
-        out["predicted_latency_ms"] = predicted_latency(space, arch, shape, threads=args.threads)
+        out["latency_ms"] = measure_latency(net, shape, threads=args.threads, backend=args.backend)
+        out["predicted_latency_ms"] = predicted_latency(space, arch, shape, threads=args.threads, backend=args.backend)
     if args.json:
         _print_json(out)
         return
@@ -457,6 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="CxHxW for the limits (default: the space's paper input)")
     p.add_argument("--max-latency-ms", type=_budget, help="latency limit (lookup table measured on this machine)")
     p.add_argument("--threads", type=_positive, default=None, help="torch threads for the latency table")
+    p.add_argument("--backend", default="torch", help="latency backend of the table: torch or onnxruntime")
     p.add_argument("--max-attempts", type=_positive, default=2000, help="random draws before giving up on the limits")
     p.set_defaults(func=cmd_sample)
 
@@ -466,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", action="store_true",
                    help="also measure latency on this machine and predict it from the latency table")
     p.add_argument("--threads", type=_positive, default=None, help="torch threads for --latency")
+    p.add_argument("--backend", default="torch", help="latency backend for --latency: torch or onnxruntime")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_cost)
 

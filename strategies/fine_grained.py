@@ -6,8 +6,9 @@ token): ``loss = task loss + λ(epoch) Σ_i penalty_i ‖α_i‖₁`` (the L1 te
 see :func:`_soft_threshold`), ``penalty_i = Δ_i / (Σ_j h_j Δ_j / Σ_j h_j)`` where Δ_i is what one channel / token
 of unit i costs and h_j its width (REFERENCE §1.3, ``prune.py:155-185``). Δ_i comes from the cost model
 (:mod:`hrnas_automl.cost`): the exact ptflops MACs of one grid step of the unit in the current network
-(``cost="macs"``, the reference's FLOPs) or its latency measured on this machine (``cost="latency"``,
-:func:`hrnas_automl.cost.latency.latency_table`). λ ramps linearly from 0 over ``warmup`` epochs (``prune.py:296-326``).
+(``cost="macs"``, the reference's FLOPs) or its latency measured on this machine (``cost="latency"``, under eager
+PyTorch or ONNX Runtime as ``backend`` says, :func:`hrnas_automl.cost.latency.latency_table`). λ ramps linearly
+from 0 over ``warmup`` epochs (``prune.py:296-326``).
 Every ``prune_every`` epochs the network is *physically* shrunk (conv / BN / embedding weights sliced, and their
 momentum with them, ``utils/optim.py`` ``compress_mask``; a kernel path with no channel or a Transformer with no
 token is removed), BN statistics are recalibrated on training batches (``train.py:552-577``) and the shrunk network
@@ -44,6 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hrnas_automl.config import TrainSettings, parse_number
+from hrnas_automl.cost.backends import BACKENDS
 from hrnas_automl.cost.limits import check_limit
 from hrnas_automl.cost.tables import CostTable
 from hrnas_automl.files import load_torch_checkpoint, save_torch_atomic
@@ -79,6 +81,7 @@ class FineGrainedSettings:
     finetune_epochs: int = 0  # last epochs: train the pruned network without penalty or pruning
     max_macs: float | None = None  # budget-driven pruning (None: threshold only)
     cost: str = "macs"  # what Δ_i weighs: "macs" (ptflops, exact) or "latency" (measured on this machine)
+    backend: str = "torch"  # where cost="latency" is measured: "torch" (eager) or "onnxruntime"
     calib_batches: int = 10  # bn_calibration_steps
 
     def __post_init__(self) -> None:
@@ -95,6 +98,7 @@ class FineGrainedSettings:
                   ("prune_every", count(self.prune_every, 1), "an integer >= 1"),
                   ("finetune_epochs", count(self.finetune_epochs, 0), "an integer >= 0"),
                   ("cost", self.cost in ("macs", "latency"), "'macs' or 'latency'"),
+                  ("backend", self.backend in BACKENDS, " or ".join(map(repr, BACKENDS))),
                   ("calib_batches", count(self.calib_batches, 1), "an integer >= 1"),
                   ("max_macs", self.max_macs is None or self.max_macs > 0, "> 0 or null"))
         for name, ok, need in checks:
@@ -386,7 +390,8 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
             smallest, widest = (macs_table.evaluate({k: f(v) for k, v in grids.items()})[0] for f in (min, max))
             check_limit(space.name, "macs", settings.max_macs, smallest, widest,
                         f"at {'x'.join(map(str, shape))}, every prunable unit at its smallest width")
-        penalty_table = macs_table if settings.cost == "macs" else latency_table(space, shape, threads=threads)
+        penalty_table = (macs_table if settings.cost == "macs" else
+                         latency_table(space, shape, threads=threads, backend=settings.backend))
         calib = DataLoader(data.train, batch_size=train.batch_size, shuffle=False)
         run = _Pruning(model, settings, train, epochs, grids, penalty_table, macs_table, calib, evaluate,
                        task_obj.metric, on_step)

@@ -244,6 +244,32 @@ CASES.append((("tune", "--config", "{tmp}/tune_bad_data.yml"),
               r"shapes data: option train_size='abc' is invalid; it must be an integer >= 1"))
 
 
+# latency backends (issue 20): a backend that does not exist, wherever a latency is measured or predicted (a network
+# that does not export to ONNX: tests/cost/test_latency.py, as every space's networks export)
+_TRIAL_ORT = {"space": "detnas-small", "space_args": {"num_classes": 4}, "task": "classification",
+              "data": {"kind": "synthetic", "num_classes": 4, "train_size": 8, "val_size": 4, "image_size": 32}}
+FILES.update({
+    "latency_backend.yml": json.dumps({**_TRIAL_ORT, "latency": {"backend": "tensorrt"}}),
+    "prune_backend.yml": "space: hrnas\nspace_args: {setting: tiny}\ntask: segmentation\ndata: {kind: shapes}\n"
+                         "prune: {cost: latency, backend: tensorrt}\n",
+    "tuner_backend.yml": "tuner: {className: hrnas_automl.nni.StrategyTuner, codeDirectory: .,\n"
+                         "        classArgs: {space: detnas-small, max_latency_ms: 5, latency_backend: onnx}}\n",
+})
+CASES.extend([
+    (("sample", "detnas-small", "--max-latency-ms", "5", "--backend", "tensorrt"),
+     r"unknown latency backend 'tensorrt'; use one of: torch, onnxruntime$"),
+    (("cost", "detnas-small", "--arch", "preset:detnas-coco-fpn-300m", "--input", "3x32x32", "--latency",
+      "--backend", "ort"), r"unknown latency backend 'ort'; use one of: torch, onnxruntime$"),
+    (("trial", "--config", "{tmp}/latency_backend.yml"),
+     r"latency_backend.yml: latency.backend: Input should be 'torch' or 'onnxruntime'"),
+    (("prune", "--config", "{tmp}/prune_backend.yml"),
+     r"prune_backend.yml: prune: fine-grained setting backend must be 'torch' or 'onnxruntime', got 'tensorrt'$"),
+    (("search", "{tmp}/tuner_backend.yml", "--timeout", "1"),
+     r"tuner_backend.yml: tuner StrategyTuner classArgs: unknown latency backend 'onnx'; use one of: torch, "
+     r"onnxruntime$"),
+])
+
+
 @pytest.mark.parametrize(("argv", "pattern"), CASES, ids=[" ".join(argv[:2]) + f" #{i}" for i, (argv, _) in
                                                           enumerate(CASES)])
 def test_bad_input_is_one_clear_line(argv: tuple[str, ...], pattern: str, tmp_path: Path,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hrnas_automl.cost.backends import check_backend
+
 if TYPE_CHECKING:
     from hrnas_automl.arch import Space
     from hrnas_automl.cost.tables import CostTable
@@ -28,16 +30,19 @@ def check_limit(space: str, metric: str, limit: float, lo: float, hi: float, whe
 def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params: float | None = None,
                max_latency_ms: float | None = None, max_conv_macs: float | None = None,
                input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None,
-               threads: int | None = None, device: str = "cpu") -> Callable[[dict[str, Any]], bool] | None:
+               threads: int | None = None, device: str = "cpu", backend: str = "torch"
+               ) -> Callable[[dict[str, Any]], bool] | None:
     """A feasibility test for strategies: the analytic MACs/params, the Conv2d-only MACs (DetNAS's budget count) and
-    the latency predicted by the table measured on this machine (``threads``, ``device``) are within every limit
-    given. None without limits. ``space_args`` are added to ``space`` (a name or a resolved
-    :class:`~hrnas_automl.arch.Space`).
+    the latency predicted by the table measured on this machine (``backend`` ``torch`` or ``onnxruntime``,
+    ``threads``, ``device``) are within every limit given. None without limits. ``space_args`` are added to
+    ``space`` (a name or a resolved :class:`~hrnas_automl.arch.Space`).
 
     Raises:
         InfeasibleConstraintError: a limit is below the smallest value the space can reach (the message
             names the smallest and the largest), so no search spins on an impossible budget.
+        ValueError: an unknown latency backend.
     """
+    check_backend(backend, device)
     if max_macs is None and max_params is None and max_latency_ms is None and max_conv_macs is None:
         return None
     from hrnas_automl.arch import resolve_space
@@ -51,8 +56,8 @@ def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params:
     limits = ((lambda: cost_table(space, shape), "macs", 0, max_macs, where),
               (lambda: cost_table(space, shape), "params", 1, max_params, where),
               (lambda: conv_macs_table(space, shape), "conv_macs", 0, max_conv_macs, where),
-              (lambda: latency_table(space, shape, threads=threads, device=device), "latency_ms", 0, max_latency_ms,
-               f"{where} on {device} (predicted)"))
+              (lambda: latency_table(space, shape, threads=threads, device=device, backend=backend), "latency_ms", 0,
+               max_latency_ms, f"{where} on {device} under {backend} (predicted)"))
     for table_of, metric, i, limit, at in limits:
         if limit is not None:
             table = table_of()  # kept by the space: asking twice compiles once

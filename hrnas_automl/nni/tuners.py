@@ -35,6 +35,7 @@ from nni.tuner import Tuner
 
 from hrnas_automl.arch import Space, resolve_space
 from hrnas_automl.config import parse_number
+from hrnas_automl.cost.backends import check_backend
 from hrnas_automl.files import write_json_atomic
 from hrnas_automl.nni.compat import quiet_nni, to_nni_search_space
 from hrnas_automl.nni.resume import params_key, split_orphans, state_file
@@ -77,25 +78,29 @@ class StrategyTuner(Tuner):
         max_macs / max_params: only propose networks under these limits (analytic cost at ``input_shape``).
         max_latency_ms: only propose networks whose latency, predicted by the lookup table measured on the
             tuner's machine (:func:`hrnas_automl.cost.latency.latency_table`), is under this limit.
-        latency_threads: torch threads for that table (match the trials' ``threads``).
+        latency_threads: threads for that table (match the trials' ``latency.threads``).
+        latency_backend: where that table is measured: ``torch`` (eager PyTorch, default) or ``onnxruntime`` (ONNX
+            Runtime on the exported blocks; match the trials' ``latency.backend``).
         input_shape: (C, H, W) for the limits; default the space's paper input size.
         space_args: space constructor arguments used for the limits (e.g. ``num_classes``).
     """
 
     def __init__(self, space: str, *, strategy: str = "random", seed: int = 0, optimize_mode: str = "maximize",
                  max_macs: float | None = None, max_params: float | None = None, max_latency_ms: float | None = None,
-                 latency_threads: int | None = None, input_shape: Sequence[int] | None = None,
-                 space_args: Mapping[str, Any] | None = None, **strategy_args: Any) -> None:
+                 latency_threads: int | None = None, latency_backend: str = "torch",
+                 input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None,
+                 **strategy_args: Any) -> None:
         quiet_nni()
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
+        check_backend(latency_backend)
         limits = {name: parse_number(f"tuner classArgs {name}", value) for name, value in
                   (("max_macs", max_macs), ("max_params", max_params), ("max_latency_ms", max_latency_ms))}
         self.strategy_class = STRATEGIES.get(strategy)
         _check_strategy_options(strategy, self.strategy_class, strategy_args)
         self.space_name, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
         self.space_args = dict(space_args or {})
-        self._limits = {**limits, "input_shape": input_shape, "threads": latency_threads}
+        self._limits = {**limits, "input_shape": input_shape, "threads": latency_threads, "backend": latency_backend}
         self._strategy_args = strategy_args
         self._running: dict[int, dict[str, Any]] = {}
         self._deferred: deque[int] = deque()

@@ -64,6 +64,11 @@ class Task(ABC):
         every epoch with a dict that also holds ``self.metric``.
         """
 
+    def deployed(self, model: nn.Module, data: Any, options: Mapping[str, Any]) -> nn.Module:
+        """The network that ships around the searched ``model`` (default: ``model`` itself; detection: the backbone
+        inside its FPN + head), whose MACs, params and latency a trial reports."""
+        return model
+
     def check_options(self, options: Mapping[str, Any]) -> None:
         """Raise a one-line ``ValueError`` for ``task_args`` this task does not take (default: none)."""
         if options:

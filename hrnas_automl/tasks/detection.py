@@ -259,8 +259,9 @@ class DetectionTask(Task):
     """COCO-format detection (``shapes`` generated data or a real ``coco`` download); ``default`` = bbox mAP.
 
     ``task_args``: ``fpn_channels`` (64) and ``head_depth`` (2) of the FPN + FCOS detector. The trial's
-    ``macs``, ``params`` and ``latency_ms`` are the backbone's (the network the search chooses), as DetNAS
-    constrains backbone MACs.
+    ``macs``, ``params`` and ``latency_ms`` are the whole detector's (:meth:`deployed`); the backbone's (the network
+    the search chooses, whose MACs DetNAS constrains) are ``backbone_macs``, ``backbone_params`` and
+    ``backbone_latency_ms``.
     """
 
     name = "detection"
@@ -272,9 +273,13 @@ class DetectionTask(Task):
     def check_options(self, options: Mapping[str, Any]) -> None:
         check_detector_options(options)
 
+    def deployed(self, model: nn.Module, data: DetectionData, options: Mapping[str, Any]) -> Detector:
+        """The detector around the backbone ``model``: FPN + FCOS head built with ``options`` (fresh weights)."""
+        return Detector(model, data.num_classes, data.input_shape, **check_detector_options(options))
+
     def fit(self, model: nn.Module, data: DetectionData, settings: TrainSettings, options: Mapping[str, Any],
             on_epoch: EpochCallback) -> dict[str, Any]:
-        detector = Detector(model, data.num_classes, data.input_shape, **check_detector_options(options))
+        detector = self.deployed(model, data, options)
         return training.fit(detector, training.train_loader(data.train, settings), settings, on_epoch, loss=fcos_loss,
                             evaluate=lambda m: evaluate_map(m, data.val, batch_size=settings.batch_size))
 

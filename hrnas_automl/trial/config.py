@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -30,13 +30,23 @@ class DataConfig(BaseModel):
 
 
 class LatencyConfig(BaseModel):
-    """How the trial measures CPU/GPU latency of the trained network (batch 1, median)."""
+    """How the trial measures the latency of the trained network (batch 1, median): under eager PyTorch (``backend:
+    torch``, on ``train.device``'s kind of machine as today: the CPU) or ONNX Runtime on the CPU (``onnxruntime``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
+    backend: Literal["torch", "onnxruntime"] = "torch"
     repeats: int = Field(10, ge=1)
     warmup: int = Field(3, ge=0)
     threads: int | None = Field(1, ge=1)
+
+    def measure(self, model: Any, input_shape: tuple[int, ...]) -> float:
+        """Median milliseconds of one forward pass of ``model`` (:func:`~hrnas_automl.cost.latency.measure_latency`
+        with these settings)."""
+        from hrnas_automl.cost.latency import measure_latency
+
+        return measure_latency(model, input_shape, warmup=self.warmup, repeats=self.repeats, threads=self.threads,
+                               backend=self.backend)
 
 
 class TrialConfig(BaseModel):

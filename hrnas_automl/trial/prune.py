@@ -32,7 +32,7 @@ __all__ = ["CHECKPOINT", "PRUNE_KEYS", "parse_prune_config", "load_prune_config"
 
 CHECKPOINT = "checkpoint.pt"  # in the output directory: the search's state after its last finished epoch
 # FineGrainedSettings fields a prune: section (or nnictl's parameters) may set; the rest come from train:.
-PRUNE_KEYS = ("lam", "threshold", "warmup", "prune_every", "finetune_epochs", "max_macs", "cost",
+PRUNE_KEYS = ("lam", "threshold", "warmup", "prune_every", "finetune_epochs", "max_macs", "cost", "backend",
               "calib_batches")
 Report = Callable[[Mapping[str, float]], None]
 
@@ -108,7 +108,6 @@ def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_int
 def _prune(config: TrialConfig, prune: Mapping[str, Any], settings: FineGrainedSettings, out: Path | None,
            report_intermediate: Report | None, report_final: Report | None) -> dict[str, Any]:
     """:func:`run_prune_trial` inside its lock."""
-    from hrnas_automl.cost.latency import measure_latency
     from hrnas_automl.strategies.fine_grained import PruneStep
 
     t0 = time.perf_counter()
@@ -128,8 +127,7 @@ def _prune(config: TrialConfig, prune: Mapping[str, Any], settings: FineGrainedS
         data = task.build_data(config.data.kind, config.data.options())
         model = freeze(config.space, result.arch, **config.space_args, **task.model_args(data), head=task.head)
         model.load_state_dict(result.state_dict)
-        metrics["latency_ms"] = measure_latency(model, data.input_shape, warmup=config.latency.warmup,
-                                                repeats=config.latency.repeats, threads=config.latency.threads)
+        metrics["latency_ms"] = config.latency.measure(model, data.input_shape)
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None:
         report_final(metrics)

@@ -68,6 +68,36 @@ def _check_finite(metrics: Mapping[str, Any], when: str) -> None:
                             "instead of reporting them; lower train.lr (the learning rate) or check the data")
 
 
+def _deployed_costs(config: TrialConfig, task: Any, model: Any, data: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    """The networks whose cost a trial reports, by key prefix, and their ``macs`` and ``params``: the network that
+    ships (:meth:`Task.deployed <hrnas_automl.tasks.Task.deployed>`) under ``macs``/``params``, and when that is
+    more than the searched network (detection: FPN + head around the backbone) the searched one's under
+    ``backbone_macs``/``backbone_params``. Built before training, so a network that cannot run on one image fails
+    the trial at once.
+
+    Raises:
+        ConfigError: the network that ships around the searched one does not run on one image of the data's size.
+    """
+    import torch
+
+    from hrnas_automl.cost import count_cost
+
+    with torch.random.fork_rng():  # the head's fresh weights must not move the RNG stream of the training
+        whole = task.deployed(model, data, config.task_args)
+    nets = {"": whole} if whole is model else {"": whole, "backbone_": model}
+    counts: dict[str, float] = {}
+    for prefix, net in nets.items():
+        try:
+            counted = count_cost(net, data.input_shape)
+        except ValueError as exc:
+            if net is model:
+                raise
+            raise ConfigError(f"task {task.name}: the {type(net).__name__} it deploys cannot be costed on one image: "
+                              f"{exc}".replace(" (--input CxHxW)", " (data.image_size) or change task_args")) from None
+        counts.update({f"{prefix}macs": counted.macs, f"{prefix}params": counted.params})
+    return nets, counts
+
+
 def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermediate: Report | None = None,
               report_final: Report | None = None, progress: bool = False) -> TrialResult:
     """Train and evaluate one architecture of ``config.space`` on the configured task.
@@ -88,8 +118,6 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     import torch
 
     from hrnas_automl.arch import freeze
-    from hrnas_automl.cost import count_cost
-    from hrnas_automl.cost.latency import measure_latency
     from hrnas_automl.tasks.training import torch_threads
     from hrnas_automl.tasks import get_task
 
@@ -100,7 +128,7 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     with torch.random.fork_rng():  # initial weights follow train.seed; the caller's RNG state is untouched
         torch.manual_seed(config.train.seed)
         model = freeze(config.space, arch, **space_args)
-    cost = count_cost(model, data.input_shape)
+    nets, costs = _deployed_costs(config, task, model, data)
     epochs: list[dict[str, float]] = []
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -112,11 +140,11 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
 
     with torch_threads(config.threads):
         final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
-    metrics: dict[str, float] = {"default": final[task.metric], **final, "macs": cost.macs, "params": cost.params}
+    metrics: dict[str, float] = {"default": final[task.metric], **final, **costs}
     _check_finite(metrics, "final")
     if config.latency.enabled:
-        metrics["latency_ms"] = measure_latency(model, data.input_shape, warmup=config.latency.warmup,
-                                                repeats=config.latency.repeats, threads=config.latency.threads)
+        metrics.update({f"{prefix}latency_ms": config.latency.measure(net, data.input_shape)
+                        for prefix, net in nets.items()})
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None:
         report_final(metrics)

@@ -12,6 +12,7 @@ import yaml
 
 from tests import EXAMPLES
 from hrnas_automl.cost import arch_cost
+from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
 
 EXAMPLES = EXAMPLES / "detnas"
@@ -126,3 +127,32 @@ def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_ho
         assert {"default", "ap", "pck", "macs", "params", "latency_ms"} <= set(t.metrics)
         assert t.metrics["default"] == t.metrics["ap"] and t.metrics["latency_ms"] > 0
         assert t.metrics["macs"] == arch_cost("lite-hrnet", t.arch, (3, 64, 48), head="keypoints").macs
+
+
+@pytest.mark.slow
+def test_evolution_under_an_onnxruntime_latency_limit_runs_through_nnictl(tmp_path: Path, nni_home: Path) -> None:
+    """examples/detnas/evolution_ort_latency.yml, shrunk (issue 20): the tuner proposes only networks whose ONNX
+    Runtime latency, predicted by the table, is under the limit, and every trial reports the latency it measured
+    under ONNX Runtime. The limit is set inside this machine's range; the table, compiled here first, is the one the
+    tuner reads (the session's cache is shared with nnictl's processes)."""
+    table = latency_table("detnas-small", (3, 32, 32), threads=1, backend="onnxruntime", num_classes=10)
+    (lo,), (hi,) = table.bounds()
+    limit = (lo + hi) / 2
+    shutil.copy(EXAMPLES / "search_space_small.json", tmp_path)
+    trial = yaml.safe_load((EXAMPLES / "trial_ort_latency.yml").read_text())
+    trial["data"].update(train_size=64, val_size=32)
+    trial["train"].update(epochs=1, batch_size=32)
+    trial["latency"].update(repeats=3, warmup=1)
+    (tmp_path / "trial_ort_latency.yml").write_text(yaml.safe_dump(trial))
+    config = yaml.safe_load((EXAMPLES / "evolution_ort_latency.yml").read_text())
+    config.update(maxTrialNumber=3, trialConcurrency=2, maxExperimentDuration="10m")
+    config["tuner"]["classArgs"].update(max_latency_ms=limit, population_size=2, select_num=1, mutation_num=1,
+                                        crossover_num=0)
+    (tmp_path / "evolution_ort_latency.yml").write_text(yaml.safe_dump(config))
+    with NniExperiment.create(tmp_path / "evolution_ort_latency.yml", port=free_port(),
+                              env=nni_env(home=nni_home)) as exp:
+        trials = exp.wait(timeout=420)
+    assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    for t in trials:
+        assert table.evaluate(t.arch)[0] <= limit and t.metrics["latency_ms"] > 0
+        assert t.metrics["macs"] == arch_cost("detnas-small", t.arch, (3, 32, 32), num_classes=10).macs

@@ -9,10 +9,12 @@ import pytest
 
 from hrnas_automl.arch import choices_of
 from hrnas_automl.cost import arch_cost
+from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.nni.compat import to_nni_search_space
 from hrnas_automl.nni.experiment import check_tuner, dispatcher_error
 from tests import EXAMPLES
 from hrnas_automl.nni.tuners import StrategyTuner
+from hrnas_automl.strategies import RandomSearch
 
 SPACE_ARGS = {"num_classes": 10}
 SHAPE = (3, 32, 32)
@@ -106,6 +108,23 @@ def test_limits_given_as_yaml_strings_are_numbers_or_a_clear_error() -> None:
     assert arch_cost("detnas-small", tuner.generate_parameters(0), SHAPE, **SPACE_ARGS).macs <= 7e6  # "7e6": PyYAML
     with pytest.raises(ValueError, match="classArgs max_macs must be a number, got 'lots'"):
         StrategyTuner(strategy="random", space="detnas-small", max_macs="lots")
+
+
+def test_evolution_tuner_under_an_onnxruntime_latency_limit_proposes_under_it() -> None:
+    """classArgs latency_backend: onnxruntime: the limit is read from the table of ONNX Runtime timings (the one
+    examples/detnas/evolution_ort_latency.yml uses: same space, input and threads, so compiled once per session)."""
+    table = latency_table("detnas-small", SHAPE, threads=1, backend="onnxruntime", **SPACE_ARGS)
+    (lo,), (hi,) = table.bounds()
+    limit = lo + (hi - lo) / 3
+    tuner = StrategyTuner(strategy="evolution", space="detnas-small", seed=0, max_latency_ms=limit,
+                          latency_backend="onnxruntime", latency_threads=1, input_shape=list(SHAPE),
+                          space_args=SPACE_ARGS, population_size=2, select_num=1, mutation_num=1, crossover_num=0)
+    proposals = drive(tuner, n_trials=6, concurrency=2)
+    assert len(proposals) == 6 and all(table.evaluate(arch)[0] <= limit for arch in proposals)
+    unconstrained = RandomSearch(choices_of("detnas-small", **SPACE_ARGS), seed=0)
+    assert any(table.evaluate(unconstrained.ask())[0] > limit for _ in range(20))  # the limit binds
+    with pytest.raises(ValueError, match=r"^unknown latency backend 'ort'; use one of: torch, onnxruntime$"):
+        StrategyTuner(strategy="evolution", space="detnas-small", max_latency_ms=1.0, latency_backend="ort")
 
 
 def test_dispatcher_error_is_the_last_line_of_the_exception_that_ended_it(tmp_path: Path) -> None:

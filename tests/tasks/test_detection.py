@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 import torch
 
+from hrnas_automl.arch import freeze
+from hrnas_automl.cost import count_cost
 from hrnas_automl.data import build_data
 from hrnas_automl.data.coco_detection import CocoDetection, generate_coco_shapes
 from hrnas_automl.tasks import get_task
@@ -106,7 +109,7 @@ def test_perfect_outputs_score_map_one_and_lower_loss(shapes: Path) -> None:
 def test_detection_trial_runs_a_standalone_detnas_sample(shapes: Path) -> None:
     assert get_task("detection").head == "backbone"
     config = parse_trial_config({
-        "space": "detnas-small", "task": "detection", "task_args": {"fpn_channels": 16, "head_depth": 1},
+        "space": "detnas-small", "task": "detection", "task_args": {"fpn_channels": 24, "head_depth": 1},
         "data": {"kind": "shapes", "root": str(shapes), "train_size": 12, "val_size": 6, "image_size": 32,
                  "seed": 3},
         "train": {"epochs": 1, "batch_size": 6, "lr": 0.01}, "latency": {"enabled": False}, "threads": 1})
@@ -116,6 +119,39 @@ def test_detection_trial_runs_a_standalone_detnas_sample(shapes: Path) -> None:
     assert 0 <= result.metrics["map"] <= 1 and result.metrics["macs"] > 0
     with pytest.raises(ConfigError, match="unknown detector option"):
         parse_trial_config({**config.model_dump(mode="json"), "task_args": {"anchors": 9}})
+
+
+def test_detection_trial_reports_the_whole_detectors_cost_and_the_backbones(shapes: Path) -> None:
+    """``macs``/``params``/``latency_ms`` are the whole detector's (backbone + FPN + head, as ptflops counts the
+    detector built with the trial's options), the searched backbone's under ``backbone_*`` (issue 20 item 4)."""
+    options = {"fpn_channels": 24, "head_depth": 1}
+    data = {"kind": "shapes", "root": str(shapes), "train_size": 12, "val_size": 6, "image_size": 32, "seed": 3}
+    config = parse_trial_config({
+        "space": "detnas-small", "task": "detection", "task_args": options, "data": data,
+        "train": {"epochs": 1, "batch_size": 6, "lr": 0.01}, "latency": {"repeats": 1, "warmup": 0}, "threads": 1})
+    metrics = run_trial(config, get_preset_arch()).metrics
+    built = build_data("detection", "shapes", {k: v for k, v in data.items() if k != "kind"})
+    backbone = freeze("detnas-small", get_preset_arch(), head="backbone", in_channels=3)
+    whole = count_cost(Detector(backbone, built.num_classes, built.input_shape, **options), (3, 32, 32))
+    assert (metrics["macs"], metrics["params"]) == (whole.macs, whole.params)
+    assert (metrics["backbone_macs"], metrics["backbone_params"]) == astuple(count_cost(backbone, (3, 32, 32)))
+    assert metrics["macs"] > metrics["backbone_macs"] and metrics["params"] > metrics["backbone_params"]
+    assert metrics["latency_ms"] > 0 and metrics["backbone_latency_ms"] > 0
+
+
+def test_a_detector_that_cannot_run_one_image_fails_before_training(shapes: Path) -> None:
+    """At 32x32 the FPN's last level is 1x1; with 16 channels GroupNorm has 1 value per group, which PyTorch refuses
+    for a single image: the whole detector cannot be costed (nor deployed), so the trial fails at once."""
+    config = parse_trial_config({
+        "space": "detnas-small", "task": "detection", "task_args": {"fpn_channels": 16, "head_depth": 1},
+        "data": {"kind": "shapes", "root": str(shapes), "train_size": 12, "val_size": 6, "image_size": 32, "seed": 3},
+        "train": {"epochs": 1, "batch_size": 6, "lr": 0.01}, "latency": {"enabled": False}, "threads": 1})
+    rows: list[dict] = []
+    with pytest.raises(ConfigError, match=r"task detection: the Detector it deploys cannot be costed on one image: "
+                                          r"the network does not run at input 3x32x32 \(.*\); give a larger input "
+                                          r"\(data.image_size\) or change task_args$"):
+        run_trial(config, get_preset_arch(), report_intermediate=rows.append)
+    assert rows == []
 
 
 def get_preset_arch() -> dict:
