@@ -2,6 +2,7 @@
 fitted on whole networks, and one-line errors for an unknown backend or a network that does not export."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from collections.abc import Iterator
@@ -102,7 +103,10 @@ def ort_tables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
 
 def test_tables_are_cached_per_backend_and_corrected(ort_tables: tuple[Path, dict[str, CostTable]]) -> None:
     cache, tables = ort_tables
-    assert len(list(cache.rglob("*.json"))) == 4  # raw and corrected, per backend
+    # raw and corrected, stored under the backend's name (the torch ones may come from an earlier test's cache:
+    # a space keeps the tables it compiled for the whole process)
+    kinds = {json.loads(path.read_text())["payload"]["key"]["kind"] for path in cache.rglob("*.json")}
+    assert {kind.split("-w3r10")[1] for kind in kinds if kind.startswith("latency-onnxruntime")} == {"", "-ratio8"}
     assert tables["torch"] != tables["onnxruntime"]
     raw = raw_latency_table("detnas-small", SMALL, threads=1, backend="onnxruntime", **ARGS)
     arch = {label: random.Random(3).choice(v) for label, v in choices_of("detnas-small", **ARGS).items()}
