@@ -6,14 +6,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import astuple
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from hrnas_automl.arch import Space, resolve_space
 from hrnas_automl.cost.count import Cost, count_conv_macs, count_cost
 from hrnas_automl.cost.tables import CostTable, Measure, shape_count
+
+if TYPE_CHECKING:  # torch is imported where a table is compiled: reading a shipped or cached one needs none
+    from torch import nn
 
 __all__ = ["arch_cost", "compile_space_table", "space_table_key", "space_table", "MEASURES", "SHIPPED_TABLES",
            "shipped_tables", "ship_tables", "cost_table", "conv_macs_table", "analytic_cost", "cost_bounds",
@@ -28,7 +28,9 @@ def arch_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence
     shape = space.input_shape(input_shape)
 
     def count() -> Cost:
-        with torch.random.fork_rng():  # as in space_table: a first count must not move the caller's random stream
+        import torch
+
+        with torch.random.fork_rng():  # as in compile_space_table: the caller's random stream is kept
             return count_cost(space.freeze(arch), shape)
 
     return space.memo(("ptflops-count", json.dumps(dict(arch), sort_keys=True), shape), count)
@@ -47,6 +49,16 @@ def compile_space_table(space: Space, input_shape: tuple[int, ...], measure: Mea
             and no cost_compiler).
         NotAdditiveError: the space's groups interact, so the table would be wrong.
     """
+    import torch
+
+    # Compiling builds and runs networks, which draws from torch's RNG: forked, so that a seeded search gives the
+    # same result on a cold cache as on a warm one.
+    with torch.random.fork_rng():
+        return _compile_space_table(space, input_shape, measure, metrics, verify=verify)
+
+
+def _compile_space_table(space: Space, input_shape: tuple[int, ...], measure: Measure, metrics: tuple[str, ...], *,
+                         verify: bool) -> CostTable:
     from hrnas_automl.cost.tables import grouped_table, is_shape_count, layer_choice_table, verify_additive
 
     spec, choices = space.spec, space.choices
@@ -105,10 +117,7 @@ def space_table(space: Space, input_shape: tuple[int, ...], measure: Measure, me
             return compile_space_table(space, input_shape, counted, metrics, verify=verify)
 
     def load_or_compile() -> CostTable:
-        # Compiling builds and runs networks, which draws from torch's RNG: forked, so that a seeded search gives the
-        # same result on a cold cache as on a warm one.
-        with torch.random.fork_rng():
-            return cached_table(space_table_key(space, input_shape, kind), compile_table)
+        return cached_table(space_table_key(space, input_shape, kind), compile_table)
 
     return space.memo(("table", kind, tuple(input_shape)), load_or_compile)
 
@@ -175,8 +184,7 @@ def ship_tables(folder: Path | None = None) -> list[Path]:
     for kind, space, shape in shipped_tables():
         measure, metrics = MEASURES[kind]
         key = space_table_key(space, shape, kind)
-        with torch.random.fork_rng():
-            table = compile_space_table(space, shape, measure, metrics, verify=True)
+        table = compile_space_table(space, shape, measure, metrics, verify=True)
         written.append(table_path(folder, key))
         sealed_json({"key": table_key(key), "table": table.to_json()}, written[-1])
         written[-1].chmod(0o644)  # package data, readable by every user of an installed copy

@@ -12,11 +12,11 @@ import logging
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where a count runs: reading a kept table (a Cost) needs none
+    import torch
+    from torch import nn
 
 __all__ = ["Cost", "count_cost", "count_conv_macs", "meta_counting", "parse_input_shape"]
 
@@ -56,6 +56,8 @@ def meta_counting() -> Iterator[None]:
     count depends on it: ptflops counts a norm by its module's input shape and F.interpolate by its arguments (it
     patches the shortcut below with F.interpolate's count, so the call is still counted).
     """
+    import torch
+    import torch.nn.functional as F
     from ptflops import pytorch_engine
 
     count_call, interpolate = pytorch_engine.torch_function_wrapper.__call__, F.interpolate
@@ -101,6 +103,7 @@ def count_cost(model: nn.Module, input_shape: tuple[int, ...], *, meta: bool = F
     ``meta``: move ``model`` to the meta device first (in place: for a network built to be counted) and count there,
     the same figures without computing anything.
     """
+    import torch
     from ptflops import get_model_complexity_info
 
     logger = logging.getLogger("ptflops")
@@ -134,14 +137,18 @@ def count_cost(model: nn.Module, input_shape: tuple[int, ...], *, meta: bool = F
 
 def _device(model: nn.Module) -> torch.device:
     """Where ``model``'s parameters are (the CPU for a model without any)."""
+    import torch
+
     return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
-@torch.no_grad()
 def count_conv_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """MACs of the ``nn.Conv2d`` layers alone (``out elements x in/groups x kernel``, no bias), as DetNAS's
     ``Complexity`` counter constrains a backbone (REFERENCE §3.3 and §5.11: the COCO-FPN-300M backbone is 288.1 M at
     224x224); one forward of a zero image in eval mode, on the device of ``model`` (the meta device counts the same)."""
+    import torch
+    from torch import nn
+
     total = 0
 
     def hook(module: nn.Conv2d, _inputs: Any, output: torch.Tensor) -> None:
@@ -154,7 +161,7 @@ def count_conv_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     model.eval()
     try:
         device = _device(model)
-        with meta_counting() if device.type == "meta" else contextlib.nullcontext():
+        with torch.no_grad(), meta_counting() if device.type == "meta" else contextlib.nullcontext():
             model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in handles:

@@ -46,8 +46,12 @@ def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params:
     if max_macs is None and max_params is None and max_latency_ms is None and max_conv_macs is None:
         return None
     from hrnas_automl.arch import resolve_space
-    from hrnas_automl.cost.analytic import conv_macs_table, cost_table  # torch: only once there is a limit
-    from hrnas_automl.cost.latency import latency_table
+    from hrnas_automl.cost.analytic import conv_macs_table, cost_table  # no torch while the tables are kept
+
+    def latency_table() -> CostTable:
+        from hrnas_automl.cost.latency import latency_table  # torch: a latency limit measures on this machine
+
+        return latency_table(space, shape, threads=threads, device=device, backend=backend)
 
     space = resolve_space(space, **dict(space_args or {}))
     shape = space.input_shape(input_shape)
@@ -56,8 +60,7 @@ def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params:
     limits = ((lambda: cost_table(space, shape), "macs", 0, max_macs, where),
               (lambda: cost_table(space, shape), "params", 1, max_params, where),
               (lambda: conv_macs_table(space, shape), "conv_macs", 0, max_conv_macs, where),
-              (lambda: latency_table(space, shape, threads=threads, device=device, backend=backend), "latency_ms", 0,
-               max_latency_ms, f"{where} on {device} under {backend} (predicted)"))
+              (latency_table, "latency_ms", 0, max_latency_ms, f"{where} on {device} under {backend} (predicted)"))
     for table_of, metric, i, limit, at in limits:
         if limit is not None:
             table = table_of()  # kept by the space: asking twice compiles once

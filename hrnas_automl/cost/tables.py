@@ -37,10 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from hrnas_automl.cost.count import meta_counting
 from hrnas_automl.files import read_sealed_json, sealed_json, user_cache_dir
@@ -49,10 +46,13 @@ __all__ = ["Measure", "Build", "CostTable", "NotAdditiveError", "shape_count", "
            "layer_choice_table", "grouped_table", "verify_additive", "io_shapes", "SHIPPED_DIR", "table_key",
            "table_path", "cache_dir", "cached_table"]
 
-Measure = Callable[[nn.Module, tuple[int, ...]], tuple[float, ...]]
+if TYPE_CHECKING:  # torch is imported where a table is compiled: reading a kept one needs none
+    from torch import nn
+
+Measure = Callable[["nn.Module", tuple[int, ...]], tuple[float, ...]]
 """Measures a module at an input shape (C, H, W), e.g. ``(macs, params)``."""
 
-Build = Callable[[Mapping[str, Any]], nn.Module]
+Build = Callable[[Mapping[str, Any]], "nn.Module"]
 """Builds the frozen network of an architecture."""
 
 
@@ -192,6 +192,8 @@ def io_shapes(net: nn.Module, modules: Sequence[nn.Module], input_shape: tuple[i
     Raises:
         ValueError: a module does not run exactly once on one tensor input (its cost has no single shape).
     """
+    import torch
+
     seen: dict[nn.Module, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {m: [] for m in modules}
 
     def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
