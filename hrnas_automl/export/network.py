@@ -92,7 +92,7 @@ class _Program:
     kind: str  # torch.export | torchscript
     file: str
     dynamic_batch: bool
-    not_exported: str | None  # why torch.export failed, when the program is TorchScript
+    not_exported: str | None  # why torch.export failed (with a dynamic batch, or at all: TorchScript)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -107,7 +107,7 @@ def _program(folded: nn.Module, x: torch.Tensor, folder: Path) -> tuple[_Program
 
     errors = []
     for dynamic in (True, False):
-        shapes = {"x": {0: torch.export.Dim("batch", min=1, max=1024)}} if dynamic else None
+        shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic else None  # by position: any name
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -119,7 +119,7 @@ def _program(folded: nn.Module, x: torch.Tensor, folder: Path) -> tuple[_Program
             continue
         atomic_write(folder / "model.pt2", lambda handle: handle.write(buffer.getvalue()))
         loaded = torch.export.load(str(folder / "model.pt2")).module()
-        return _Program("torch.export", "model.pt2", dynamic, None), loaded
+        return _Program("torch.export", "model.pt2", dynamic, errors[0] if errors else None), loaded
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         traced = torch.jit.freeze(torch.jit.trace(folded, (x,), strict=False))
