@@ -99,8 +99,11 @@ def _result_folder(folder: Path) -> Source:
         raise ValueError(f"{folder / 'result.json'} holds no architecture ('arch'); give the folder a prune or "
                          "trial run wrote")
     weights = folder / "weights.pt"
-    state = read_weights(weights) if weights.is_file() else None
     kind = "prune" if "prune" in result else "trial"
+    if kind == "prune" and not weights.is_file():  # prune writes weights.pt before result.json: it was removed
+        raise ValueError(f"prune result {folder} has no weights.pt (prune writes it beside result.json); copy it back, "
+                         "or export the architecture alone with --arch " + str(folder / "result.json"))
+    state = read_weights(weights) if weights.is_file() else None
     return Source(result.get("space"), dict(result["arch"]), f"{kind} result {folder}", state_dict=state)
 
 

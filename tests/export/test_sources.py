@@ -25,7 +25,7 @@ def _prune_folder(folder: Path) -> tuple[dict[str, object], dict[str, torch.Tens
     """A folder as ``hrnas-automl prune`` leaves it (result.json + weights.pt of the searched sample), for a narrow
     tiny HR-NAS segmentation network whose BatchNorms have trained-looking statistics."""
     space = resolve_space("hrnas", setting="tiny", head="segmentation", num_classes=3)
-    arch = {label: 4 if label.endswith("_k3") else 0 for label in space.choices}
+    arch = {label: values[1] if label.endswith("_k3") else 0 for label, values in space.choices.items()}
     state = random_statistics(space.freeze(arch)).state_dict()
     save_torch_atomic(state, folder / "weights.pt")
     write_json_atomic({"space": "hrnas", "arch": arch, "metrics": {"default": 0.5}, "prune": {"lam": 1e-3},

@@ -20,11 +20,11 @@ RELATIVE = 1e-4  # the export's default tolerance, relative to the output's scal
 
 
 def _hrnas_arch(tmp_path: Path, **space_args: Any) -> str:
-    """A narrow HR-NAS sample with Transformers on: every k3 path 4 wide, k5/k7 off, the first two token labels at 4
-    tokens (a Transformer path in those blocks)."""
+    """A narrow HR-NAS sample with Transformers on: every k3 path at its narrowest width, k5/k7 off, the first two
+    token labels at their fewest tokens (a Transformer path in those blocks)."""
     choices = resolve_space("hrnas", **space_args).choices
     tokens = [label for label in choices if label.endswith("_tokens")][:2]
-    arch = {label: 4 if label.endswith("_k3") or label in tokens else 0 for label in choices}
+    arch = {label: values[1] if label.endswith("_k3") or label in tokens else 0 for label, values in choices.items()}
     path = tmp_path / "arch.json"
     path.write_text(json.dumps({"space": "hrnas", "arch": arch}))
     return str(path)
