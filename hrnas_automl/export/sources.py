@@ -165,8 +165,8 @@ def _nni_trial(ref: str) -> Source:
 
 
 def _optuna_trial(ref: str) -> Source:
-    import optuna
-
+    """Trial ``NUMBER`` (or the best) of a stored study, read through the tuning package's storage (no study is
+    created: a missing storage file or study is an error)."""
     from hrnas_automl.tuning.config import StorageConfig
     from hrnas_automl.tuning.storage import open_storage, storage_file
 
@@ -178,21 +178,20 @@ def _optuna_trial(ref: str) -> Source:
     file = storage_file(config)
     if file is not None and not file.is_file():
         raise ValueError(f"--from optuna:{ref}: the storage {file} does not exist")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    store = open_storage(config)
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(config))
+        study_id = store.get_study_id_from_name(study_name)
     except KeyError:
         raise ValueError(f"--from optuna:{ref}: no study {study_name!r} in {storage}") from None
     if number == "best":
         try:
-            trial = study.best_trial
+            trial = store.get_best_trial(study_id)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"--from optuna:{ref}: no best trial ({exc}); give a trial number") from None
     else:
-        trials = [t for t in study.get_trials(deepcopy=False) if t.number == int(number)]
+        trials = [t for t in store.get_all_trials(study_id, deepcopy=False) if t.number == int(number)]
         if not trials:
-            raise ValueError(f"--from optuna:{ref}: study {study_name!r} has no trial {number} "
-                             f"({len(study.trials)} trials)")
+            raise ValueError(f"--from optuna:{ref}: study {study_name!r} has no trial {number}")
         trial = trials[0]
     return Source(None, dict(trial.params), f"Optuna study {study_name} trial {trial.number} ({trial.state.name})")
 
