@@ -5,8 +5,9 @@ Conv -> BN pairs are found in the graphs ``torch.fx`` traces: from the top, each
 (a ``conv_bn_act`` unit of ``spaces/common.py``, an HR-NAS kernel path with its ``dw`` -> ``dw_bn``, a whole
 DetNAS block) gives every call of its layers, and a ``BatchNorm2d`` whose input is a ``Conv2d``'s output used by
 nothing else is folded; one that does not trace (list inputs, shape-dependent code) is searched through its
-children. A BN elsewhere (RANet's pre-activation BN -> ReLU -> conv, HR-NAS's BN of the sum of its kernel paths)
-stays, and is counted.
+children. HR-NAS's searching block normalises the *sum* of its kernel paths (``pw_bn``): a BN is affine per
+channel, so it folds into every path's projection (``BN(sum p_k) = sum s * p_k + t``, ``t`` added once). A BN
+elsewhere (RANet's pre-activation BN -> ReLU -> conv, which no conv before it can absorb) stays, and is counted.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import copy
 import warnings
 from dataclasses import dataclass
 
+import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -63,6 +65,31 @@ def _fold_traced(module: nn.Module, graph: fx.Graph) -> int:
     return count
 
 
+@torch.no_grad()
+def _fold_path_sums(model: nn.Module) -> int:
+    """Fold each HR-NAS searching block's ``pw_bn`` into its kernel paths' projections (module docstring)."""
+    from hrnas_automl.spaces.hrnas import SearchingBlock
+
+    count = 0
+    for block in model.modules():
+        bn = getattr(block, "pw_bn", None)
+        if not isinstance(block, SearchingBlock) or type(bn) is not nn.BatchNorm2d or bn.running_mean is None:
+            continue
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        for index, path in enumerate(block.paths.values()):
+            old = path.project
+            new = nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+                            old.dilation, old.groups, bias=True)
+            new.weight.copy_(old.weight * scale.reshape(-1, 1, 1, 1))
+            new.bias.copy_((old.bias * scale if old.bias is not None else torch.zeros_like(shift))
+                           + (shift if index == 0 else 0))
+            path.project = new
+        block.pw_bn = nn.Identity()
+        count += 1
+    return count
+
+
 def _fold(module: nn.Module) -> int:
     graph = _traced(module) if module._modules else None
     if graph is not None:
@@ -76,7 +103,7 @@ def inference_form(model: nn.Module) -> tuple[nn.Module, FoldReport]:
     ``nn.Identity`` (a no-op in eval mode that would still be a node of the exported graph); ``model`` is left as
     it is."""
     folded = copy.deepcopy(model).eval()
-    count = _fold(folded)
+    count = _fold(folded) + _fold_path_sums(folded)
     dropped = 0
     for module in list(folded.modules()):
         for name, child in module._modules.items():

@@ -54,3 +54,20 @@ def test_a_conv_whose_output_is_used_twice_keeps_its_batchnorm() -> None:
     x = torch.randn(1, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(net(x), folded(x))
+
+
+def test_hrnas_batchnorm_of_the_path_sum_folds_into_every_projection() -> None:
+    """HR-NAS normalises the sum of its kernel paths (``pw_bn``): it folds into each path's projection, so only the
+    Transformer's BNs between non-conv ops could stay; the outputs do not change."""
+    space = resolve_space("hrnas", setting="tiny", head="segmentation", num_classes=3)
+    choices = space.choices
+    arch = {label: values[1] if label.endswith(("_k3", "_k5")) else 0 for label, values in choices.items()}
+    net = random_statistics(space.freeze(arch))
+    blocks = [m for m in net.modules() if getattr(m, "pw_bn", None) is not None]
+    folded, report = inference_form(net)
+    assert len(blocks) > 10 and report.batchnorm_left == 0
+    assert report.batchnorm_folded == sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected, got = net(x), folded(x)
+    assert torch.allclose(expected, got, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
