@@ -155,14 +155,15 @@ def test_optuna_trial_parameters_are_the_architecture(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def oneshot_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (tiny) one-shot run: a supernet trained 4 steps on 32x32 shapes, then 3 random candidates."""
+    """A real (tiny) one-shot run: a supernet trained 4 steps on 64x64 shapes, then 3 random candidates (at 32x32 the
+    C5 map is 1x1, where the head's GroupNorm of one channel per group refuses a batch of 1)."""
     from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig
     from hrnas_automl.oneshot.search import run_search
     from hrnas_automl.oneshot.supernet import train_supernet
 
     root = tmp_path_factory.mktemp("oneshot")
     train_supernet(SupernetConfig.model_validate({
-        "data": {"kind": "shapes", "root": str(root / "data"), "train_size": 16, "val_size": 4, "image_size": 32},
+        "data": {"kind": "shapes", "root": str(root / "data"), "train_size": 16, "val_size": 4, "image_size": 64},
         "detector": {"fpn_channels": 16, "head_depth": 1}, "checkpoint": str(root / "supernet.pt"),
         "train": {"steps": 4, "batch_size": 4, "lr": 0.01, "checkpoint_every": 4}}))
     run_search(SearchConfig.model_validate({"supernet": str(root / "supernet.pt"), "state": str(root / "search" /
@@ -179,7 +180,7 @@ def test_oneshot_search_exports_the_detector_it_scored(oneshot_state: Path, tmp_
     record = export("detnas-small", output=out, source_ref=str(oneshot_state), latency=False)
     state = json.loads((oneshot_state / "state.json").read_text())
     best = max(state["evaluated"], key=lambda row: row["map"])
-    assert record["arch"] == best["arch"] and record["head"] == "detector" and record["input"] == [3, 32, 32]
+    assert record["arch"] == best["arch"] and record["head"] == "detector" and record["input"] == [3, 64, 64]
     assert record["detector"]["fpn_channels"] == 16 and record["outputs"][:3] == ["logits", "dist", "centerness"]
     config = SearchConfig.model_validate({**state["fingerprint"]["search"], "state": str(oneshot_state)})
     net, _ = load_supernet(config.supernet)  # the search's own scoring of this candidate
