@@ -70,6 +70,6 @@ def export(space_name: str, *, output: str | Path, arch_ref: str | None = None, 
               "head": DETECTOR if detector else args.get("head", spec.heads[0]), "arch": space.validate(source.arch),
               "source": source.origin, **({"detector": detector} if detector else {}),
               **({} if source.state_dict is not None else {"seed": seed})}
-    weights = f"{source.origin}" if source.state_dict is not None else None
+    weights = source.origin if source.state_dict is not None else None
     return export_network(net, output, input_shape=shape, record=record, weights_from=weights, tolerance=tolerance,
                           threads=threads, latency=latency, log=log)
