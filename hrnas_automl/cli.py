@@ -484,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive, default=1, help="threads for the latency figures")
     p.add_argument("--tolerance", type=_budget, default=1e-4,
                    help="largest difference of ONNX Runtime / the program / the folded network against PyTorch, "
-                        "relative to the output's scale")
+                        "relative to each output's largest value")
     p.add_argument("--no-latency", action="store_true", help="skip the eager / folded / ONNX Runtime latency")
     p.set_defaults(func=cmd_export)
 

@@ -13,10 +13,10 @@ from hrnas_automl.arch import resolve_space
 from hrnas_automl.cost import count_cost
 from hrnas_automl.export.command import export
 from tests import EXAMPLES
-from tests.export.helpers import expected_outputs, loader_diffs, onnx_diff, rebuild, scale
+from tests.export.helpers import expected_outputs, loader_diffs, onnx_diff, rebuild
 
 PRESET = "preset:detnas-coco-fpn-300m"
-RELATIVE = 1e-4  # the export's default tolerance, relative to the output's scale
+RELATIVE = 1e-4  # the export's default tolerance, relative to each output's largest |value|
 
 
 def _hrnas_arch(tmp_path: Path, **space_args: Any) -> str:
@@ -75,7 +75,7 @@ def test_space_exports_and_loads_without_nni(space: str, space_args: dict[str, A
     assert record["cost"] == {"macs": cost.macs, "params": cost.params}
     x, expected = expected_outputs(folder, batch=3)
     assert len(expected) == len(outputs)
-    assert onnx_diff(folder, x, expected) <= RELATIVE * scale(expected)
+    assert onnx_diff(folder, x, expected) <= RELATIVE
     report = loader_diffs(folder)
     assert report["nni_modules"] == []
-    assert report["diffs"][str(folder)] <= RELATIVE * scale(expected)
+    assert report["diffs"][str(folder)] <= RELATIVE
