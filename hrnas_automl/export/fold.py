@@ -5,8 +5,10 @@ Conv -> BN pairs are found in the graphs ``torch.fx`` traces: from the top, each
 (a ``conv_bn_act`` unit of ``spaces/common.py``, an HR-NAS kernel path with its ``dw`` -> ``dw_bn``, a whole
 DetNAS block) gives every call of its layers, and a ``BatchNorm2d`` whose input is a ``Conv2d``'s output used by
 nothing else is folded; one that does not trace (list inputs, shape-dependent code) is searched through its
-children. HR-NAS's searching block normalises the *sum* of its kernel paths (``pw_bn``): a BN is affine per
-channel, so it folds into every path's projection (``BN(sum p_k) = sum s * p_k + t``, ``t`` added once). A BN
+children. Two HR-NAS modules are folded by their structure: the searching block normalises the *sum* of its kernel
+paths (``pw_bn``), and a BN is affine per channel, so it folds into every path's projection (``BN(sum p_k) =
+sum s * p_k + t``, ``t`` added once); the Transformer path applies ``token_norm(input_proj(.))`` and
+``reverse_norm(reverse_proj(.))`` but takes its output size as an argument, which fx cannot trace. A BN
 elsewhere (RANet's pre-activation BN -> ReLU -> conv, which no conv before it can absorb) stays, and is counted.
 """
 from __future__ import annotations
@@ -66,12 +68,19 @@ def _fold_traced(module: nn.Module, graph: fx.Graph) -> int:
 
 
 @torch.no_grad()
-def _fold_path_sums(model: nn.Module) -> int:
-    """Fold each HR-NAS searching block's ``pw_bn`` into its kernel paths' projections (module docstring)."""
-    from hrnas_automl.spaces.hrnas import SearchingBlock
+def _fold_hrnas(model: nn.Module) -> int:
+    """Fold each HR-NAS searching block's ``pw_bn`` into its kernel paths' projections and each Transformer path's
+    two conv -> BN pairs (module docstring); returns how many BNs."""
+    from hrnas_automl.spaces.hrnas import SearchingBlock, TokenTransformer
 
     count = 0
     for block in model.modules():
+        if isinstance(block, TokenTransformer):
+            for conv, norm in (("input_proj", "token_norm"), ("reverse_proj", "reverse_norm")):
+                if _foldable(getattr(block, conv), getattr(block, norm)):
+                    setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), getattr(block, norm)))
+                    setattr(block, norm, nn.Identity())
+                    count += 1
         bn = getattr(block, "pw_bn", None)
         if not isinstance(block, SearchingBlock) or type(bn) is not nn.BatchNorm2d or bn.running_mean is None:
             continue
@@ -103,7 +112,7 @@ def inference_form(model: nn.Module) -> tuple[nn.Module, FoldReport]:
     ``nn.Identity`` (a no-op in eval mode that would still be a node of the exported graph); ``model`` is left as
     it is."""
     folded = copy.deepcopy(model).eval()
-    count = _fold(folded) + _fold_path_sums(folded)
+    count = _fold(folded) + _fold_hrnas(folded)
     dropped = 0
     for module in list(folded.modules()):
         for name, child in module._modules.items():

@@ -56,12 +56,14 @@ def test_a_conv_whose_output_is_used_twice_keeps_its_batchnorm() -> None:
         assert torch.equal(net(x), folded(x))
 
 
-def test_hrnas_batchnorm_of_the_path_sum_folds_into_every_projection() -> None:
-    """HR-NAS normalises the sum of its kernel paths (``pw_bn``): it folds into each path's projection, so only the
-    Transformer's BNs between non-conv ops could stay; the outputs do not change."""
+def test_hrnas_batchnorm_of_the_path_sum_and_of_the_transformer_fold() -> None:
+    """HR-NAS normalises the sum of its kernel paths (``pw_bn``): it folds into each path's projection; the
+    Transformer path's two conv -> BN pairs fold too (fx cannot trace it); the outputs do not change."""
     space = resolve_space("hrnas", setting="tiny", head="segmentation", num_classes=3)
     choices = space.choices
-    arch = {label: values[1] if label.endswith(("_k3", "_k5")) else 0 for label, values in choices.items()}
+    tokens = [label for label in choices if label.endswith("_tokens")][:3]
+    arch = {label: values[1] if label.endswith(("_k3", "_k5")) or label in tokens else 0
+            for label, values in choices.items()}
     net = random_statistics(space.freeze(arch))
     blocks = [m for m in net.modules() if getattr(m, "pw_bn", None) is not None]
     folded, report = inference_form(net)
