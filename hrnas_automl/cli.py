@@ -189,6 +189,15 @@ def cmd_export_space(args: argparse.Namespace) -> None:
     _write_json(to_nni_search_space(_space(args).choices), args.output)
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from hrnas_automl.cost import parse_input_shape
+    from hrnas_automl.export.command import export
+
+    export(args.space, output=args.output, arch_ref=args.arch, source_ref=args.source,
+           space_args=_space_args(args.space_arg), input_shape=parse_input_shape(args.input) if args.input else None,
+           seed=args.seed, threads=args.threads, tolerance=args.tolerance, latency=not args.no_latency)
+
+
 def _holding(folder: str | None, what: str) -> AbstractContextManager[Any]:
     """Hold the output ``folder`` for this command (:class:`~hrnas_automl.files.OutputLock`: a second process
     given it is refused, naming this one); nothing without a folder."""
@@ -474,6 +483,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = space_cmd("export-space", "the NNI search-space JSON of a space (for nnictl's searchSpaceFile)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_export_space)
+
+    p = space_cmd("export", "an architecture as model.onnx, a torch.export program, weights and arch.json, checked "
+                  "against PyTorch (--space-arg head=detector: the DetNAS backbone in the FPN + FCOS detector)")
+    p.add_argument("--arch", help="a JSON file or preset:NAME")
+    p.add_argument("--from", dest="source", metavar="SOURCE", help="a prune/trial output folder, a oneshot search "
+                   "state (or its folder), nni:EXPERIMENT[:TRIAL] (best trial without one) or "
+                   "optuna:STORAGE:STUDY:NUMBER; with the run's weights where it saved them")
+    p.add_argument("--input", help="CxHxW (default: the space's paper input, or the one-shot detector's)")
+    p.add_argument("-o", "--output", required=True, help="the export folder")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed when the source saved no weights")
+    p.add_argument("--threads", type=_positive, default=1, help="threads for the latency figures")
+    p.add_argument("--tolerance", type=_budget, default=1e-4,
+                   help="largest difference of ONNX Runtime / the program / the folded network against PyTorch, "
+                        "relative to each output's largest value")
+    p.add_argument("--no-latency", action="store_true", help="skip the eager / folded / ONNX Runtime latency")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("trial", help="train and evaluate one architecture (nnictl's trialCommand)")
     p.add_argument("--config", required=True, help="trial YAML (space, data, train, latency)")

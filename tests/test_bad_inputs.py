@@ -243,6 +243,37 @@ CASES.append((("front", "--config", "{tmp}/tune_slim.yml"),  # and front creates
 CASES.append((("tune", "--config", "{tmp}/tune_bad_data.yml"),
               r"shapes data: option train_size='abc' is invalid; it must be an integer >= 1"))
 
+# export (issue 20)
+_EXPORT = ("export", "detnas-small", "--input", "3x32x32", "--no-latency", "-o", "{tmp}/export")
+_FM = '{"space": "detnas-small", "arch": {"s1_b0": "k3"}, "metrics": {}, "prune": {}}'
+FILES.update({"prune_no_weights/result.json": _FM, "prune_bad_weights/result.json": _FM,
+              "prune_bad_weights/weights.pt": "not a torch file"})
+CASES.extend([
+    (("export", "nospace", "--arch", "preset:detnas-coco-fpn-300m", "-o", "{tmp}/export"),
+     r"unknown space 'nospace'; registered spaces: .*detnas-small"),
+    ((*_EXPORT, "--arch", "preset:nope"), r"unknown preset 'nope'; presets: .*detnas-coco-fpn-300m"),
+    ((*_EXPORT, "--arch", "preset:lite-hrnet-18"),
+     r"--arch preset:lite-hrnet-18 is an architecture of lite-hrnet, not detnas-small; export it as "
+     r"`hrnas-automl export lite-hrnet"),
+    (_EXPORT, r"give exactly one of --arch \(preset:NAME or a JSON file\) and --from"),
+    ((*_EXPORT, "--from", "{tmp}/missing"), r"--from .*missing: no such file or folder; give a run folder"),
+    ((*_EXPORT, "--from", "{tmp}"), r"--from .* holds no result.json \(prune / trial output\) and no oneshot search"),
+    ((*_EXPORT, "--from", "nni:nope"), r"--from nni:nope: no NNI experiment 'nope' \(.*nope/db/nni.sqlite does not "
+                                       r"exist\); `nnictl experiment list --all` lists the experiments"),
+    ((*_EXPORT, "--from", "optuna:studies.db"), r"must look like optuna:STORAGE:STUDY:NUMBER"),
+    ((*_EXPORT, "--from", "optuna:sqlite:///{tmp}/none.db:s:0"), r"the storage .*none.db does not exist"),
+    ((*_EXPORT, "--from", "{tmp}/prune_no_weights"),
+     r"prune result .*prune_no_weights has no weights.pt \(prune writes it beside result.json\)"),
+    ((*_EXPORT, "--from", "{tmp}/prune_bad_weights"),
+     r"prune_bad_weights/weights.pt is not a readable weights file \(UnpicklingError\)"),
+    (("export", "ranet", "--arch", "preset:ranet-cifar", "--space-arg", "head=detector", "-o", "{tmp}/export"),
+     r"space ranet has no backbone head for the detector \(its heads: exits\); use a DetNAS space"),
+    (("export", "detnas-small", "--arch", "preset:detnas-coco-fpn-300m", "-o", "{tmp}/latin1.yml/out"),
+     r"cannot use .*latin1.yml/out as the output folder \(.*\); choose a writable folder"),
+    ((*_EXPORT, "--arch", "preset:detnas-coco-fpn-300m", "--tolerance", "0"),
+     r"differs from the PyTorch network: max abs difference .* tolerance 0\); the export was not written"),
+])
+
 
 # latency backends (issue 20): a backend that does not exist, wherever a latency is measured or predicted (a network
 # that does not export to ONNX: tests/cost/test_latency.py, as every space's networks export)

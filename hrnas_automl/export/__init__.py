@@ -6,10 +6,15 @@ from __future__ import annotations
 
 from hrnas_automl.registry import lazy_exports
 
-__all__ = ["to_onnx", "ort_session", "run_onnx"]
+__all__ = ["load", "read_arch", "to_onnx", "ort_session", "run_onnx", "inference_form", "export_network",
+           "read_source"]
 
 __getattr__ = lazy_exports(__name__, {
+    "loader": ("load", "read_arch"),
     "onnx": ("to_onnx", "ort_session", "run_onnx"),
+    "fold": ("inference_form",),
+    "network": ("export_network",),
+    "sources": ("read_source",),
 })
 
 
