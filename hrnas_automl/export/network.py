@@ -27,6 +27,8 @@ from hrnas_automl.export.onnx import OPSET, flat_outputs, ort_session, run_onnx,
 __all__ = ["DETECTOR", "ExportError", "build_network", "max_difference", "interleaved_latency", "export_network"]
 
 DETECTOR = "detector"  # the head of an export that wraps a space's backbone head in the FPN + FCOS detector
+FORMS = {"folded": "the folded network (hrnas_automl.export.load)",
+         "onnxruntime": "model.onnx under ONNX Runtime"}  # the exported forms a user may ship, as the output names them
 TOLERANCE = 1e-4  # max |difference| relative to each output's largest |value|: float32 reordering stays far below
 
 
@@ -193,6 +195,8 @@ def export_network(net: nn.Module, folder: str | Path, *, input_shape: Sequence[
             arch["cost"]["latency"] = {"threads": threads, "batch": 1, "interleaved": True,
                                        "spread_ms": {n: [round(f["min"], 4), round(f["max"], 4)]
                                                      for n, f in figures.items()}}
+            # the form to ship: the faster of the two exported forms, both checked equal to the network above
+            arch["fastest"] = min(("folded", "onnxruntime"), key=lambda form: figures[form]["median"])
         write_json_atomic(arch, folder / ARCH_FILE, indent=2)
     log(f"exported {record.get('space')} to {folder}; weights: "
         f"{weights_from or 'random initialisation (the source saved no weights)'}")
@@ -206,7 +210,8 @@ def export_network(net: nn.Module, folder: str | Path, *, input_shape: Sequence[
     if latency:
         ms = arch["cost"]["latency_ms"]
         log(f"  latency ms (batch 1, {threads} thread(s), interleaved medians): eager {ms['eager']:.2f}, folded "
-            f"{ms['folded']:.2f}, ONNX Runtime {ms['onnxruntime']:.2f}")
+            f"{ms['folded']:.2f}, ONNX Runtime {ms['onnxruntime']:.2f}; fastest: {FORMS[arch['fastest']]} "
+            f"({ms[arch['fastest']] / ms['eager']:.2f}x eager)")
     return arch
 
 

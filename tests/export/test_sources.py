@@ -14,6 +14,7 @@ import torch
 from hrnas_automl.arch import load_arch, resolve_space
 from hrnas_automl.cli import main
 from hrnas_automl.export.command import export
+from hrnas_automl.export.network import FORMS
 from hrnas_automl.export.sources import read_source
 from hrnas_automl.files import save_torch_atomic, write_json_atomic
 from tests.export.helpers import expected_outputs, loader_diffs, onnx_diff, random_statistics
@@ -129,7 +130,10 @@ def test_cli_exports_an_nni_trial_with_the_weights_in_its_folder(tmp_path: Path,
     assert "weights: NNI experiment abc123 trial B" in printed and "ONNX Runtime max abs difference" in printed
     assert "latency ms (batch 1, 1 thread(s), interleaved medians): eager" in printed
     record = json.loads((out / "arch.json").read_text())
-    assert set(record["cost"]["latency_ms"]) == {"eager", "folded", "onnxruntime"}
+    ms = record["cost"]["latency_ms"]
+    assert set(ms) == {"eager", "folded", "onnxruntime"}
+    assert record["fastest"] == min(("folded", "onnxruntime"), key=ms.get)  # the faster exported form, named
+    assert f"fastest: {FORMS[record['fastest']]}" in printed
     x, expected = expected_outputs(out)
     with torch.no_grad():
         assert torch.allclose(net(x), expected[0])  # the trial's weights, not an initialisation
