@@ -27,7 +27,9 @@ from hrnas_automl.export.onnx import ort_session
 from hrnas_automl.strategies import Evolution
 
 SMALL = (3, 32, 32)
-ARGS = {"num_classes": 10}
+# A space of its own (10 classes elsewhere): a space keeps the tables it compiled for the whole process, and the
+# ones compiled here into a private cache must not stand in for the session cache's, which nnictl's tuners read.
+ARGS = {"num_classes": 7}
 FAST = {"warmup": 1, "repeats": 2}  # timings are not what these tests check
 
 
@@ -103,10 +105,9 @@ def ort_tables(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
 
 def test_tables_are_cached_per_backend_and_corrected(ort_tables: tuple[Path, dict[str, CostTable]]) -> None:
     cache, tables = ort_tables
-    # raw and corrected, stored under the backend's name (the torch ones may come from an earlier test's cache:
-    # a space keeps the tables it compiled for the whole process)
-    kinds = {json.loads(path.read_text())["payload"]["key"]["kind"] for path in cache.rglob("*.json")}
-    assert {kind.split("-w3r10")[1] for kind in kinds if kind.startswith("latency-onnxruntime")} == {"", "-ratio8"}
+    kinds = sorted(json.loads(path.read_text())["payload"]["key"]["kind"] for path in cache.rglob("*.json"))
+    assert [kind.split("-")[1][:5] for kind in kinds] == ["onnxr", "onnxr", "torch", "torch"]  # raw and corrected
+    assert sum(kind.endswith("-ratio8") for kind in kinds) == 2
     assert tables["torch"] != tables["onnxruntime"]
     raw = raw_latency_table("detnas-small", SMALL, threads=1, backend="onnxruntime", **ARGS)
     arch = {label: random.Random(3).choice(v) for label, v in choices_of("detnas-small", **ARGS).items()}
