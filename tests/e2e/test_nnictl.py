@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 from types import SimpleNamespace
 
 import pytest
@@ -18,18 +19,20 @@ from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
 EXAMPLES = EXAMPLES / "detnas"
 
 
-def shrunk_example(name: str, dest: Path, trials: int) -> Path:
-    """Copy an example experiment with tiny data and few trials, keeping its tuner and search space."""
+def shrunk_example(name: str, dest: Path, trials: int, trial_config: str = "trial.yml", **class_args: Any) -> Path:
+    """Copy an example experiment (and its trial config) with tiny data and few trials, keeping its tuner and search
+    space; ``class_args`` are set in its tuner's classArgs."""
     shutil.copy(EXAMPLES / "search_space_small.json", dest)
-    trial = yaml.safe_load((EXAMPLES / "trial.yml").read_text())
+    trial = yaml.safe_load((EXAMPLES / trial_config).read_text())
     trial["data"].update(train_size=128, val_size=64)
     trial["train"].update(epochs=2, batch_size=32)
     trial["latency"].update(repeats=3, warmup=1)
-    (dest / "trial.yml").write_text(yaml.safe_dump(trial))
+    (dest / trial_config).write_text(yaml.safe_dump(trial))
     config = yaml.safe_load((EXAMPLES / name).read_text())
     config.update(maxTrialNumber=trials, trialConcurrency=2, maxExperimentDuration="10m")
     if config["tuner"].get("classArgs", {}).get("strategy") == "evolution":  # reach generation 1 within the trials
         config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
+    config["tuner"].setdefault("classArgs", {}).update(class_args)
     (dest / name).write_text(yaml.safe_dump(config))
     return dest / name
 
@@ -138,19 +141,9 @@ def test_evolution_under_an_onnxruntime_latency_limit_runs_through_nnictl(tmp_pa
     table = latency_table("detnas-small", (3, 32, 32), threads=1, backend="onnxruntime", num_classes=10)
     (lo,), (hi,) = table.bounds()
     limit = (lo + hi) / 2
-    shutil.copy(EXAMPLES / "search_space_small.json", tmp_path)
-    trial = yaml.safe_load((EXAMPLES / "trial_ort_latency.yml").read_text())
-    trial["data"].update(train_size=64, val_size=32)
-    trial["train"].update(epochs=1, batch_size=32)
-    trial["latency"].update(repeats=3, warmup=1)
-    (tmp_path / "trial_ort_latency.yml").write_text(yaml.safe_dump(trial))
-    config = yaml.safe_load((EXAMPLES / "evolution_ort_latency.yml").read_text())
-    config.update(maxTrialNumber=3, trialConcurrency=2, maxExperimentDuration="10m")
-    config["tuner"]["classArgs"].update(max_latency_ms=limit, population_size=2, select_num=1, mutation_num=1,
-                                        crossover_num=0)
-    (tmp_path / "evolution_ort_latency.yml").write_text(yaml.safe_dump(config))
-    with NniExperiment.create(tmp_path / "evolution_ort_latency.yml", port=free_port(),
-                              env=nni_env(home=nni_home)) as exp:
+    config = shrunk_example("evolution_ort_latency.yml", tmp_path, trials=3, trial_config="trial_ort_latency.yml",
+                            max_latency_ms=limit)
+    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     for t in trials:
