@@ -57,9 +57,13 @@ def meta_counting() -> Iterator[None]:
     patches the shortcut below with F.interpolate's count, so the call is still counted).
     """
     import torch
+    import torch._dynamo  # noqa: F401 - see below
     import torch.nn.functional as F
     from ptflops import pytorch_engine
 
+    # The meta kernels of some operators (RANet's) import torch._dynamo on first use, and that import (torch._numpy)
+    # reads the __name__ of torch functions, which ptflops replaces by wrappers without one while it counts: a first
+    # compile in a process that never imported it (the CLI) failed. Imported here, before ptflops patches anything.
     count_call, interpolate = pytorch_engine.torch_function_wrapper.__call__, F.interpolate
     batch_norm, layer_norm = F.batch_norm, F.layer_norm
 

@@ -3,7 +3,10 @@ once by name and recompiled, never trusted and never a bare JSON error (issue 17
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from hrnas_automl.cost.tables import (
     table_path,
 )
 from hrnas_automl.files import read_sealed_json, sealed_json
+from tests import EXAMPLES
 
 KEY = {"space": "demo", "input": [3, 8, 8]}
 TABLE = CostTable(("macs", "params"), (("a",), ("b", "c")), (100.0, 10.0),
@@ -110,3 +114,16 @@ def test_measure_progress_counts_calls_and_keeps_the_shape_count_mark() -> None:
         assert is_shape_count(counted) and counted(nn.Identity(), (3, 8, 8)) == (1.0,) and calls == [(3, 8, 8)]
     with measure_progress(lambda module, shape: (2.0,), "a latency table") as counted:
         assert not is_shape_count(counted) and counted(nn.Identity(), (3, 8, 8)) == (2.0,)
+
+
+def test_a_fresh_cli_process_compiles_a_table_on_the_meta_device(tmp_path: Path) -> None:
+    """The first compile of a process that never imported torch._dynamo (the CLI: no lightning any more): RANet's meta
+    kernels import it mid-count, while ptflops has replaced torch functions, and the compile failed (issue 21)."""
+    env = {**os.environ, "HRNAS_AUTOML_CACHE": str(tmp_path / "cache")}
+    code = "import sys; from hrnas_automl.cli import main; sys.exit(main())"
+    arch = str(EXAMPLES / "ranet" / "small_arch.json")
+    out = subprocess.run([sys.executable, "-c", code, "cost", "ranet", "--arch", arch, "--input", "3x40x40"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    macs = next(line.split()[1:] for line in out.stdout.splitlines() if line.startswith("MACs"))
+    assert macs[0] == macs[1] and int(macs[0].replace(",", "")) > 0  # analytic == ptflops
