@@ -12,6 +12,7 @@ import yaml
 
 from tests import EXAMPLES
 from hrnas_automl.arch import choices_of
+from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.nni.compat import to_nni_search_space
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
 from hrnas_automl.strategies import Evolution
@@ -55,5 +56,9 @@ def test_experiment_config_is_consistent(path: Path) -> None:
         assert {k: built[k] for k in space_args} == space_args, "the tuner's space differs from the trial's"
         known = set(inspect.signature(cls.__init__).parameters) | set(inspect.signature(Evolution.__init__).parameters)
         assert set(args) <= known, f"unknown classArgs {set(args) - known}"
+        if "max_latency_ms" in args:  # this machine's latency, not the example's: a limit inside this machine's range
+            (lo,), (hi,) = latency_table(trial.space, args.get("input_shape"), threads=args.get("latency_threads"),
+                                         backend=args.get("latency_backend", "torch"), **space_args).bounds()
+            args["max_latency_ms"] = (lo + hi) / 2
         assert cls(**args).strategy is not None  # builds the strategy: the arguments are valid
     assert space_file == to_nni_search_space(choices_of(trial.space, **space_args))
