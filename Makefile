@@ -4,7 +4,7 @@ VENV       ?= .venv
 # torch is installed first and on its own, so pip never resolves a CUDA build; pick another build here.
 TORCH_SPEC ?= torch==2.13.0
 PORT       ?= 8080
-PYTEST_ARGS ?= --durations=15   # the slowest tests, so a growing suite shows where its time goes
+PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=15   # 2 workers (CI has 2 cores), nnictl runs on one (conftest); the slowest tests shown
 
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
