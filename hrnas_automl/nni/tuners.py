@@ -61,7 +61,7 @@ def _check_strategy_options(name: str, strategy_class: type[Strategy], options: 
                          f"strategy {name} also takes {', '.join(own) or 'no options'}")
 
 
-_GIVEN_BY_TUNER = ("seed", "constraint")  # strategy arguments the tuner sets from its own classArgs
+_GIVEN_BY_TUNER = ("seed", "constraint", "canonical")  # strategy arguments the tuner sets (classArgs, the space)
 _STATE_FILE = "strategy_tuner.json"
 
 
@@ -124,7 +124,10 @@ class StrategyTuner(Tuner):
         from hrnas_automl.cost import cost_limit  # imports torch
 
         constraint = cost_limit(self.space, **self._limits)
-        strategy = self.strategy_class(self.space.choices, seed=self.seed, constraint=constraint,
+        takes = inspect.signature(self.strategy_class).parameters
+        canonical = {"canonical": self.space.canonical} if "canonical" in takes or any(
+            p.kind is inspect.Parameter.VAR_KEYWORD for p in takes.values()) else {}  # a plugin's may not take it
+        strategy = self.strategy_class(self.space.choices, seed=self.seed, constraint=constraint, **canonical,
                                        **self._strategy_args)
         if self._saved is not None:
             strategy.load_state_dict(self._saved)
