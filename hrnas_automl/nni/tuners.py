@@ -38,7 +38,7 @@ from hrnas_automl.config import parse_number
 from hrnas_automl.cost.backends import check_backend
 from hrnas_automl.files import write_json_atomic
 from hrnas_automl.nni.compat import quiet_nni, to_nni_search_space
-from hrnas_automl.nni.resume import params_key, split_orphans, state_file
+from hrnas_automl.nni.resume import Orphans, params_key, state_file
 from hrnas_automl.registry import STRATEGIES
 from hrnas_automl.strategies import Strategy
 
@@ -65,7 +65,7 @@ _GIVEN_BY_TUNER = ("seed", "constraint", "canonical")  # strategy arguments the 
 _STATE_FILE = "strategy_tuner.json"
 
 
-class StrategyTuner(Tuner):
+class StrategyTuner(Orphans[dict[str, Any]], Tuner):
     """Adapts a registered :class:`~hrnas_automl.strategies.Strategy` to NNI's Tuner interface.
 
     Args:
@@ -107,9 +107,8 @@ class StrategyTuner(Tuner):
         self._send: Callable[[int, dict[str, Any]], None] | None = None
         self._lock = threading.RLock()  # NNI calls trial_end from another thread than the other callbacks
         self._saved: dict[str, Any] | None = None  # the strategy state load_checkpoint read, loaded when it is built
-        self._orphans: dict[int, dict[str, Any]] | None = None  # after a resume: handed out before the stop, no end
-        self._rerun: dict[int, dict[str, Any]] = {}  # trials NNI runs again after a resume: results via import_data
-        self._again: deque[dict[str, Any]] = deque()  # proposed before a stop, never started: proposed first
+        self._state_name = _STATE_FILE  # a host of several tuners gives each its own file
+        Orphans.__init__(self)
 
     # Built on first use, not in __init__: NNI creates the tuner before its dispatcher connects to the manager,
     # which gives up after 10 s, and building a space or compiling its cost table can take longer.
@@ -145,10 +144,8 @@ class StrategyTuner(Tuner):
     def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
         with self._lock:
             self._send = kwargs.get("st_callback", self._send)
-            if self._orphans is not None and parameter_id_list:  # the first request after a resume
-                self._rerun, lost = split_orphans(self._orphans, parameter_id_list[0])
-                self._again.extend(lost)
-                self._orphans = None
+            if parameter_id_list:
+                self.resume_at(parameter_id_list[0])
             return super().generate_multiple_parameters(parameter_id_list, **kwargs)
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
@@ -172,7 +169,7 @@ class StrategyTuner(Tuner):
 
     def load_checkpoint(self) -> None:
         """Read the state saved before ``nnictl stop`` (NNI calls this when it resumes the experiment)."""
-        path = state_file(self, _STATE_FILE)
+        path = state_file(self, self._state_name)
         if path is not None and path.is_file():
             state = json.loads(path.read_text())
             self._saved = state["strategy"]
@@ -216,7 +213,7 @@ class StrategyTuner(Tuner):
     def _save(self) -> None:
         """Keep the strategy's state and the trials handed out without an end in NNI's checkpoint folder, so
         ``nnictl resume`` continues the same search (written atomically after every proposal and result)."""
-        path = state_file(self, _STATE_FILE)
+        path = state_file(self, self._state_name)
         if path is not None:
             running = {**self._running, **self._rerun}
             write_json_atomic({"strategy": self.strategy.state_dict(),
