@@ -230,7 +230,7 @@ _MULTI_STATE_FILE = "multi_strategy_tuner.json"
 _SHARED = ("optimize_mode", "max_macs", "max_params", "max_latency_ms", "latency_threads", "latency_backend",
            "input_shape", "space_args")  # StrategyTuner classArgs every hosted strategy tuner gets from the host
 _NNI_PREFIX = "nni:"  # strategies: nni:TPE hosts NNI's built-in tuner of that name
-_MAX_REPEATS = 100  # suggestions of known networks in a row before a hosted NNI tuner is given up
+_MAX_REPEATS = 1000  # suggestions of known or over-limit networks in a row before a hosted NNI tuner is given up
 
 
 class MultiStrategyTuner(Tuner):
@@ -267,7 +267,7 @@ class MultiStrategyTuner(Tuner):
     the trial takes it out before building its network and adds it to its final result.
 
     No duplicates: our strategies and the Optuna tuner never propose a network (canonical form) they proposed
-    before; NNI's tuners know nothing of canonical forms or limits, so the host asks one again (up to 100 times in a
+    before; NNI's tuners know nothing of canonical forms or limits, so the host asks one again (up to 1000 times in a
     row) when it suggests a network it suggested before (telling it the known result, or a failure while that trial
     runs) or one over the limits (telling it a failure). Optuna proposes past ``max_macs``: its constraint marks such
     trials infeasible once they ran.
