@@ -272,6 +272,8 @@ class MultiStrategyTuner(Tuner):
     runs) or one over the limits (telling it a failure). Optuna proposes past ``max_macs``: its constraint marks such
     trials infeasible once they ran.
 
+    One strategy works too: ``[{strategy: "nni:TPE"}]`` is NNI's TPE under the limits, never running a network twice.
+
     ``nnictl resume`` continues every strategy where it stopped (each keeps its state in NNI's checkpoint folder;
     NNI's own tuners relearn from the results NNI hands over).
 
@@ -288,8 +290,8 @@ class MultiStrategyTuner(Tuner):
                  latency_threads: int | None = None, latency_backend: str = "torch",
                  input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None) -> None:
         quiet_nni()
-        if isinstance(strategies, (str, Mapping)) or not isinstance(strategies, Sequence) or len(strategies) < 2:
-            raise ValueError("strategies must be a list of 2 or more mappings such as {strategy: random, seed: 0}, "
+        if isinstance(strategies, (str, Mapping)) or not isinstance(strategies, Sequence) or not strategies:
+            raise ValueError("strategies must be a non-empty list of mappings such as {strategy: random, seed: 0}, "
                              f"got {strategies!r}")
         shared = dict(optimize_mode=optimize_mode, max_macs=max_macs, max_params=max_params,
                       max_latency_ms=max_latency_ms, latency_threads=latency_threads, latency_backend=latency_backend,

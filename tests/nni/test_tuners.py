@@ -209,6 +209,11 @@ def test_bad_strategies_are_one_line_naming_the_fix(tmp_path: Path, extra: dict,
         multi(tmp_path, extra)
 
 
+def test_an_empty_strategies_list_is_refused() -> None:
+    with pytest.raises(ValueError, match="strategies must be a non-empty list of mappings"):
+        MultiStrategyTuner("detnas-small", strategies=[])
+
+
 def test_nni_tuners_are_asked_again_for_a_network_they_had(caplog: pytest.LogCaptureFixture) -> None:
     from hrnas_automl.spaces.lite_hrnet import canonical_arch
     from tests.strategies.test_strategies import SMALL_LITE_HRNET  # 512 samples, 12 networks
