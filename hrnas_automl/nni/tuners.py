@@ -1,4 +1,6 @@
-"""The NNI tuner that runs any registered hrnas-automl strategy under nnictl (``tuner: {className: ...}``).
+"""The NNI tuners that run registered hrnas-automl strategies under nnictl (``tuner: {className: ...}``): one
+(:class:`StrategyTuner`), or several side by side in one experiment (:class:`MultiStrategyTuner`, which also hosts
+the Optuna tuner and NNI's own tuners).
 
 Example (nnictl YAML)::
 
