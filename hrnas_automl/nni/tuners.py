@@ -269,10 +269,10 @@ class MultiStrategyTuner(Tuner):
     the trial takes it out before building its network and adds it to its final result.
 
     No duplicates: our strategies and the Optuna tuner never propose a network (canonical form) they proposed
-    before; NNI's tuners know nothing of canonical forms or limits, so the host asks one again (up to 1000 times in a
-    row) when it suggests a network it suggested before (telling it the known result, or a failure while that trial
-    runs) or one over the limits (telling it a failure). Optuna proposes past ``max_macs``: its constraint marks such
-    trials infeasible once they ran.
+    before; NNI's tuners know nothing of canonical forms or limits, and the Optuna tuner's ``max_macs`` only marks a
+    trial infeasible once it ran, so the host asks them again (up to 1000 times in a row) when they suggest a network
+    over the limits (telling them the trial failed) or, NNI's, one they suggested before (telling them the known
+    result, or a failure while that trial runs). So every strategy runs networks under the limits only.
 
     One strategy works too: ``[{strategy: "nni:TPE"}]`` is NNI's TPE under the limits, never running a network twice.
 
@@ -355,7 +355,8 @@ class MultiStrategyTuner(Tuner):
 
     @cached_property
     def constraint(self) -> Callable[[dict[str, Any]], bool] | None:
-        """The shared limits as a feasibility test, for what NNI's tuners propose (ours never propose past them)."""
+        """The shared limits as a feasibility test, for what the Optuna tuner and NNI's propose (ours never propose
+        past them)."""
         from hrnas_automl.cost import cost_limit  # imports torch
 
         return cost_limit(self.space, **self._limits)
@@ -441,27 +442,37 @@ class MultiStrategyTuner(Tuner):
                     self.tuners[tag].import_data(entries)
 
     def _generate(self, tag: str, parameter_id: int) -> dict[str, Any] | None:
-        """Strategy ``tag``'s trial for ``parameter_id``, tagged; None when it sends it later. NNI's own tuners are
-        asked again while they suggest a network they suggested before (:meth:`_repeat`)."""
-        tuner = self.tuners[tag]
+        """Strategy ``tag``'s trial for ``parameter_id``, tagged; None when it sends it later."""
+        sent = self.tuners[tag].generate_multiple_parameters([parameter_id], st_callback=self._tagging(tag))
+        return self._accepted(tag, parameter_id, sent[0]) if sent else None
+
+    def _accepted(self, tag: str, parameter_id: int, params: dict[str, Any]) -> dict[str, Any] | None:
+        """``params`` tagged, once the tuner of ``tag`` proposes a network it may run (:meth:`_rejected`: it is asked
+        again until it does); None when it sends the trial later."""
         for _ in range(_MAX_REPEATS):
-            sent = tuner.generate_multiple_parameters([parameter_id], st_callback=self._tagging(tag))
+            if not self._rejected(tag, parameter_id, params):
+                return {**params, STRATEGY_KEY: tag}
+            sent = self.tuners[tag].generate_multiple_parameters([parameter_id], st_callback=self._tagging(tag))
             if not sent:
                 return None
-            if tag not in self._seen or not self._rejected(tag, parameter_id, sent[0]):
-                return {**sent[0], STRATEGY_KEY: tag}
+            params = sent[0]
         raise SpaceExhaustedError(f"strategy {tag!r} suggested {_MAX_REPEATS} networks in a row that it had "
                                   "suggested before or that are over the limits: the space is (nearly) exhausted")
 
     def _rejected(self, tag: str, parameter_id: int, params: dict[str, Any]) -> bool:
-        """Whether NNI's tuner ``tag`` suggested a network over the shared limits (it is told the trial failed) or one
-        it had suggested before (it is told that network's result, or a failure while that trial runs); a network
-        it may run is recorded."""
-        key, seen, tuner = self._space_key(params), self._seen[tag], self.tuners[tag]
+        """Whether a tuner that is not ours (the Optuna tuner, NNI's) suggested a network over the shared limits (it is
+        told the trial failed) or, NNI's, one it had suggested before (it is told that network's result, or a failure
+        while that trial runs); a network NNI's tuner may run is recorded. Our strategies never propose either."""
+        tuner = self.tuners[tag]
+        if isinstance(tuner, StrategyTuner):
+            return False
         if self.constraint is not None and not self.constraint(params):
             tuner.trial_end(parameter_id, False)
             _log.info("strategy %s suggested a network over the limits: asking again", tag)
             return True
+        if tag not in self._seen:
+            return False
+        key, seen = self._space_key(params), self._seen[tag]
         if key not in seen:
             seen[key] = None
             return False
@@ -478,8 +489,9 @@ class MultiStrategyTuner(Tuner):
     def _tagging(self, tag: str) -> Callable[[int, dict[str, Any]], None]:
         """The callback through which strategy ``tag`` sends a trial it had deferred: tagged, to NNI's."""
         def send(parameter_id: int, params: dict[str, Any]) -> None:
-            if self._send is not None:
-                self._send(parameter_id, {**params, STRATEGY_KEY: tag})
+            accepted = self._accepted(tag, parameter_id, params)
+            if accepted is not None and self._send is not None:
+                self._send(parameter_id, accepted)
         return send
 
     def _untag(self, parameters: Mapping[str, Any], parameter_id: int | None) -> tuple[str | None, dict[str, Any]]:

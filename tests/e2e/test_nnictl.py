@@ -168,7 +168,7 @@ def test_strategies_side_by_side_take_equal_turns_and_tag_their_trials(tmp_path:
         assert t.metrics[STRATEGY_KEY] == t.arch[STRATEGY_KEY]  # and the final result
         arch = {k: v for k, v in t.arch.items() if k != STRATEGY_KEY}
         assert t.metrics["macs"] == arch_cost("detnas-small", arch, (3, 32, 32), num_classes=10).macs
-        assert t.arch[STRATEGY_KEY] == "optuna" or t.metrics["macs"] <= limit  # Optuna's limit marks, not prevents
+        assert t.metrics["macs"] <= limit  # also Optuna's and NNI's TPE's: the tuner asks them again past it
     db = sqlite3.connect(nni_home / "nni-experiments" / exp.id / "db" / "nni.sqlite")
     stored = [json.loads(row[0])["parameters"] for row in
               db.execute("SELECT data FROM TrialJobEvent WHERE event = 'RUNNING'")]  # NNI's own database

@@ -209,6 +209,19 @@ def test_bad_strategies_are_one_line_naming_the_fix(tmp_path: Path, extra: dict,
         multi(tmp_path, extra)
 
 
+def test_optuna_and_nni_tuners_are_asked_again_past_the_limit(tmp_path: Path) -> None:
+    tuner = MultiStrategyTuner("detnas-small", space_args=SPACE_ARGS, max_macs=LIMIT, input_shape=list(SHAPE),
+                               strategies=[{"strategy": "optuna", "seed": 0, "objectives": "metric", "study_name": "l",
+                                            "storage": f"sqlite:///{tmp_path / 'l.db'}"},
+                                           {"strategy": "nni:TPE", "seed": 0}])
+    archs = drive(tuner, n_trials=4, concurrency=2)
+    for arch in archs:
+        arch.pop(STRATEGY_KEY)
+        assert arch_cost("detnas-small", arch, SHAPE, **SPACE_ARGS).macs <= LIMIT
+    over = [t for t in tuner.tuners["optuna"].study.trials if t.state.name == "FAIL"]
+    assert over and all(arch_cost("detnas-small", t.params, SHAPE, **SPACE_ARGS).macs > LIMIT for t in over)
+
+
 def test_an_empty_strategies_list_is_refused() -> None:
     with pytest.raises(ValueError, match="strategies must be a non-empty list of mappings"):
         MultiStrategyTuner("detnas-small", strategies=[])
