@@ -45,11 +45,18 @@ test-fast: install
 demo: install
 	$(BIN)/hrnas-automl search examples/detnas/evolution.yml --port $(PORT)
 
+# the strategy tags of examples/*/compare.yml, in order
+COMPARED = random,evolution,optuna,tpe
+
 examples: install
 	$(BIN)/hrnas-automl export-space detnas-small --space-arg num_classes=10 -o examples/detnas/search_space_small.json
 	$(BIN)/hrnas-automl export-space hrnas --space-arg setting=tiny --space-arg bn_momentum=0.1 --space-arg head=segmentation --space-arg num_classes=4 -o examples/hrnas/search_space_tiny_seg.json
 	$(BIN)/hrnas-automl export-space lite-hrnet --space-arg head=keypoints --space-arg num_keypoints=17 -o examples/lite_hrnet/search_space.json
 	$(BIN)/hrnas-automl export-space ranet --space-arg num_classes=4 -o examples/ranet/search_space.json
+	$(BIN)/hrnas-automl export-space detnas-small --space-arg num_classes=10 --strategies $(COMPARED) -o examples/detnas/compare_space.json
+	$(BIN)/hrnas-automl export-space hrnas --space-arg setting=tiny --space-arg bn_momentum=0.1 --space-arg head=segmentation --space-arg num_classes=4 --strategies $(COMPARED) -o examples/hrnas/compare_space.json
+	$(BIN)/hrnas-automl export-space lite-hrnet --space-arg head=keypoints --space-arg num_keypoints=17 --strategies $(COMPARED) -o examples/lite_hrnet/compare_space.json
+	$(BIN)/hrnas-automl export-space ranet --space-arg num_classes=4 --strategies $(COMPARED) -o examples/ranet/compare_space.json
 
 tables: install
 	$(BIN)/python -c "from hrnas_automl.cost.analytic import ship_tables; ship_tables()"

@@ -126,6 +126,13 @@ class Space:
         """``arch`` checked against the choices, as a plain dict in choices order (:func:`validate_arch`)."""
         return validate_arch(arch, self._choices, self.name)
 
+    def canonical(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+        """``arch`` validated, in the one form every sample of its network shares (the space's
+        :attr:`~hrnas_automl.registry.SpaceSpec.canonical`; unchanged when it has none): strategies and tuners compare
+        these, so no search trains one network twice."""
+        arch = self.validate(arch)
+        return arch if self.spec.canonical is None else self.spec.canonical(arch)
+
     def freeze(self, arch: Mapping[str, Any]) -> nn.Module:
         """Validate ``arch`` and build the fixed network it names (fresh weights, plain torch layers)."""
         from hrnas_automl.nni.compat import import_nas

@@ -186,7 +186,8 @@ def cmd_cost(args: argparse.Namespace) -> None:
 def cmd_export_space(args: argparse.Namespace) -> None:
     from hrnas_automl.nni.compat import to_nni_search_space
 
-    _write_json(to_nni_search_space(_space(args).choices), args.output)
+    _write_json(to_nni_search_space(_space(args).choices, strategies=args.strategies.split(",") if args.strategies
+                                    else ()), args.output)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -482,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = space_cmd("export-space", "the NNI search-space JSON of a space (for nnictl's searchSpaceFile)")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--strategies", metavar="TAG,TAG", help="also the strategy parameter of a MultiStrategyTuner with "
+                   "these tags, in its order (the web UI then filters trials by strategy)")
     p.set_defaults(func=cmd_export_space)
 
     p = space_cmd("export", "an architecture as model.onnx, a torch.export program, weights and arch.json, checked "

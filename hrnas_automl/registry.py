@@ -148,6 +148,9 @@ class SpaceSpec:
             CostTable`` (:mod:`hrnas_automl.cost.tables`), or its ``"module:attribute"`` (imported when a table is
             compiled), for spaces whose units are not LayerChoices and too many for whole networks per group
             (HR-NAS: each unit counted alone); it wins over ``cost_groups``.
+        canonical: ``sample -> sample`` giving every sample of one network the same form (Lite-HRNet: the block
+            labels of modules past a stage's depth set to the first block type), so searches compare networks, not
+            samples; None: every sample is a different network (DetNAS, HR-NAS, RANet).
     """
 
     name: str
@@ -158,6 +161,7 @@ class SpaceSpec:
     presets: Mapping[str, Any] = field(default_factory=dict)
     cost_groups: Callable[[Mapping[str, list[Any]]], list[list[str]]] | None = None
     cost_compiler: Callable[..., CostTable] | str | None = None
+    canonical: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         presets = {name: p if isinstance(p, Preset) else Preset(name, self.name, MappingProxyType(dict(p[0])), p[1])

@@ -24,7 +24,8 @@ label             candidates                meaning
 *conditional channel weighting* blocks (cross-resolution weighting, depthwise 3x3, spatial weighting on half the
 channels of every branch). Block labels exist for the largest depth (3 + 8 + 3 = 14); a sample gives every label a
 value and modules past ``s{s}_modules`` are not built. Samples: 3 x 3 x 2 x 5 x 2 x 2^14 = 2,949,120; different
-networks (:func:`distinct_networks`): 3 x 3 x (2^2 + 2^3) x (2^4 + ... + 2^8) x (2^2 + 2^3) = 642,816.
+networks (:func:`distinct_networks`): 3 x 3 x (2^2 + 2^3) x (2^4 + ... + 2^8) x (2^2 + 2^3) = 642,816; samples of one
+network share one form (:func:`canonical_arch`), which is what searches compare.
 
 Fusion: output branch i is ``ReLU(sum_j f_ij(x_j))`` with ``f_ii`` the identity, 1x1 conv + BN + nearest upsampling
 for lower resolutions and a chain of stride-2 depthwise-separable units for higher ones, as the paper describes
@@ -61,7 +62,8 @@ from hrnas_automl.spaces.common import TopLevelChoices, channel_shuffle, conv_bn
 
 __all__ = ["LITE_HRNET_BLOCKS", "LITE_HRNET_GRID", "LITE_HRNET_DEPTHS", "LITE_HRNET_HEADS", "LiteHRNetSpace",
            "Stem", "SpatialWeighting", "CrossResolutionWeighting", "ConditionalChannelWeighting", "ShuffleBlock",
-           "MultiResolutionFusion", "LiteHRModule", "IterativeHead", "lite_hrnet_arch", "distinct_networks"]
+           "MultiResolutionFusion", "LiteHRModule", "IterativeHead", "lite_hrnet_arch", "distinct_networks",
+           "canonical_arch"]
 
 LITE_HRNET_BLOCKS: tuple[str, ...] = ("naive", "ccw")
 LITE_HRNET_HEADS: tuple[str, ...] = ("keypoints", "segmentation")
@@ -337,6 +339,15 @@ def lite_hrnet_arch(*, width: int, modules: Sequence[int], block: str, reduce_ra
     return arch
 
 
+def canonical_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
+    """``arch`` with the block label of every module past its stage's depth set to the first block type: samples
+    that differ only there build one network, and map to one form (the space's ``canonical``)."""
+    canonical = dict(arch)
+    for s, (_, high) in enumerate(LITE_HRNET_DEPTHS, start=1):
+        canonical.update({f"s{s}_m{i}": LITE_HRNET_BLOCKS[0] for i in range(arch[f"s{s}_modules"], high)})
+    return canonical
+
+
 def distinct_networks() -> int:
     """Different networks in the space: block labels of modules past a stage's depth do not change the network."""
     per_stage = [sum(len(LITE_HRNET_BLOCKS) ** d for d in range(low, high + 1)) for low, high in LITE_HRNET_DEPTHS]
@@ -361,5 +372,5 @@ SPEC = SpaceSpec(
     description="Lite-HRNet: block type per module, modules per stage, widths, reduce ratio",
     default_input=(3, 256, 192), heads=LITE_HRNET_HEADS,
     cost_compiler="hrnas_automl.spaces.lite_hrnet_cost:lite_hrnet_cost_table",  # module costs per width/ratio
-    presets=_PRESETS,
+    presets=_PRESETS, canonical=canonical_arch,
 )

@@ -8,6 +8,7 @@ Example::
     1.0
 """
 from hrnas_automl.strategies.base import (
+    Canonical,
     Choices,
     Constraint,
     InfeasibleConstraintError,
@@ -22,6 +23,7 @@ from hrnas_automl.strategies.evolution import Evolution
 from hrnas_automl.strategies.random_search import RandomSearch
 
 __all__ = [
+    "Canonical",
     "Choices",
     "Constraint",
     "InfeasibleConstraintError",

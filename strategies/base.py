@@ -7,7 +7,8 @@ one ``random.Random`` owned by the strategy, and labels are always iterated in t
 choices, so the same seed gives the same proposals and :meth:`Strategy.state_dict` can resume a
 search exactly.
 
-Every proposal is new (never proposed or told before) and satisfies the constraint. Candidates are
+Every proposal is new (never proposed or told before; with a ``canonical`` function, no sample of the same network
+was) and satisfies the constraint. Candidates are
 found by rejection sampling with a hard cap of ``max_attempts`` draws, so no loop can spin forever:
 
 * :class:`InfeasibleConstraintError` when no feasible new candidate turns up within the cap
@@ -30,6 +31,7 @@ from hrnas_automl.registry import space_size
 __all__ = [
     "Choices",
     "Constraint",
+    "Canonical",
     "InfeasibleConstraintError",
     "SpaceExhaustedError",
     "Strategy",
@@ -44,6 +46,10 @@ Choices = Mapping[str, Sequence[Any]]
 
 Constraint = Callable[[dict[str, Any]], bool]
 """True when an architecture is feasible (e.g. its MACs are under a limit)."""
+
+Canonical = Callable[[dict[str, Any]], dict[str, Any]]
+"""The one form of an architecture's network (:meth:`hrnas_automl.arch.Space.canonical`): samples of one network map
+to the same dict."""
 
 _Key = tuple[Any, ...]
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -116,16 +122,19 @@ class Strategy(abc.ABC):
         seed: seed of the strategy's own ``random.Random``.
         constraint: feasibility test every proposal must pass; None accepts all.
         max_attempts: cap on random draws when looking for one new feasible architecture.
+        canonical: the space's canonical form (:data:`Canonical`): architectures are new, told or seen by it, so
+            two samples of one network count as one; None: every sample is its own network.
     """
 
     def __init__(self, choices: Choices, *, seed: int = 0, constraint: Constraint | None = None,
-                 max_attempts: int = 10_000) -> None:
+                 max_attempts: int = 10_000, canonical: Canonical | None = None) -> None:
         self._choices = _checked_choices(choices)
         if constraint is not None and not callable(constraint):
             raise ValueError(f"constraint must be a callable arch -> bool or None, got {constraint!r}")
         _check_int("max_attempts", max_attempts, 1)
         self.constraint = constraint
         self.max_attempts = max_attempts
+        self.canonical = canonical
         self._space_size = space_size(self._choices)
         self._rng = random.Random(seed)
         self._seen: set[_Key] = set()  # proposed or told: never proposed (again)
@@ -209,7 +218,9 @@ class Strategy(abc.ABC):
     # -- shared sampling machinery -------------------------------------------------------------
 
     def _key(self, arch: Mapping[str, Any]) -> _Key:
-        """Hashable identity of an architecture (values in choices order)."""
+        """Hashable identity of an architecture's network (values of its canonical form in choices order)."""
+        if self.canonical is not None:
+            arch = self.canonical(dict(arch))
         return tuple(arch[label] for label in self._choices)
 
     def _find(self, generate: Callable[[], dict[str, Any]], tries: int, taken: set[_Key], *,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hrnas_automl.strategies.base import (
+    Canonical,
     Choices,
     Constraint,
     Strategy,
@@ -58,7 +59,7 @@ class Evolution(Strategy):
         4
 
     Args:
-        choices, seed, constraint, max_attempts: see :class:`~hrnas_automl.strategies.base.Strategy`.
+        choices, seed, constraint, max_attempts, canonical: see :class:`~hrnas_automl.strategies.base.Strategy`.
         population_size: archs per generation (DetNAS: 50).
         select_num: parents kept, the top-k (DetNAS: 10).
         mutation_num: mutants per generation (DetNAS: 20).
@@ -68,7 +69,8 @@ class Evolution(Strategy):
 
     def __init__(self, choices: Choices, *, population_size: int = 50, select_num: int = 10, mutation_num: int = 20,
                  mutation_prob: float = 0.1, crossover_num: int = 20, seed: int = 0,
-                 constraint: Constraint | None = None, max_attempts: int = 10_000) -> None:
+                 constraint: Constraint | None = None, max_attempts: int = 10_000,
+                 canonical: Canonical | None = None) -> None:
         _check_int("population_size", population_size, 1)
         _check_int("select_num", select_num, 1)
         if select_num > population_size:
@@ -79,7 +81,7 @@ class Evolution(Strategy):
             raise ValueError(f"mutation_num + crossover_num must be <= population_size ({population_size}), "
                              f"got {mutation_num} + {crossover_num} = {mutation_num + crossover_num}")
         _check_prob("mutation_prob", mutation_prob)
-        super().__init__(choices, seed=seed, constraint=constraint, max_attempts=max_attempts)
+        super().__init__(choices, seed=seed, constraint=constraint, max_attempts=max_attempts, canonical=canonical)
         self.population_size = population_size
         self.select_num = select_num
         self.mutation_num = mutation_num

@@ -31,6 +31,13 @@ FILES: dict[str, str | bytes] = {
                        "        classArgs: {objective: metric}}\n",
     "builtin_typo.yml": "tuner: {name: TPE, classArgs: {optimise_mode: maximize}}\n",
     "no_code_dir.yml": "tuner: {className: hrnas_automl.nni.StrategyTuner, classArgs: {space: detnas-small}}\n",
+    # several strategies side by side (MultiStrategyTuner, issue 18): a typo in one strategy entry
+    "multi_typo.yml": "tuner: {className: hrnas_automl.nni.MultiStrategyTuner, codeDirectory: .,\n"
+                      "        classArgs: {space: detnas-small, strategies: [{strategy: random},\n"
+                      "                    {strategy: evolutoin}]}}\n",
+    "multi_option.yml": "tuner: {className: hrnas_automl.nni.MultiStrategyTuner, codeDirectory: .,\n"
+                        "        classArgs: {space: detnas-small, strategies: [{strategy: random},\n"
+                        "                    {strategy: evolution, population: 4}]}}\n",
 }
 CASES = [
     (("describe", "detnas-small", "--space-arg", "nclasses=10"),
@@ -67,6 +74,11 @@ CASES = [
      r"objectives, sampler"),
     (("search", "{tmp}/builtin_typo.yml", "--timeout", "1"),
      r"tuner TpeTuner classArgs: got an unexpected keyword argument 'optimise_mode'; it takes optimize_mode"),
+    (("search", "{tmp}/multi_typo.yml", "--timeout", "1"),
+     r"tuner MultiStrategyTuner classArgs: unknown strategy 'evolutoin'; registered strategies: evolution, random"),
+    (("search", "{tmp}/multi_option.yml", "--timeout", "1"),
+     r"tuner MultiStrategyTuner classArgs: unknown classArgs key 'population': .* strategy evolution also takes "
+     r"population_size"),
     (("search", "{tmp}/no_code_dir.yml", "--timeout", "1"),
      r"tuner hrnas_automl.nni.StrategyTuner needs codeDirectory \(the folder nnictl imports it from"),
 ]

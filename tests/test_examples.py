@@ -14,6 +14,7 @@ from tests import EXAMPLES
 from hrnas_automl.arch import choices_of
 from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.nni.compat import to_nni_search_space
+from hrnas_automl.nni.tuners import StrategyTuner
 from hrnas_automl.oneshot.config import SearchConfig, SupernetConfig, load_config
 from hrnas_automl.strategies import Evolution
 from hrnas_automl.tasks import get_task
@@ -60,5 +61,8 @@ def test_experiment_config_is_consistent(path: Path) -> None:
             (lo,), (hi,) = latency_table(trial.space, args.get("input_shape"), threads=args.get("latency_threads"),
                                          backend=args.get("latency_backend", "torch"), **space_args).bounds()
             args["max_latency_ms"] = (lo + hi) / 2
-        assert cls(**args).strategy is not None  # builds the strategy: the arguments are valid
-    assert space_file == to_nni_search_space(choices_of(trial.space, **space_args))
+        built_tuner = cls(**args)
+        for hosted in getattr(built_tuner, "tuners", {"": built_tuner}).values():  # a MultiStrategyTuner hosts several
+            assert not isinstance(hosted, StrategyTuner) or hosted.strategy is not None  # builds it: valid arguments
+    tags = list(getattr(built_tuner, "tuners", {})) if "className" in tuner else []
+    assert space_file == to_nni_search_space(choices_of(trial.space, **space_args), strategies=tags)

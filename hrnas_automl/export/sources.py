@@ -160,7 +160,10 @@ def _nni_trial(ref: str) -> Source:
     weights = folder / "weights.pt" if folders.get(trial) else None
     state = read_weights(weights) if weights is not None and weights.is_file() else None
     origin = f"NNI experiment {experiment} trial {trial} (default {metric:g})"
-    return Source(tuner_args.get("space"), dict(arch), origin,
+    from hrnas_automl.nni.compat import STRATEGY_KEY
+
+    arch = {label: value for label, value in arch.items() if label != STRATEGY_KEY}  # a MultiStrategyTuner's tag
+    return Source(tuner_args.get("space"), arch, origin,
                   space_args=dict(tuner_args.get("space_args") or {}), state_dict=state)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from hrnas_automl.registry import lazy_exports
 
-__all__ = ["StrategyTuner", "OptunaTuner", "NniExperiment", "TrialRecord"]
+__all__ = ["StrategyTuner", "MultiStrategyTuner", "OptunaTuner", "NniExperiment", "TrialRecord"]
 
 __getattr__ = lazy_exports(__name__, {
-    "tuners": ("StrategyTuner",),
+    "tuners": ("StrategyTuner", "MultiStrategyTuner"),
     "optuna_tuner": ("OptunaTuner",),
     "experiment": ("NniExperiment", "TrialRecord"),
 })

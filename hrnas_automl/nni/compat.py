@@ -14,12 +14,17 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 __all__ = ["quiet_nni", "import_nas", "check_pins", "init_parameters", "init_defaults", "to_nni_search_space",
-           "in_nni_trial", "next_parameter", "report_intermediate", "report_final"]
+           "in_nni_trial", "next_parameter", "report_intermediate", "report_final", "STRATEGY_KEY"]
+
+STRATEGY_KEY = "strategy"
+"""The parameter with which a tuner hosting several strategies (:class:`hrnas_automl.nni.tuners.MultiStrategyTuner`)
+tags each trial: taken out of the parameters before the trial reads them, and added to its final result."""
+_tag: dict[str, Any] = {}  # this trial's strategy tag, if its parameters had one
 
 # NNI packages whose ``__init__`` copies in their ``.pytorch`` submodule (``shortcut_framework``): importing
 # ``nni.nas.evaluator`` that way imports pytorch-lightning (and torch._dynamo), ~4 s of CPU per process.
@@ -133,9 +138,12 @@ def init_defaults(factory: Callable[..., Any]) -> dict[str, Any]:
     return {**{p.name: p.default for p in params if p.default is not inspect.Parameter.empty}, **keywords}
 
 
-def to_nni_search_space(choices: Mapping[str, list[Any]]) -> dict[str, dict[str, Any]]:
-    """nnictl's search-space JSON (``{"label": {"_type": "choice", "_value": [...]}}``)."""
-    return {label: {"_type": "choice", "_value": list(values)} for label, values in choices.items()}
+def to_nni_search_space(choices: Mapping[str, list[Any]], *, strategies: Sequence[str] = ()
+                        ) -> dict[str, dict[str, Any]]:
+    """nnictl's search-space JSON (``{"label": {"_type": "choice", "_value": [...]}}``); with ``strategies`` (the tags
+    of a multi-strategy tuner) also the :data:`STRATEGY_KEY` parameter, which the web UI's filter then offers."""
+    space = {label: {"_type": "choice", "_value": list(values)} for label, values in choices.items()}
+    return {**space, STRATEGY_KEY: {"_type": "choice", "_value": list(strategies)}} if strategies else space
 
 
 def in_nni_trial() -> bool:
@@ -144,10 +152,14 @@ def in_nni_trial() -> bool:
 
 
 def next_parameter() -> dict[str, Any]:
-    """The architecture the tuner chose for this trial."""
+    """The architecture the tuner chose for this trial (without a :data:`STRATEGY_KEY` tag, kept for
+    :func:`report_final`)."""
     import nni
 
-    return dict(nni.get_next_parameter() or {})
+    params = dict(nni.get_next_parameter() or {})
+    if STRATEGY_KEY in params:
+        _tag[STRATEGY_KEY] = params.pop(STRATEGY_KEY)
+    return params
 
 
 def report_intermediate(metrics: Mapping[str, float]) -> None:
@@ -158,7 +170,8 @@ def report_intermediate(metrics: Mapping[str, float]) -> None:
 
 
 def report_final(metrics: Mapping[str, float]) -> None:
-    """Send the final result dict; the web UI sorts trials by ``default`` and shows the other keys."""
+    """Send the final result dict (with the strategy tag of the trial's parameters, if any); the web UI sorts trials
+    by ``default`` and shows the other keys."""
     import nni
 
-    nni.report_final_result(dict(metrics))
+    nni.report_final_result({**metrics, **_tag})

@@ -40,13 +40,16 @@ import nni
 import numpy as np
 from nni.tuner import Tuner
 
+from hrnas_automl.arch import resolve_space
 from hrnas_automl.config import parse_number
 from hrnas_automl.nni.compat import quiet_nni
-from hrnas_automl.nni.resume import params_key, split_orphans
+from hrnas_automl.nni.resume import Orphans, params_key
+from hrnas_automl.strategies import SpaceExhaustedError
 from hrnas_automl.tuning.config import default_storage
 from hrnas_automl.tuning.study import (
     CONSTRAINT_KEY,
     MACS_ATTR,
+    FrozenTrial,
     METRIC_ATTR,
     Trial,
     log_warnings_only,
@@ -60,9 +63,10 @@ from hrnas_automl.tuning.study import (
 __all__ = ["OptunaTuner"]
 
 _log = logging.getLogger(__name__)
+_MAX_ASKS = 100  # suggestions of known networks in a row before the tuner gives up
 
 
-class OptunaTuner(Tuner):
+class OptunaTuner(Orphans[Trial], Tuner):
     """NNI ``Tuner`` whose suggestions come from an Optuna study (ask) and whose results go back (tell).
 
     Args:
@@ -76,11 +80,16 @@ class OptunaTuner(Tuner):
             seeded from it and the number of the trial asked.
         max_macs: trials whose MACs exceed it are infeasible (Optuna constraint ``max_macs``).
         metric_key / macs_key: keys of the trial's final result dict.
+        space / space_args: the registered space the search space is (its ``export-space`` output): suggestions are
+            compared by its canonical form (:meth:`hrnas_automl.arch.Space.canonical`); without it, by their values.
+            A suggestion of a network the study already has is not run: it is stored as FAIL with user attribute
+            ``duplicate_of`` (the original's number) and the study asked again (at most 100 times in a row).
     """
 
     def __init__(self, *, study_name: str | None = None, storage: str | None = None, objectives: str = "metric+macs",
                  sampler: str | None = None, sampler_args: Mapping[str, Any] | None = None, seed: int = 0,
-                 max_macs: float | str | None = None, metric_key: str = "default", macs_key: str = "macs") -> None:
+                 max_macs: float | str | None = None, metric_key: str = "default", macs_key: str = "macs",
+                 space: str | None = None, space_args: Mapping[str, Any] | None = None) -> None:
         quiet_nni()
         log_warnings_only()
         if objectives not in ("metric+macs", "metric"):
@@ -92,6 +101,7 @@ class OptunaTuner(Tuner):
         self.sampler_args = dict(sampler_args or {})
         make_sampler(self.sampler_name, seed, **self.sampler_args)  # a wrong sampler or sampler_args fails here
         self._study_name, self._storage = study_name, storage
+        self._space = resolve_space(space, **dict(space_args or {})) if space is not None else None
         self.distributions: dict[str, Any] = {}  # Optuna distributions of the search space
         self.by_index: dict[str, list[Any]] = {}
         self.pending: dict[int, Trial] = {}  # parameter id -> the Optuna trial asked for it
@@ -100,9 +110,7 @@ class OptunaTuner(Tuner):
         self._concurrency: int | None = None  # trialConcurrency: the size of NNI's first request
         self._deferred: deque[int] = deque()
         self._send: Callable[[int, dict[str, Any]], None] | None = None
-        self._orphans: dict[int, Trial] | None = None  # after a resume: trials asked before the stop, never ended
-        self._rerun: dict[int, Trial] = {}  # of those, the ones NNI runs again (results through import_data)
-        self._again: deque[Trial] = deque()  # and the ones it never started: handed out first
+        Orphans.__init__(self)  # after a resume: trials asked before the stop, never ended
 
     # Opened on first use: building the tuner (also to check its classArgs before nnictl starts) touches no storage.
     @cached_property
@@ -148,10 +156,8 @@ class OptunaTuner(Tuner):
             self._send = kwargs.get("st_callback", self._send)
             if self._concurrency is None:
                 self._concurrency = len(parameter_id_list)
-            if self._orphans is not None and parameter_id_list:  # the first request after a resume
-                self._rerun, lost = split_orphans(self._orphans, parameter_id_list[0])
-                self._again.extend(lost)
-                self._orphans = None
+            if parameter_id_list:
+                self.resume_at(parameter_id_list[0])
             return super().generate_multiple_parameters(parameter_id_list, **kwargs)
 
     def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
@@ -191,14 +197,35 @@ class OptunaTuner(Tuner):
         if self._again:
             trial = self._again.popleft()
         else:
-            number = len(self.study.get_trials(deepcopy=False))  # the number study.ask gives
-            self.study.sampler = make_sampler(self.sampler_name, _trial_seed(self.seed, number), **self.sampler_args)
-            trial = self.study.ask(self.distributions)
+            trial = self._ask_new()
             trial.set_user_attr("nni_parameter_id", parameter_id)
         self.pending[parameter_id] = trial
         return self._nni_params(trial)
 
-    def _nni_params(self, trial: Trial) -> dict[str, Any]:
+    def _ask_new(self) -> Trial:
+        """Ask the study for a network none of its trials has (by canonical form); a suggestion of one it has is
+        stored as FAIL with user attribute ``duplicate_of`` (not run: the study has that network's result, or will)."""
+        trials = self.study.get_trials(deepcopy=False)
+        known = {self._network(t): t.number for t in reversed(trials)}  # network -> its first trial
+        for _ in range(_MAX_ASKS):
+            number = len(self.study.get_trials(deepcopy=False))  # the number study.ask gives
+            self.study.sampler = make_sampler(self.sampler_name, _trial_seed(self.seed, number), **self.sampler_args)
+            trial = self.study.ask(self.distributions)
+            original = known.get(self._network(trial))
+            if original is None:
+                return trial
+            trial.set_user_attr("duplicate_of", original)
+            tell_failed(self.study, trial)
+            _log.info("trial %d suggests the network of trial %d: not run, asking again", trial.number, original)
+        raise SpaceExhaustedError(f"the study suggested {_MAX_ASKS} networks in a row that its trials already have: "
+                                  f"the space is (nearly) exhausted; stop the experiment or widen the search space")
+
+    def _network(self, trial: Trial | FrozenTrial) -> str:
+        """The identity of a trial's network: its NNI parameters in the space's canonical form."""
+        params = self._nni_params(trial)
+        return params_key(self._space.canonical(params) if self._space is not None else params)
+
+    def _nni_params(self, trial: Trial | FrozenTrial) -> dict[str, Any]:
         """The NNI parameters of a trial (indices of list-valued choices mapped back to the values)."""
         return {k: self.by_index[k][v] if k in self.by_index else v for k, v in trial.params.items()}
 

@@ -14,13 +14,14 @@ the trials NNI re-runs from those it had proposed but NNI never started (lost at
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nni.recoverable import Recoverable
 
-__all__ = ["state_file", "split_orphans", "params_key"]
+__all__ = ["state_file", "split_orphans", "params_key", "Orphans"]
 
 T = TypeVar("T")
 
@@ -45,3 +46,21 @@ def split_orphans(orphans: Mapping[int, T], first_new_id: int) -> tuple[dict[int
 def params_key(params: Mapping[str, Any]) -> str:
     """A hashable identity of a parameter dict (key order ignored)."""
     return json.dumps(params, sort_keys=True)
+
+
+class Orphans(Generic[T]):
+    """What a resumed tuner keeps of the trials it handed out before the stop and never saw end (``T``: what it
+    keeps per trial), until the first request of the new dispatcher tells which NNI runs again (:meth:`resume_at`)."""
+
+    def __init__(self) -> None:
+        self._orphans: dict[int, T] | None = None  # after a resume: handed out before the stop, no end
+        self._rerun: dict[int, T] = {}  # those NNI runs again: their results come through import_data
+        self._again: deque[T] = deque()  # those it never started: handed out first
+
+    def resume_at(self, first_id: int) -> None:
+        """Split the orphans at ``first_id``, the first parameter id the resumed dispatcher asks for (a host of several
+        tuners passes its own first one to each: a tuner's first request may come later); later calls do nothing."""
+        if self._orphans is not None:
+            self._rerun, lost = split_orphans(self._orphans, first_id)
+            self._again.extend(lost)
+            self._orphans = None

@@ -2,7 +2,9 @@
 through NNI's Python API. Each test runs under a private HOME and stops its experiment, also on failure."""
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import yaml
 from tests import EXAMPLES
 from hrnas_automl.cost import arch_cost
 from hrnas_automl.cost.latency import latency_table
+from hrnas_automl.nni.compat import STRATEGY_KEY
 from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
 
 EXAMPLES = EXAMPLES / "detnas"
@@ -22,13 +25,13 @@ EXAMPLES = EXAMPLES / "detnas"
 def shrunk_example(name: str, dest: Path, trials: int, trial_config: str = "trial.yml", **class_args: Any) -> Path:
     """Copy an example experiment (and its trial config) with tiny data and few trials, keeping its tuner and search
     space; ``class_args`` are set in its tuner's classArgs."""
-    shutil.copy(EXAMPLES / "search_space_small.json", dest)
+    config = yaml.safe_load((EXAMPLES / name).read_text())
+    shutil.copy(EXAMPLES / config["searchSpaceFile"], dest)
     trial = yaml.safe_load((EXAMPLES / trial_config).read_text())
     trial["data"].update(train_size=128, val_size=64)
     trial["train"].update(epochs=2, batch_size=32)
     trial["latency"].update(repeats=3, warmup=1)
     (dest / trial_config).write_text(yaml.safe_dump(trial))
-    config = yaml.safe_load((EXAMPLES / name).read_text())
     config.update(maxTrialNumber=trials, trialConcurrency=2, maxExperimentDuration="10m")
     if config["tuner"].get("classArgs", {}).get("strategy") == "evolution":  # reach generation 1 within the trials
         config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
@@ -149,3 +152,24 @@ def test_evolution_under_an_onnxruntime_latency_limit_runs_through_nnictl(tmp_pa
     for t in trials:
         assert table.evaluate(t.arch)[0] <= limit and t.metrics["latency_ms"] > 0
         assert t.metrics["macs"] == arch_cost("detnas-small", t.arch, (3, 32, 32), num_classes=10).macs
+
+
+@pytest.mark.slow
+def test_strategies_side_by_side_take_equal_turns_and_tag_their_trials(tmp_path: Path, nni_home: Path) -> None:
+    config = shrunk_example("compare.yml", tmp_path, trials=4)  # random, evolution, optuna, NNI's TPE: one each
+    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
+        trials = exp.wait(timeout=420)
+    assert len(trials) == 4 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    tags = [t.arch[STRATEGY_KEY] for t in trials]  # the parameters NNI's REST API lists
+    assert sorted(tags) == ["evolution", "optuna", "random", "tpe"]
+    assert len({json.dumps(t.arch, sort_keys=True) for t in trials}) == 4  # seeds differ: so do the networks
+    limit = yaml.safe_load(config.read_text())["tuner"]["classArgs"]["max_macs"]
+    for t in trials:
+        assert t.metrics[STRATEGY_KEY] == t.arch[STRATEGY_KEY]  # and the final result
+        arch = {k: v for k, v in t.arch.items() if k != STRATEGY_KEY}
+        assert t.metrics["macs"] == arch_cost("detnas-small", arch, (3, 32, 32), num_classes=10).macs
+        assert t.metrics["macs"] <= limit  # also Optuna's and NNI's TPE's: the tuner asks them again past it
+    db = sqlite3.connect(nni_home / "nni-experiments" / exp.id / "db" / "nni.sqlite")
+    stored = [json.loads(row[0])["parameters"] for row in
+              db.execute("SELECT data FROM TrialJobEvent WHERE event = 'RUNNING'")]  # NNI's own database
+    assert sorted(params[STRATEGY_KEY] for params in stored) == sorted(tags)

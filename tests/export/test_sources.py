@@ -17,6 +17,7 @@ from hrnas_automl.export.command import export
 from hrnas_automl.export.network import FORMS
 from hrnas_automl.export.sources import read_source
 from hrnas_automl.files import save_torch_atomic, write_json_atomic
+from hrnas_automl.nni.compat import STRATEGY_KEY
 from tests.export.helpers import expected_outputs, loader_diffs, onnx_diff, random_statistics
 
 PRESET = load_arch("preset:detnas-coco-fpn-300m")[1]
@@ -65,7 +66,8 @@ def _nni_experiment(home: Path, exp_id: str = "abc123") -> Path:
     root = home / "nni-experiments"
     (root / exp_id / "db").mkdir(parents=True)
     (root / ".experiment").write_text(json.dumps({exp_id: {"id": exp_id, "logDir": str(root), "status": "STOPPED"}}))
-    archs = {"A": {**PRESET, "s1_b0": "k3"}, "B": {**PRESET, "s1_b0": "k5"}, "C": {**PRESET, "s1_b0": "k7"}}
+    archs = {"A": {**PRESET, "s1_b0": "k3"}, "B": {**PRESET, "s1_b0": "k5", STRATEGY_KEY: "evolution"},  # B: tagged
+             "C": {**PRESET, "s1_b0": "k7"}}
     metrics = {"A": 0.4, "B": 0.7, "C": None}  # C failed: no final metric
     conn = sqlite3.connect(root / exp_id / "db" / "nni.sqlite")
     conn.executescript("""
@@ -101,7 +103,7 @@ def test_nni_trial_best_or_named_with_the_tuners_space_arguments(tmp_path: Path,
     monkeypatch.setenv("HOME", str(tmp_path))
     trials = _nni_experiment(tmp_path)
     best = read_source("nni:abc123")
-    assert best.arch["s1_b0"] == "k5" and "trial B (default 0.7)" in best.origin
+    assert best.arch["s1_b0"] == "k5" and "trial B (default 0.7)" in best.origin and STRATEGY_KEY not in best.arch
     assert best.space == "detnas-small" and best.space_args == {"num_classes": 10} and best.state_dict is None
     assert read_source("nni:abc123:A").arch["s1_b0"] == "k3"
     with pytest.raises(ValueError, match=r"no finished trial 'C' \(finished: A, B\)"):

@@ -161,3 +161,29 @@ def test_default_study_is_named_after_the_experiment(tmp_path: Path, monkeypatch
     monkeypatch.delenv("NNI_CHECKPOINT_DIRECTORY")
     with pytest.raises(ValueError, match="needs a study_name outside an nnictl experiment"):
         OptunaTuner(objectives="metric").update_search_space({})
+
+
+
+def test_no_two_trials_build_one_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hrnas_automl.spaces.lite_hrnet import canonical_arch
+    from hrnas_automl.strategies import SpaceExhaustedError
+    from tests.strategies.test_strategies import SMALL_LITE_HRNET  # 512 samples, 12 networks
+
+    tuner = OptunaTuner(study_name="lite", storage=storage(tmp_path), objectives="metric", sampler="tpe", seed=0,
+                        space="lite-hrnet")
+    tuner.update_search_space(to_nni_search_space(SMALL_LITE_HRNET))
+    archs = []
+    for pid in range(8):
+        archs.append(tuner.generate_parameters(pid))
+        tuner.receive_trial_result(pid, archs[-1], {"default": sum(v == "ccw" for v in archs[-1].values()) / 20})
+    assert len({json.dumps(canonical_arch(a), sort_keys=True) for a in archs}) == 8
+    skipped = tuner.study.get_trials(states=(TrialState.FAIL,))
+    assert skipped and all(t.user_attrs["duplicate_of"] < t.number for t in skipped)  # told, never run
+    one = {**{label: values[:1] for label, values in SMALL_LITE_HRNET.items()}, "s3_m2": ["naive", "ccw"]}
+    tuner = OptunaTuner(study_name="one", storage=storage(tmp_path), objectives="metric", sampler="random",
+                        space="lite-hrnet")
+    tuner.update_search_space(to_nni_search_space(one))  # 2 samples, 1 network
+    tuner.receive_trial_result(0, tuner.generate_parameters(0), 0.5)
+    monkeypatch.setattr("hrnas_automl.nni.optuna_tuner._MAX_ASKS", 5)  # 100 under nnictl; each ask writes the storage
+    with pytest.raises(SpaceExhaustedError, match="5 networks in a row that its trials already have"):
+        tuner.generate_parameters(1)

@@ -12,17 +12,18 @@ from typing import Any
 import pytest
 
 from hrnas_automl.arch import choices_of
-from hrnas_automl.nni.compat import to_nni_search_space
+from hrnas_automl.nni.compat import STRATEGY_KEY, to_nni_search_space
 from hrnas_automl.nni.optuna_tuner import OptunaTuner
-from hrnas_automl.nni.tuners import StrategyTuner
+from hrnas_automl.nni.tuners import MultiStrategyTuner, StrategyTuner
 
 SPACE = to_nni_search_space(choices_of("detnas-small"))
 OPS = {"k3": 0.1, "k5": 0.4, "k7": 0.2, "xception": 0.3}
 
 
 def fitness(arch: dict[str, Any]) -> dict[str, float]:
-    """A synthetic final result with few ties: position-weighted op scores."""
-    return {"default": sum(OPS[v] * (i + 1) for i, v in enumerate(arch.values())), "macs": 1.0}
+    """A synthetic final result with few ties: position-weighted op scores (of the labels: not the strategy tag)."""
+    ops = [v for k, v in arch.items() if k != STRATEGY_KEY]
+    return {"default": sum(OPS[v] * (i + 1) for i, v in enumerate(ops)), "macs": 1.0}
 
 
 class Manager:
@@ -87,17 +88,28 @@ def optuna_tuner(storage: str) -> Callable[[], OptunaTuner]:
                                sampler_args={"n_startup_trials": 3})
 
 
+def multi_tuner(storage: str) -> Callable[[], MultiStrategyTuner]:
+    """Three strategies side by side (NNI's TPE is left out: it restarts from scratch, relearning only results)."""
+    return lambda: MultiStrategyTuner("detnas-small", strategies=[
+        {"strategy": "random", "seed": 3},
+        {"strategy": "evolution", "seed": 3, "population_size": 2, "select_num": 1, "mutation_num": 1,
+         "crossover_num": 0},
+        {"strategy": "optuna", "study_name": "resume", "storage": storage, "objectives": "metric", "seed": 3,
+         "sampler_args": {"n_startup_trials": 3}}])
+
+
 def archs(manager: Manager) -> list[dict[str, Any]]:
     return [arch for _, arch in manager.finished]
 
 
 @pytest.mark.parametrize("running", [True, False], ids=["stopped-mid-trial", "stopped-before-start"])
-@pytest.mark.parametrize("tuner", ["random", "evolution", "optuna"])
+@pytest.mark.parametrize("tuner", ["random", "evolution", "optuna", "multi"])
 def test_resumed_tuner_proposes_what_an_uninterrupted_run_does(tuner: str, running: bool, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     def make(run: str) -> Callable[[], Any]:
         (tmp_path / run).mkdir()
-        return optuna_tuner(f"sqlite:///{tmp_path / run / 'study.db'}") if tuner == "optuna" else \
+        storage = f"sqlite:///{tmp_path / run / 'study.db'}"
+        return {"optuna": optuna_tuner, "multi": multi_tuner}[tuner](storage) if tuner in ("optuna", "multi") else \
             strategy_tuner(tuner)
 
     monkeypatch.setenv("NNI_CHECKPOINT_DIRECTORY", str(tmp_path / "plain"))

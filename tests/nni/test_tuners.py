@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import nni
@@ -10,10 +11,10 @@ import pytest
 from hrnas_automl.arch import choices_of
 from hrnas_automl.cost import arch_cost
 from hrnas_automl.cost.latency import latency_table
-from hrnas_automl.nni.compat import to_nni_search_space
+from hrnas_automl.nni.compat import STRATEGY_KEY, to_nni_search_space
 from hrnas_automl.nni.experiment import check_tuner, dispatcher_error
 from tests import EXAMPLES
-from hrnas_automl.nni.tuners import StrategyTuner
+from hrnas_automl.nni.tuners import MultiStrategyTuner, StrategyTuner
 from hrnas_automl.strategies import RandomSearch
 
 SPACE_ARGS = {"num_classes": 10}
@@ -151,3 +152,95 @@ def test_dispatcher_error_is_the_last_line_of_the_exception_that_ended_it(tmp_pa
                                           if "\ntuner:" in p.read_text()), ids=str)
 def test_every_example_tuner_passes_the_check_before_nnictl(config: Path) -> None:
     check_tuner(EXAMPLES / config)  # builds it in-process: no error, and no storage touched (OptunaTuner)
+
+
+# -- several strategies side by side ----------------------------------------------------------
+
+def multi(tmp_path: Path, *extra: dict, space: str = "detnas-small", **kwargs: object) -> MultiStrategyTuner:
+    return MultiStrategyTuner(space, space_args=SPACE_ARGS if space == "detnas-small" else None, strategies=[
+        {"strategy": "random", "seed": 0},
+        {"strategy": "evolution", "seed": 0, "population_size": 4, "select_num": 2, "mutation_num": 1,
+         "crossover_num": 1},
+        {"strategy": "optuna", "seed": 0, "sampler": "tpe", "objectives": "metric", "study_name": "multi",
+         "storage": f"sqlite:///{tmp_path / 'multi.db'}"},
+        *extra], **kwargs)
+
+
+def test_strategies_side_by_side_get_equal_turns_their_own_results_and_a_tag(tmp_path: Path) -> None:
+    tuner = multi(tmp_path, {"strategy": "nni:TPE", "seed": 0})
+    assert list(tuner.tuners) == ["random", "evolution", "optuna", "tpe"]
+    archs = drive(tuner, n_trials=32, concurrency=3)
+    by_tag: dict[str, list[dict]] = {}
+    for arch in archs:
+        by_tag.setdefault(arch.pop(STRATEGY_KEY), []).append(arch)
+    assert {tag: len(a) for tag, a in by_tag.items()} == dict.fromkeys(tuner.tuners, 8)  # fair
+    # isolated: each strategy was told its own trials' results only
+    for tag in ("random", "evolution"):
+        assert [a for a, _ in tuner.tuners[tag].strategy.history] == by_tag[tag]
+    assert [t.params for t in tuner.tuners["optuna"].study.trials if t.values] == by_tag["optuna"]
+    assert {len(r) for r in tuner.tuners["tpe"]._history.values()} == {8}  # NNI's TPE: a result per label and trial
+    # and so evolution proposes what it proposes alone, with the same seed and results (two generations of 4)
+    alone = drive(StrategyTuner(strategy="evolution", space="detnas-small", space_args=SPACE_ARGS, seed=0,
+                                population_size=4, select_num=2, mutation_num=1, crossover_num=1), 8, 1)
+    assert by_tag["evolution"] == alone
+
+
+def test_the_search_space_may_list_the_tags_in_order(tmp_path: Path) -> None:
+    tuner = multi(tmp_path)
+    space = to_nni_search_space(choices_of("detnas-small", **SPACE_ARGS))
+    tags = {"_type": "choice", "_value": ["random", "evolution", "optuna"]}
+    tuner.update_search_space({**space, STRATEGY_KEY: tags})
+    with pytest.raises(ValueError, match=r"'strategy' entry must be .*\[\"random\", \"evolution\", \"optuna\"\]\}.*"
+                       r"regenerate it with `hrnas-automl export-space detnas-small --strategies random,evolution,opt"):
+        tuner.update_search_space({**space, STRATEGY_KEY: {"_type": "choice", "_value": ["random", "optuna"]}})
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ({"strategy": "random", "seed": 1}, "two strategies are tagged 'random'; give each a distinct 'tag'"),
+    ({"strategy": "nni:Anneal"}, "strategy 'nni:Anneal': NNI's tuner cannot be built here .*hyperopt"),
+    ({"strategy": "nni:Nope"}, "strategy 'nni:Nope': NNI's tuner cannot be built here"),
+    ({"strategy": "random", "tag": "r2", "max_macs": 1}, "strategy 'r2' sets 'max_macs', which the strategies share"),
+    ({"strategy": "evolution", "tag": "e2", "population": 4}, "unknown classArgs key 'population'"),
+    ({"strategy": "optuna", "tag": "o2", "study_name": "multi"}, "two optuna strategies would share a study"),
+    ({"tag": "x"}, "each strategies entry must be a mapping with a 'strategy' name"),
+])
+def test_bad_strategies_are_one_line_naming_the_fix(tmp_path: Path, extra: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        multi(tmp_path, extra)
+
+
+def test_optuna_and_nni_tuners_are_asked_again_past_the_limit(tmp_path: Path) -> None:
+    tuner = MultiStrategyTuner("detnas-small", space_args=SPACE_ARGS, max_macs=LIMIT, input_shape=list(SHAPE),
+                               strategies=[{"strategy": "optuna", "seed": 0, "objectives": "metric", "study_name": "l",
+                                            "storage": f"sqlite:///{tmp_path / 'l.db'}"},
+                                           {"strategy": "nni:TPE", "seed": 0}])
+    archs = drive(tuner, n_trials=4, concurrency=2)
+    for arch in archs:
+        arch.pop(STRATEGY_KEY)
+        assert arch_cost("detnas-small", arch, SHAPE, **SPACE_ARGS).macs <= LIMIT
+    over = [t for t in tuner.tuners["optuna"].study.trials if t.state.name == "FAIL"]
+    assert over and all(arch_cost("detnas-small", t.params, SHAPE, **SPACE_ARGS).macs > LIMIT for t in over)
+
+
+def test_an_empty_strategies_list_is_refused() -> None:
+    with pytest.raises(ValueError, match="strategies must be a non-empty list of mappings"):
+        MultiStrategyTuner("detnas-small", strategies=[])
+
+
+def test_nni_tuners_are_asked_again_for_a_network_they_had(caplog: pytest.LogCaptureFixture) -> None:
+    from hrnas_automl.spaces.lite_hrnet import canonical_arch
+    from tests.strategies.test_strategies import SMALL_LITE_HRNET  # 512 samples, 12 networks
+
+    tuner = MultiStrategyTuner("lite-hrnet", strategies=[{"strategy": "nni:Random", "seed": 0},
+                                                         {"strategy": "nni:TPE", "seed": 0}])
+    tuner.update_search_space(to_nni_search_space(SMALL_LITE_HRNET))
+    with caplog.at_level(logging.INFO, logger="hrnas_automl.nni.tuners"):
+        sent = tuner.generate_multiple_parameters(list(range(20)))
+    asked_again = {tag for tag in ("random", "tpe") if f"strategy {tag} suggested a network it had" in caplog.text}
+    assert asked_again == {"random", "tpe"}  # without the host, both would have run a network twice
+    for pid, arch in enumerate(sent):
+        tuner.receive_trial_result(pid, arch, {"default": sum(v == "ccw" for v in arch.values()) / 20})
+    for tag in ("random", "tpe"):
+        mine = [canonical_arch({k: v for k, v in a.items() if k != STRATEGY_KEY}) for a in sent
+                if a[STRATEGY_KEY] == tag]
+        assert len(mine) == 10 and len({json.dumps(a, sort_keys=True) for a in mine}) == 10

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hrnas_automl.arch import choices_of, freeze
+from hrnas_automl.arch import choices_of, freeze, resolve_space
 from hrnas_automl.cost import count_cost
 from hrnas_automl.registry import get_preset, get_space, space_size
 from hrnas_automl.spaces.lite_hrnet import (ConditionalChannelWeighting, LiteHRNetSpace, MultiResolutionFusion,
@@ -190,3 +190,20 @@ def test_space_argument_errors() -> None:
         LiteHRNetSpace(head="classifier")
     with pytest.raises(ValueError, match="num_classes must be a positive integer, got 0"):
         LiteHRNetSpace(head="segmentation", num_classes=0)
+
+
+def test_canonical_form_is_one_per_network_and_builds_that_network() -> None:
+    space = resolve_space("lite-hrnet", num_keypoints=5)
+    arch = {**_random_arch(5), "s1_modules": 2, "s2_modules": 4, "s3_modules": 3}
+    dead = ["s1_m2", *(f"s2_m{i}" for i in range(4, 8))]  # modules past the stage's depth: not built
+    twin = {**arch, **{label: "ccw" if arch[label] == "naive" else "naive" for label in dead}}
+    canonical = space.canonical(arch)
+    assert canonical == space.canonical(twin) == space.canonical(canonical)
+    assert {label: canonical[label] for label in dead} == dict.fromkeys(dead, "naive")
+    assert {k: v for k, v in canonical.items() if k not in dead} == {k: v for k, v in arch.items() if k not in dead}
+    assert space.canonical({**arch, "s3_m2": "ccw"}) != space.canonical({**arch, "s3_m2": "naive"})  # a built module
+    nets = [space.freeze(a) for a in (arch, twin, canonical)]
+    shapes = [[(k, tuple(v.shape)) for k, v in net.state_dict().items()] for net in nets]
+    assert shapes[0] == shapes[1] == shapes[2]
+    costs = [count_cost(net, (3, 64, 48)) for net in nets]  # measured on the built networks, not the analytic model
+    assert costs[0].macs == costs[1].macs == costs[2].macs and costs[0].params == costs[1].params == costs[2].params

@@ -221,6 +221,31 @@ def test_evolution_population_larger_than_space_raises() -> None:
         strategy.ask()
 
 
+# A small Lite-HRNet space where most samples repeat a network: stage 1 has 2 or 3 modules (12 networks), the other
+# free labels are block types of modules past their stage's depth. 512 samples, 12 networks.
+SMALL_LITE_HRNET: dict[str, list[Any]] = {
+    "width": [20], "reduce_ratio": [8], "s1_modules": [2, 3], **{f"s1_m{i}": ["naive", "ccw"] for i in range(3)},
+    "s2_modules": [4], **{f"s2_m{i}": ["naive"] if i < 4 else ["naive", "ccw"] for i in range(8)},
+    "s3_modules": [2], "s3_m0": ["ccw"], "s3_m1": ["ccw"], "s3_m2": ["naive", "ccw"],
+}
+
+
+@strategies
+def test_no_two_proposals_build_one_network(factory: Factory) -> None:
+    from hrnas_automl.spaces.lite_hrnet import canonical_arch
+
+    def fitness(arch: dict[str, Any]) -> float:
+        return float(sum(value == "ccw" for value in canonical_arch(arch).values()))
+
+    strategy = factory(SMALL_LITE_HRNET, seed=0, canonical=canonical_arch, max_attempts=2000)
+    proposals = run(strategy, 12, fitness)
+    assert len({key(canonical_arch(arch)) for arch in proposals}) == 12
+    with pytest.raises(SpaceExhaustedError):  # every network is proposed: nothing new, although 500 samples are left
+        run(strategy, 6, fitness)
+    plain = run(factory(SMALL_LITE_HRNET, seed=0), 12, fitness)  # by sample: the same networks again
+    assert len({key(canonical_arch(arch)) for arch in plain}) < 12
+
+
 # -- evolution ----------------------------------------------------------------------------------
 
 def test_evolution_is_generation_synchronous() -> None:
