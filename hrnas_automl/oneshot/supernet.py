@@ -191,7 +191,8 @@ def _train(config: SupernetConfig, on_checkpoint: Callable[[int, float], None] |
         losses: list[float] = []
         if settings.sync_bn and distributed.is_distributed():
             distributed.convert_sync_bn(model)
-        ddp, scaler = distributed.wrap_ddp(model, runtime.device), runtime.grad_scaler()
+        ddp = distributed.wrap_ddp(model, runtime.device, find_unused_parameters=True)  # one path per step
+        scaler = runtime.grad_scaler()
         model.train()
         for step in range(start, steps):
             rng = random.Random(f"{settings.seed}/{step}")

@@ -94,6 +94,23 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """A tensor summed over every rank, differentiably: the gradient of each rank's input is the sum of the
+    gradients all ranks' outputs got (every rank's loss depends on every rank's input through the sum)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: torch.Tensor) -> torch.Tensor:
+        summed = tensor.clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        summed = grad.clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed
+
+
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training-mode statistics are those of the global batch (summed over ranks, differentiably),
     on any device and backend: torch's own :class:`torch.nn.SyncBatchNorm` refuses CPU tensors, so gloo runs could
@@ -106,22 +123,21 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_distributed()):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, input.ndim)]
+        shape = [1, -1, *[1] * (input.ndim - 2)]
         count = torch.full((1,), input.numel() / input.shape[1], dtype=input.dtype, device=input.device)
-        stats = all_reduce(torch.cat([input.sum(dims), (input * input).sum(dims), count]))
-        n = stats[-1]
-        mean = stats[:self.num_features] / n
-        var = stats[self.num_features:2 * self.num_features] / n - mean * mean
+        sums = _AllReduceSum.apply(torch.cat([input.sum(dims), count]))
+        n = sums[-1]
+        mean = sums[:-1] / n
+        centred = input - mean.view(shape)  # two passes: E[(x - mean)²] keeps the precision E[x²] - mean² loses
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
                 self.running_mean.mul_(1 - factor).add_(mean.detach(), alpha=factor)
                 self.running_var.mul_(1 - factor).add_(var.detach() * n / (n - 1), alpha=factor)
-        shape = [1, -1, *[1] * (input.ndim - 2)]
-        out = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        out = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out
@@ -137,15 +153,15 @@ def convert_sync_bn(module: nn.Module) -> nn.Module:
     return module
 
 
-def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` when distributed, else ``model`` itself.
-    Unused parameters are allowed (a supernet step uses one path of the backbone)."""
+def wrap_ddp(model: nn.Module, device: torch.device, *, find_unused_parameters: bool = False) -> nn.Module:
+    """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` when distributed, else ``model`` itself;
+    ``find_unused_parameters`` for a network whose steps leave some parameters out (a supernet's one path)."""
     if not is_distributed():
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                   find_unused_parameters=True)
+                                   find_unused_parameters=find_unused_parameters)
 
 
 def shard(indices: Sequence[int], key: str = "train.batch_size") -> list[int]:
