@@ -10,6 +10,7 @@ resumed run continues exactly where the checkpoint left off. Each step is the pa
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -116,11 +117,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _same_config(stored: Any, config: SupernetConfig) -> bool:
     """Whether a checkpoint's config (its JSON dump) reads as ``config``: compared as validated settings, so a dump
-    without keys added since (defaults) still matches."""
+    without keys added since (defaults) still matches; ``train.device`` is where it ran, not what it trains, so a
+    checkpoint resumes on another device (a dump of before ``auto`` says ``cpu``)."""
     try:
-        return SupernetConfig.model_validate(stored) == config
+        old = SupernetConfig.model_validate(stored)
     except ValidationError:
         return False
+    return old.model_copy(update={"train": dataclasses.replace(old.train, device=config.train.device)}) == config
 
 
 def train_supernet(config: SupernetConfig, *,
