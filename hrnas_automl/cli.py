@@ -201,23 +201,28 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def _holding(folder: str | None, what: str) -> AbstractContextManager[Any]:
     """Hold the output ``folder`` for this command (:class:`~hrnas_automl.files.OutputLock`: a second process
-    given it is refused, naming this one); nothing without a folder."""
+    given it is refused, naming this one); nothing without a folder, or on a rank but 0 under ``torchrun``."""
     from hrnas_automl.files import OutputLock
+    from hrnas_automl.runtime import distributed
 
-    return OutputLock(folder, what) if folder else nullcontext()
+    return OutputLock(folder, what) if folder and distributed.is_main() else nullcontext()
 
 
 def cmd_trial(args: argparse.Namespace) -> None:
+    from hrnas_automl.runtime import distributed
+    from hrnas_automl.runtime.device import runtime_of
     from hrnas_automl.trial import reporter, resolve_arch, run_trial
     from hrnas_automl.trial.config import load_trial_config
 
     config = load_trial_config(args.config)
     out = reporter()
+    runtime_of(config.train)  # a missing device fails here; under torchrun the ranks join their group
     if out.nni:
         arch = out.parameters()
     else:
         arch = resolve_arch(config, args.arch)
-        print(json.dumps({"space": config.space, "arch": arch}))
+        if distributed.is_main():
+            print(json.dumps({"space": config.space, "arch": arch}))
     with _holding(os.environ.get("NNI_OUTPUT_DIR") or config.output_dir, "trial"):  # the folder run_trial writes
         run_trial(config, arch, report_intermediate=out.intermediate, report_final=out.final,
                   progress=not out.nni and sys.stderr.isatty())
@@ -380,11 +385,13 @@ def cmd_tune_trial(args: argparse.Namespace) -> None:
 def cmd_prune(args: argparse.Namespace) -> None:
     import os
 
+    from hrnas_automl.runtime.device import runtime_of
     from hrnas_automl.trial import reporter
     from hrnas_automl.trial.prune import CHECKPOINT, check_prune_options, load_prune_config, run_prune_trial
 
     config, prune = load_prune_config(args.config)
     out = reporter()
+    runtime_of(config.train)  # a missing device fails here; under torchrun the ranks join their group
     if out.nni:  # the tuner's parameters (e.g. a λ grid) override the prune: section
         prune.update(check_prune_options(out.parameters(), "nnictl parameters"))
     folder = os.environ.get("NNI_OUTPUT_DIR") or config.output_dir

@@ -15,13 +15,13 @@ import typing
 from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError, ValidationInfo
 
-__all__ = ["ConfigError", "read_yaml_file", "yaml_problem", "one_line_error", "parse_number", "Budget", "TrainSettings",
-           "train_with_defaults"]
+__all__ = ["ConfigError", "read_yaml_file", "yaml_problem", "one_line_error", "parse_number", "Budget", "AMP_MODES",
+           "DeviceSettings", "TrainSettings", "train_with_defaults"]
 
 
 class ConfigError(ValueError):
@@ -116,16 +116,52 @@ def _budget(value: Any, info: ValidationInfo) -> float | None:
 Budget = Annotated[float | None, BeforeValidator(_budget)]
 
 
+AMP_MODES = ("off", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
-class TrainSettings:
+class DeviceSettings:
+    """Where a network runs: the one declaration of the device keys, which every config that runs a network holds
+    (a trial's, a prune trial's and the supernet's ``train:`` block through :class:`TrainSettings`, the one-shot
+    search's ``runtime:`` block); resolved by :mod:`hrnas_automl.runtime.device`.
+
+    ``device``: ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``amp``:
+    mixed precision, ``off``, ``bf16`` or ``fp16`` (with a gradient scaler); ``channels_last``: NHWC weights.
+    """
+
+    section: ClassVar[str] = "runtime"  # the YAML block the keys are in, for error messages
+    device: str = "auto"
+    amp: str = "off"
+    channels_last: bool = False
+
+    def checks(self) -> tuple[tuple[str, bool, str], ...]:
+        """``(field, holds, what it must be)`` per field; a subclass adding fields extends them."""
+        return (
+            ("device", isinstance(self.device, str)
+             and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None, "auto, cpu, cuda, cuda:N or mps"),
+            ("amp", self.amp in AMP_MODES, " | ".join(AMP_MODES)),
+            ("channels_last", isinstance(self.channels_last, bool), "true or false"),
+        )
+
+    def __post_init__(self) -> None:
+        for name, ok, need in self.checks():
+            if not ok:
+                raise ValueError(f"{self.section}.{name} must be {need}, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class TrainSettings(DeviceSettings):
     """How one network is trained: the one declaration of these settings, read by the one trainer
     (:mod:`hrnas_automl.tasks.training`) of every loop of the package; validated on construction (``ValueError``
     naming the field, also inside the pydantic configs that hold it as their ``train:`` block).
 
     The length of a run is ``epochs`` passes over the training split or, when ``steps`` is set, that many
     optimizer steps (the last epoch stops early), as ``max_steps`` overrides the epochs in Hugging Face's trainer.
+    The device keys come from :class:`DeviceSettings`; ``sync_bn`` synchronises BatchNorm statistics over the
+    processes of a ``torchrun`` launch (:mod:`hrnas_automl.runtime.distributed`; no effect in one process).
     """
 
+    section: ClassVar[str] = "train"
     epochs: int = 2
     steps: int | None = None  # optimizer steps instead of epochs (the one-shot supernet counts steps)
     batch_size: int = 64
@@ -134,12 +170,13 @@ class TrainSettings:
     weight_decay: float = 4e-5
     label_smoothing: float = 0.0
     seed: int = 0
-    device: str = "cpu"
+    sync_bn: bool = False
     progress: bool = False  # tqdm bars when run by hand
 
     def checks(self) -> tuple[tuple[str, bool, str], ...]:
         """``(field, holds, what it must be)`` per field; a subclass adding fields extends them."""
         return (
+            *super().checks(),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("steps", self.steps is None or self.steps >= 1, ">= 1 or null"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -147,13 +184,8 @@ class TrainSettings:
             ("momentum", self.momentum >= 0, ">= 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-            ("device", re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device) is not None, "cpu, cuda, cuda:N or mps"),
+            ("sync_bn", isinstance(self.sync_bn, bool), "true or false"),
         )
-
-    def __post_init__(self) -> None:
-        for name, ok, need in self.checks():
-            if not ok:
-                raise ValueError(f"train.{name} must be {need}, got {getattr(self, name)!r}")
 
 
 def train_with_defaults(value: Any, defaults: TrainSettings) -> Any:

@@ -49,6 +49,8 @@ from hrnas_automl.cost.backends import BACKENDS
 from hrnas_automl.cost.limits import check_limit
 from hrnas_automl.cost.tables import CostTable
 from hrnas_automl.files import load_torch_checkpoint, save_torch_atomic
+from hrnas_automl.runtime import distributed
+from hrnas_automl.runtime.device import runtime_of
 from hrnas_automl.spaces.common import OptimizerState
 from hrnas_automl.spaces.hrnas import PrunableUnit
 from hrnas_automl.tasks import get_task, training
@@ -295,18 +297,19 @@ class _Pruning:
             if self.settings.max_macs is not None:
                 done = (self.prune_epochs.index(epoch) + 1) / len(self.prune_epochs)
                 target = self.supernet_macs - (self.supernet_macs - self.settings.max_macs) * done
-            shrink(self.model, _plan(self.model, self.grids, self.settings.threshold, self.macs_table, target),
-                   optimizer.state)
+            # decided on rank 0 and broadcast, so every rank of a torchrun launch shrinks the same way
+            plan = _plan(self.model, self.grids, self.settings.threshold, self.macs_table, target)
+            shrink(self.model, distributed.broadcast_object(plan), optimizer.state)
             replaced = training.sgd(self.model, self.train, state=optimizer.state)
         elif epoch < self.epochs - 1:
             return None  # neither a prune step nor the end of fine-tuning: no validation
         training.recalibrate_bn(self.model, (x for _, (x, _y) in zip(range(self.settings.calib_batches), self.calib)))
-        self.metrics = self.evaluate(self.model)
+        self.metrics = distributed.broadcast_object(self.evaluate(self.model) if distributed.is_main() else None)
         arch = self.root.arch()
         macs, params = self.macs_table.evaluate(arch)
         record = PruneStep(epoch, float(self.metrics[self.metric]), macs, params, self.lam, dict(arch))
         self.steps.append(record)
-        if self.on_step is not None:
+        if self.on_step is not None and distributed.is_main():
             self.on_step(record)
         return replaced
 
@@ -362,9 +365,10 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
 
     settings = settings or FineGrainedSettings()
     train = train or DEFAULT_TRAIN
-    if train.batch_size < 2 or torch.device(train.device).type != "cpu":
-        raise ValueError(f"the fine-grained search trains on the CPU in batches of >= 2 images (BatchNorm), got "
-                         f"train.batch_size={train.batch_size}, train.device={train.device!r}")
+    if train.batch_size < 2:
+        raise ValueError(f"the fine-grained search trains in batches of >= 2 images (BatchNorm), got "
+                         f"train.batch_size={train.batch_size}")
+    runtime = runtime_of(train)
     task_obj = get_task(task)
     data = task_obj.build_data(data_kind, dict(data_options or {}))
     space = resolve_space(space, **dict(space_args or {}), **task_obj.model_args(data), head=task_obj.head)
@@ -372,15 +376,17 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
     loss_fn, evaluate = _task_hooks(task_obj, data)
     shape, n = tuple(data.input_shape), len(data.train)
     # Unlike a task's loader (training.train_loader): any last partial batch is dropped, no seed drawn per pass.
-    loader = DataLoader(data.train, batch_size=train.batch_size, shuffle=True, drop_last=n > train.batch_size,
-                        generator=torch.Generator().manual_seed(train.seed))
+    loader = training.batches_of(data.train, train.batch_size, generator=torch.Generator().manual_seed(train.seed),
+                                 drop_last=n > train.batch_size, pin_memory=runtime.is_cuda)
     epochs, _ = training.run_length(train, len(loader))
     settings.check_epochs(epochs)
     path = Path(checkpoint) if checkpoint is not None else None
-    # What a checkpoint must match to be resumed: the whole search but the progress bars and the thread count.
+    # What a checkpoint must match to be resumed: the whole search but the progress bars, the thread count and the
+    # device it ran on.
     fingerprint = json.dumps({"space": space.name, "space_args": dict(space_args or {}), "task": task,
                               "data": [data_kind, dict(data_options or {})], "settings": dataclasses.asdict(settings),
-                              "train": {**dataclasses.asdict(train), "progress": None}}, sort_keys=True, default=str)
+                              "train": {**dataclasses.asdict(train), "progress": None, "device": None}},
+                             sort_keys=True, default=str)
     resumed = _read_checkpoint(path, fingerprint) if path is not None and path.exists() else None
     with training.torch_threads(threads), torch.random.fork_rng():
         torch.manual_seed(train.seed)  # the widest network's weights, then the dropout of its training
@@ -390,9 +396,12 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
             smallest, widest = (macs_table.evaluate({k: f(v) for k, v in grids.items()})[0] for f in (min, max))
             check_limit(space.name, "macs", settings.max_macs, smallest, widest,
                         f"at {'x'.join(map(str, shape))}, every prunable unit at its smallest width")
-        penalty_table = (macs_table if settings.cost == "macs" else
-                         latency_table(space, shape, threads=threads, backend=settings.backend))
-        calib = DataLoader(data.train, batch_size=train.batch_size, shuffle=False)
+        # measured on rank 0 (on the training device under eager torch) and broadcast: every rank's penalties agree
+        penalty_table = (macs_table if settings.cost == "macs" else distributed.broadcast_object(
+            latency_table(space, shape, threads=threads, backend=settings.backend,
+                          device=str(runtime.device) if settings.backend == "torch" else "cpu")
+            if distributed.is_main() else None))
+        calib = training.batches_of(data.train, train.batch_size)
         run = _Pruning(model, settings, train, epochs, grids, penalty_table, macs_table, calib, evaluate,
                        task_obj.metric, on_step)
         if resumed is not None:

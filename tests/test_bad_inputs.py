@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image
 
 from hrnas_automl.cli import main
@@ -39,7 +40,32 @@ FILES: dict[str, str | bytes] = {
                         "        classArgs: {space: detnas-small, strategies: [{strategy: random},\n"
                         "                    {strategy: evolution, population: 4}]}}\n",
 }
+# --- devices (issue 19): every entry point that runs a network refuses a device this machine lacks, in one line ----
+_SHAPES = "data: {kind: shapes, root: '{tmp}/shapes', train_size: 4, val_size: 2, image_size: 64}\n"
+FILES.update({
+    "cuda.yml": "space: detnas-small\ntask: classification\ndata: {kind: synthetic}\ntrain: {device: cuda}\n",
+    "amp.yml": "space: detnas-small\ntask: classification\ndata: {kind: synthetic}\ntrain: {amp: fp8}\n",
+    "prune_cuda.yml": "space: hrnas\nspace_args: {setting: tiny}\ntask: segmentation\ndata: {kind: shapes}\n"
+                      "train: {device: cuda}\nprune: {lam: 1.0}\n",
+    "supernet_cuda.yml": _SHAPES + "checkpoint: '{tmp}/supernet/s.pt'\ntrain: {device: cuda}\n",
+    "search_cuda.yml": "supernet: '{tmp}/s.pt'\nstate: '{tmp}/search/state.json'\nruntime: {device: cuda}\n",
+    "search_amp.yml": "supernet: '{tmp}/s.pt'\nstate: '{tmp}/search/state.json'\nruntime: {amp: half}\n",
+})
+_NO_CUDA = r"is 'cuda' but this machine has 0 CUDA device\(s\) for this torch build .*; set {}: auto \(or cpu\) or "
+_DEVICE_CASES = [
+    (("trial", "--config", "{tmp}/amp.yml"), r"train.amp must be off \| bf16 \| fp16, got 'fp8'"),
+    (("oneshot", "search", "--config", "{tmp}/search_amp.yml"), r"runtime.amp must be off \| bf16 \| fp16, got 'half'"),
+    *([] if torch.cuda.is_available() else [  # a CPU-only machine asked for CUDA
+        (("trial", "--config", "{tmp}/cuda.yml"), r"train.device " + _NO_CUDA.format("train.device")),
+        (("prune", "--config", "{tmp}/prune_cuda.yml"), r"train.device " + _NO_CUDA.format("train.device")),
+        (("oneshot", "train", "--config", "{tmp}/supernet_cuda.yml"),
+         r"train.device " + _NO_CUDA.format("train.device")),
+        (("oneshot", "search", "--config", "{tmp}/search_cuda.yml"),
+         r"runtime.device " + _NO_CUDA.format("runtime.device")),
+    ]),
+]
 CASES = [
+    *_DEVICE_CASES,
     (("describe", "detnas-small", "--space-arg", "nclasses=10"),
      r"space detnas-small takes no argument 'nclasses'; its arguments: head, num_classes, in_channels, dropout"),
     (("describe", "ranet", "--space-arg", "nclasses=10"), r"space ranet takes no argument 'nclasses'"),
@@ -59,7 +85,7 @@ CASES = [
     (("cost", "detnas-small", "--arch", "{tmp}/str_arch.json"),
      r"str_arch.json: 'arch' must be a \{label: value\} mapping, got str 'k3k3'"),
     (("trial", "--config", "{tmp}/gpu99.yml"), r"train.device is 'cuda:99' but this machine has \d+ CUDA device"),
-    (("trial", "--config", "{tmp}/banana.yml"), r"train.device must be cpu, cuda, cuda:N or mps, got 'banana'"),
+    (("trial", "--config", "{tmp}/banana.yml"), r"train.device must be auto, cpu, cuda, cuda:N or mps, got 'banana'"),
     (("export-space", "detnas-small", "-o", "{tmp}/banana.yml/space.json"),
      r"cannot write .*banana.yml/space.json \(Not a directory\); choose a writable path with -o"),
     # search: a tuner classArgs typo is refused before nnictl starts (it killed the dispatcher, and `search` waited

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from hrnas_automl.cost.backends import BACKENDS, check_backend  # re-exported
+from hrnas_automl.runtime.device import Runtime, resolve_device
 from hrnas_automl.tasks.training import torch_threads  # re-exported: the one thread-count context
 
 if TYPE_CHECKING:
@@ -96,6 +97,8 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], *, batch_size:
     check_backend(backend, device)
     if repeats < 1 or warmup < 0:
         raise ValueError(f"latency needs repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    runtime = Runtime(resolve_device(device, "latency device"))
+    device = str(runtime.device)
     shape = tuple(input_shape)
     was_training = model.training
     model.eval().to(device)
@@ -108,18 +111,14 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], *, batch_size:
                                     threads=threads)
         x = torch.randn(batch_size, *shape, device=device)
         with torch_threads(threads):
-            if not device.startswith("cuda"):
+            if not runtime.is_cuda:
                 return _timed(lambda: model(x), warmup, repeats)
             for _ in range(warmup):
                 model(x)
-            times = []
+            times: list[float] = []
             for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(x)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
+                with runtime.timed(times):  # CUDA events, after a synchronize
+                    model(x)
             return statistics.median(times)
     finally:
         model.train(was_training)

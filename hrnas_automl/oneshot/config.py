@@ -9,8 +9,8 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from hrnas_automl.config import (Budget, ConfigError, TrainSettings, one_line_error, parse_number, read_yaml_file,
-                                 train_with_defaults)
+from hrnas_automl.config import (Budget, ConfigError, DeviceSettings, TrainSettings, one_line_error, parse_number,
+                                 read_yaml_file, train_with_defaults)
 from hrnas_automl.trial.config import DataConfig
 
 __all__ = ["SupernetTrainSettings", "SUPERNET_TRAIN", "SupernetConfig", "SearchConfig", "load_config"]
@@ -82,6 +82,7 @@ class SearchConfig(BaseModel):
     bn_batches: int = Field(10, ge=1)  # DetNAS: 500 training iterations of BN re-statistics
     batch_size: int = Field(8, ge=1)
     threads: int | None = Field(1, ge=1)
+    runtime: DeviceSettings = DeviceSettings()  # where candidates are recalibrated and evaluated (device, amp)
 
 
 def load_config(path: str | Path, model: type[_Model]) -> _Model:

@@ -10,8 +10,10 @@ resumed run continues exactly where the checkpoint left off. Each step is the pa
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ from hrnas_automl.data.coco_detection import DetectionData
 from hrnas_automl.files import OutputLock, load_torch_checkpoint, save_torch_atomic
 from hrnas_automl.oneshot.paths import set_path, to_supernet
 from hrnas_automl.oneshot.config import SupernetConfig
+from hrnas_automl.runtime import distributed
+from hrnas_automl.runtime.device import runtime_of
 from hrnas_automl.strategies.base import random_arch
 from hrnas_automl.tasks import training
 from hrnas_automl.tasks.detection import Detector, check_detector_options, fcos_loss
@@ -113,11 +117,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _same_config(stored: Any, config: SupernetConfig) -> bool:
     """Whether a checkpoint's config (its JSON dump) reads as ``config``: compared as validated settings, so a dump
-    without keys added since (defaults) still matches."""
+    without keys added since (defaults) still matches; ``train.device`` is where it ran, not what it trains, so a
+    checkpoint resumes on another device (a dump of before ``auto`` says ``cpu``)."""
     try:
-        return SupernetConfig.model_validate(stored) == config
+        old = SupernetConfig.model_validate(stored)
     except ValidationError:
         return False
+    return old.model_copy(update={"train": dataclasses.replace(old.train, device=config.train.device)}) == config
 
 
 def train_supernet(config: SupernetConfig, *,
@@ -129,11 +135,18 @@ def train_supernet(config: SupernetConfig, *,
     config is resumed, one of another config is an error. ``on_checkpoint(step, mean_loss)`` follows every save.
     The checkpoint's folder is held for the run (:class:`~hrnas_automl.files.OutputLock`).
 
+    Devices and ``torchrun`` as :func:`hrnas_automl.tasks.training.fit`: ``train.device``/``amp``/``channels_last``,
+    DDP over the ranks, each training on its share of every global batch of ``train.batch_size``; every rank draws
+    the step's path from the same seeded generator and rank 0's is broadcast and checked against it (a rank that
+    drew another path is an error, never a silent mix of paths); rank 0 alone holds the folder, writes the
+    checkpoint and calls ``on_checkpoint``; the reported loss is the mean over ranks.
+
     Raises:
         InfeasibleConstraintError: a ``train.macs_bins`` bin lies outside the backbone's Conv2d MACs range (no path
             could be drawn in it).
     """
-    with OutputLock(Path(config.checkpoint).parent, "oneshot train"):
+    lock = OutputLock(Path(config.checkpoint).parent, "oneshot train") if distributed.is_main() else nullcontext()
+    with lock:
         return _train(config, on_checkpoint)
 
 
@@ -150,11 +163,12 @@ def _check_bins(net: Supernet, bins: Sequence[tuple[float, float]]) -> None:
 def _train(config: SupernetConfig, on_checkpoint: Callable[[int, float], None] | None) -> dict[str, float]:
     """:func:`train_supernet` inside its lock."""
     settings = config.train
+    runtime = runtime_of(settings)
     with training.torch_threads(config.threads):
         net = build_supernet(config)
         if settings.macs_bins:
             _check_bins(net, settings.macs_bins)
-        model, data = net.model, net.data
+        model, data = runtime.place(net.model), net.data  # before the optimizer, whose state follows the weights
         _, steps = training.run_length(settings, max(1, len(data.train) // settings.batch_size))
         optimizer = training.sgd(model, settings, decay_1d=False)  # no weight decay on BN / biases (official)
         scheduler = training.linear_decay(optimizer, steps)
@@ -178,18 +192,31 @@ def _train(config: SupernetConfig, on_checkpoint: Callable[[int, float], None] |
                                  "use a checkpoint of the same space")
             model.load_state_dict(shared, strict=False)
         losses: list[float] = []
+        if settings.sync_bn and distributed.is_distributed():
+            distributed.convert_sync_bn(model)
+        ddp = distributed.wrap_ddp(model, runtime.device, find_unused_parameters=True)  # one path per step
+        scaler = runtime.grad_scaler()
         model.train()
         for step in range(start, steps):
             rng = random.Random(f"{settings.seed}/{step}")
-            set_path(model.backbone, sample_path(net.choices, rng, net.conv_macs, settings.macs_bins))
-            images, targets = collate(data.train, batch_indices(len(data.train), settings.batch_size, step,
-                                                                settings.seed))
-            loss = training.train_step(model, optimizer, images, targets, fcos_loss, scheduler=scheduler)
-            losses.append(loss.item())
+            arch = sample_path(net.choices, rng, net.conv_macs, settings.macs_bins)
+            if distributed.broadcast_object(arch) != arch:
+                raise RuntimeError(f"rank {distributed.rank()} drew another path than rank 0 at step {step}; the "
+                                   "ranks must run the same hrnas-automl and config")
+            set_path(model.backbone, arch)
+            indices = distributed.shard(batch_indices(len(data.train), settings.batch_size, step, settings.seed))
+            images, targets = collate(data.train, indices)
+            loss = training.train_step(ddp, optimizer, runtime.inputs(images), training.to_device(targets,
+                                       runtime.device), fcos_loss, scheduler=scheduler, runtime=runtime,
+                                       scaler=scaler)
+            losses.append(distributed.all_reduce_mean(loss.detach().clone()).item()
+                          if distributed.is_distributed() else loss.item())
             done = step + 1
             if done % settings.checkpoint_every == 0 or done == steps:
                 window = losses[-settings.checkpoint_every:]
                 last_loss = sum(window) / len(window)  # mean training loss since the last checkpoint
+                if not distributed.is_main():
+                    continue
                 save_torch_atomic({"kind": _CHECKPOINT_KIND, "config": config.model_dump(mode="json"), "step": done,
                               "loss": last_loss, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, path)

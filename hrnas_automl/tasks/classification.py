@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hrnas_automl.config import TrainSettings
 from hrnas_automl.data import ClassificationData
+from hrnas_automl.runtime.device import device_of
 from hrnas_automl.tasks import EpochCallback, Task, training
 
 __all__ = ["evaluate_classifier", "ClassificationTask", "TASK"]
@@ -22,10 +23,11 @@ __all__ = ["evaluate_classifier", "ClassificationTask", "TASK"]
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, dataset: Dataset, *, batch_size: int = 256,
-                        device: str = "cpu") -> dict[str, float]:
+                        device: str | torch.device | None = None) -> dict[str, float]:
     """Top-1 ``accuracy`` in [0, 1] and mean cross-entropy ``loss`` of ``model`` (eval mode) on ``dataset``."""
     if len(dataset) == 0:
         raise ValueError("cannot evaluate on an empty dataset; give the validation split at least one image")
+    device = device_of(model) if device is None else device
     model.eval().to(device)
     correct, loss_sum, seen = 0, 0.0, 0
     for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
@@ -51,8 +53,7 @@ class ClassificationTask(Task):
     def fit(self, model: nn.Module, data: ClassificationData, settings: TrainSettings, options: Mapping[str, Any],
             on_epoch: EpochCallback) -> dict[str, Any]:
         return training.fit(model, training.train_loader(data.train, settings), settings, on_epoch,
-                            evaluate=lambda net: evaluate_classifier(net, data.val, batch_size=settings.batch_size,
-                                                                     device=settings.device))
+                            evaluate=lambda net: evaluate_classifier(net, data.val, batch_size=settings.batch_size))
 
 
 TASK = ClassificationTask()

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from hrnas_automl.data.coco_detection import CocoDetection, DetectionData
+from hrnas_automl.runtime.device import device_of
 from hrnas_automl.tasks import EpochCallback, Task, training
 from hrnas_automl.config import TrainSettings
 
@@ -221,10 +222,11 @@ def evaluate_map(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 
     from pycocotools.cocoeval import COCOeval
 
     model.eval()
+    device = device_of(model)
     detections: list[dict[str, Any]] = []
     index = 0
     for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-        for boxes, scores, classes in detect(model(images)):
+        for boxes, scores, classes in detect(model(images.to(device))):
             h, w = dataset.sizes[index]
             scale = boxes.new_tensor([w, h, w, h]) / dataset.image_size
             for (x1, y1, x2, y2), score, cls in zip((boxes * scale).tolist(), scores.tolist(), classes.tolist()):

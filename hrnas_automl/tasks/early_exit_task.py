@@ -32,6 +32,7 @@ from hrnas_automl.spaces.ranet import exit_macs
 from hrnas_automl.tasks import EpochCallback
 from hrnas_automl.tasks.classification import ClassificationTask
 from hrnas_automl.config import TrainSettings, parse_number
+from hrnas_automl.runtime.device import runtime_of
 from hrnas_automl.tasks.early_exit import (
     THRESHOLD_METHODS,
     anytime_accuracy,
@@ -119,8 +120,9 @@ def train_for_thresholds(model: nn.Module, data: ClassificationData, settings: T
     ``(fit_probs, fit_labels, test_probs, test_labels)``, as :func:`collect_exit_probs` gives them."""
     train, held_out = hold_out(data.train, holdout, settings.seed)
     train_multi_exit(model, replace(data, train=train), settings, exit_weights=exit_weights)
-    return (*collect_exit_probs(model, held_out, settings.batch_size, device=settings.device),
-            *collect_exit_probs(model, data.val, settings.batch_size, device=settings.device))
+    with runtime_of(settings).autocast():  # on the device the trainer placed the model on
+        return (*collect_exit_probs(model, held_out, settings.batch_size),
+                *collect_exit_probs(model, data.val, settings.batch_size))
 
 
 class EarlyExitTask(ClassificationTask):
@@ -147,8 +149,9 @@ class EarlyExitTask(ClassificationTask):
 
         def score(epoch: int, metrics: dict[str, Any]) -> None:
             nonlocal final
-            fit_probs, fit_labels = collect_exit_probs(model, held_out, settings.batch_size, device=settings.device)
-            probs, labels = collect_exit_probs(model, data.val, settings.batch_size, device=settings.device)
+            with runtime_of(settings).autocast():  # on the device the trainer placed the model on
+                fit_probs, fit_labels = collect_exit_probs(model, held_out, settings.batch_size)
+                probs, labels = collect_exit_probs(model, data.val, settings.batch_size)
             row: dict[str, Any] = {"accuracy": metrics["accuracy"], "loss": metrics["loss"],
                                    "train_loss": metrics["train_loss"]}
             for k, (accuracy, macs) in enumerate(zip(anytime_accuracy(probs, labels), anytime_macs), start=1):

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from hrnas_automl.data.coco_keypoints import HEATMAP_STRIDE, KeypointData
 from hrnas_automl.data.heatmaps import decode_heatmaps
 from hrnas_automl.data.topdown import apply_affine, crop_matrix, invert_affine
+from hrnas_automl.runtime.device import device_of
 from hrnas_automl.tasks import EpochCallback, Task, training
 from hrnas_automl.tasks.training import to_device
 from hrnas_automl.config import TrainSettings
@@ -55,12 +56,14 @@ def _person_score(maxvals: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def evaluate_keypoints(model: nn.Module, data: KeypointData, *, batch_size: int = 32, device: str = "cpu",
+def evaluate_keypoints(model: nn.Module, data: KeypointData, *, batch_size: int = 32,
+                       device: str | torch.device | None = None,
                        pck_threshold: float = 0.05) -> dict[str, float]:
     """OKS ``ap`` (and ``ap50``, ``ap75``, ``ar``), ``pck`` and the heatmap ``loss`` on ``data.val``."""
     dataset: Dataset = data.val
     if len(dataset) == 0:
         raise ValueError("cannot evaluate on an empty dataset; give the validation split at least one person")
+    device = device_of(model) if device is None else device
     model.eval().to(device)
     input_size = tuple(data.input_shape[1:])
     results, predicted, truth, boxes = [], [], [], []
@@ -96,7 +99,7 @@ class KeypointTask(Task):
             on_epoch: EpochCallback) -> dict[str, Any]:
         return training.fit(
             model, training.train_loader(data.train, settings), settings, on_epoch, loss=heatmap_loss,
-            evaluate=lambda net: evaluate_keypoints(net, data, batch_size=settings.batch_size, device=settings.device))
+            evaluate=lambda net: evaluate_keypoints(net, data, batch_size=settings.batch_size))
 
 
 TASK = KeypointTask()

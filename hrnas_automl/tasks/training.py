@@ -29,13 +29,15 @@ import torch
 from torch import nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 from tqdm.auto import tqdm
 
 from hrnas_automl.config import TrainSettings
+from hrnas_automl.runtime import distributed
+from hrnas_automl.runtime.device import Runtime, device_of, runtime_of
 from hrnas_automl.tasks import EpochCallback
 
-__all__ = ["Loss", "Schedule", "Batches", "torch_threads", "resolve_device", "to_device", "run_length", "train_loader",
+__all__ = ["Loss", "Schedule", "Batches", "torch_threads", "to_device", "run_length", "train_loader", "batches_of",
            "sgd", "cosine", "cosine_closed_form", "linear_decay", "DivergedError", "train_step", "fit",
            "recalibrate_bn"]
 
@@ -62,17 +64,6 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def resolve_device(name: str) -> torch.device:
-    """The device ``train.device`` names, refused in one line when this machine or this torch build lacks it."""
-    device = torch.device(name)
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"train.device is {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
-                         f"for this torch build ({torch.__version__}); set train.device: cpu or install a CUDA torch")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"train.device is {name!r} but MPS is not available here; set train.device: cpu")
-    return device
 
 
 def to_device(target: Any, device: torch.device | str) -> Any:
@@ -111,10 +102,27 @@ def train_loader(dataset: Dataset, settings: TrainSettings) -> DataLoader:
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
         raise ValueError("cannot train on an empty dataset; give the training split at least one image")
-    return _TaskLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=0,
-                       drop_last=n > settings.batch_size and n % settings.batch_size == 1,
-                       generator=torch.Generator().manual_seed(settings.seed),
-                       pin_memory=resolve_device(settings.device).type == "cuda")
+    return batches_of(dataset, settings.batch_size, generator=torch.Generator().manual_seed(settings.seed),
+                      drop_last=n > settings.batch_size and n % settings.batch_size == 1,
+                      pin_memory=runtime_of(settings).is_cuda, loader=_TaskLoader)
+
+
+def batches_of(dataset: Dataset, batch_size: int, *, generator: torch.Generator | None = None,
+               drop_last: bool = False, pin_memory: bool = False, loader: type[DataLoader] = DataLoader) -> DataLoader:
+    """``dataset`` in batches of ``batch_size``, shuffled by ``generator`` (None: in order). Under ``torchrun``
+    ``batch_size`` is the global batch and each rank loads its share of every batch
+    (:class:`~hrnas_automl.runtime.distributed.ShardedBatches`): the ranks together train on the batches of a
+    one-process run, in its seeded order."""
+    world = distributed.world_size()
+    if world == 1:
+        return loader(dataset, batch_size=batch_size, shuffle=generator is not None, num_workers=0,
+                      drop_last=drop_last, generator=generator, pin_memory=pin_memory)
+    if batch_size % world:
+        raise ValueError(f"train.batch_size {batch_size} is the global batch of {world} processes and must divide "
+                         f"among them; set it to a multiple of {world}")
+    order = RandomSampler(dataset, generator=generator) if generator is not None else SequentialSampler(dataset)
+    sharded = distributed.ShardedBatches(BatchSampler(order, batch_size, drop_last), distributed.rank(), world)
+    return loader(dataset, batch_sampler=sharded, num_workers=0, generator=generator, pin_memory=pin_memory)
 
 
 def sgd(model: nn.Module, settings: TrainSettings, *, decay_1d: bool = True,
@@ -158,20 +166,31 @@ def linear_decay(optimizer: Optimizer, steps: int) -> LRScheduler:
 
 def train_step(model: nn.Module, optimizer: Optimizer, inputs: Any, labels: Any, loss: Loss, *,
                after_step: Callable[[Optimizer], None] | None = None,
-               scheduler: LRScheduler | None = None) -> torch.Tensor:
-    """One SGD step on one batch: forward, ``loss(outputs, labels)``, backward, the optimizer step, then
-    ``after_step(optimizer)`` (at this step's LR) and the schedule's step. Returns the loss.
+               scheduler: LRScheduler | None = None, runtime: Runtime | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """One SGD step on one batch: forward (under ``runtime``'s autocast), ``loss(outputs, labels)``, backward, the
+    optimizer step (through ``scaler`` for fp16), then ``after_step(optimizer)`` (at this step's LR) and the
+    schedule's step. Returns the loss.
 
     Raises:
         DivergedError: the loss is not finite (checked before the step, so the weights stay as they were).
     """
-    value = loss(model(inputs), labels)
+    if runtime is None:
+        value = loss(model(inputs), labels)
+    else:
+        with runtime.autocast():
+            value = loss(model(inputs), labels)
     if not torch.isfinite(value):
         raise DivergedError(f"training diverged: the loss is {value.item()}; lower train.lr (the learning rate) "
                             "or check the data")
     optimizer.zero_grad(set_to_none=True)
-    value.backward()
-    optimizer.step()
+    if scaler is None:
+        value.backward()
+        optimizer.step()
+    else:
+        scaler.scale(value).backward()
+        scaler.step(optimizer)
+        scaler.update()
     if after_step is not None:
         after_step(optimizer)
     if scheduler is not None:
@@ -223,12 +242,19 @@ def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: E
     (the mean training loss of the epoch), then ``checkpoint(epoch, state)``. ``resume`` (such a
     state, the model already of its shapes) restores it and runs the remaining epochs. The hooks are described in
     the module docstring.
+
+    Devices (:mod:`hrnas_automl.runtime.device`): the model, batches and labels move to ``settings.device``; the
+    forward passes of training, ``end_epoch`` and ``evaluate`` run under its AMP autocast (fp16 with a gradient
+    scaler); ``channels_last`` stores the weights NHWC. Under ``torchrun`` (:mod:`hrnas_automl.runtime.distributed`)
+    the model trains in DDP (``sync_bn``: BatchNorm over the global batch), ``train_loss`` is the global batch's,
+    ``evaluate`` runs on rank 0 and its metrics are broadcast, and only rank 0 calls ``checkpoint``.
     """
-    device = resolve_device(settings.device)
+    runtime = runtime_of(settings)
     if seed_torch:
         torch.manual_seed(settings.seed)
-    model.to(device)
+    runtime.place(model)
     optimizer = sgd(model, settings)
+    scaler = runtime.grad_scaler()
     epochs, steps = run_length(settings, len(batches))
     scheduler = schedule(optimizer, steps) if schedule is not None else None
     loss = loss or nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
@@ -244,6 +270,7 @@ def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: E
         if generator is not None:
             generator.set_state(resume["loader_rng"])
         first, step, metrics = resume["epoch"], resume["step"], dict(resume["metrics"])
+    net = _parallel(model, settings, runtime)
     for epoch in range(first, epochs):
         if start_epoch is not None:
             start_epoch(epoch)
@@ -254,47 +281,73 @@ def fit(model: nn.Module, batches: Batches, settings: TrainSettings, on_epoch: E
         bar = tqdm(iter(batches), total=min(len(batches), steps - step), desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not settings.progress, leave=False)
         for inputs, labels in bar:
-            inputs = inputs.to(device, non_blocking=True)
-            value = train_step(model, optimizer, inputs, to_device(labels, device), loss, after_step=after_step,
-                               scheduler=scheduler)
+            inputs = runtime.inputs(inputs)
+            value = train_step(net, optimizer, inputs, to_device(labels, runtime.device), loss, after_step=after_step,
+                               scheduler=scheduler, runtime=runtime, scaler=scaler)
             loss_sum += value.item() * inputs.shape[0]
             seen += inputs.shape[0]
             bar.set_postfix(loss=f"{value.item():.3f}")
             step += 1
             if step == steps:
                 break
+        if distributed.is_distributed():  # the global batch's mean loss, as one process computes it
+            loss_sum, seen = distributed.all_reduce_sum(torch.tensor([loss_sum, seen], dtype=torch.float64)).tolist()
         if end_epoch is not None:
-            replaced = end_epoch(epoch, optimizer)
+            with runtime.autocast():
+                replaced = end_epoch(epoch, optimizer)
             if replaced is not None and replaced is not optimizer:
                 if scheduler is not None and schedule is not None:
                     scheduler = _carry_schedule(scheduler, schedule, replaced, steps)
                 optimizer = replaced
-        metrics = {**(evaluate(model) if evaluate is not None else {}), "train_loss": loss_sum / seen}
+                net = model  # the old DDP wrapper (hooks on the old parameters) goes before the new one is built
+                net = _parallel(model, settings, runtime)
+        with runtime.autocast():
+            evaluated = evaluate(model) if evaluate is not None and distributed.is_main() else {}
+        metrics = {**distributed.broadcast_object(evaluated), "train_loss": loss_sum / seen}
         if settings.progress:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: "
                        + " ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         if on_epoch is not None:
             on_epoch(epoch, dict(metrics))
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.is_main():
             checkpoint(epoch, _trainer_state(model, batches, optimizer, scheduler, epoch + 1, step, metrics))
     return metrics
+
+
+def _parallel(model: nn.Module, settings: TrainSettings, runtime: Runtime) -> nn.Module:
+    """What the training steps run: ``model`` itself in one process; under ``torchrun`` ``model`` in DDP, its
+    BatchNorms synchronised first with ``settings.sync_bn``, on ``runtime``'s device and memory format (again after
+    a shrink, whose new layers need both)."""
+    runtime.place(model)
+    if not distributed.is_distributed():
+        return model
+    if settings.sync_bn:
+        distributed.convert_sync_bn(model)
+    return distributed.wrap_ddp(model, runtime.device)
 
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Re-estimate every BatchNorm's running statistics as a cumulative average over ``batches`` (train mode, no
-    gradients), as HR-NAS's search before each validation and DetNAS's before scoring a candidate (REFERENCE §1.3,
-    §3.3); the BN momenta are restored and the model left in eval mode even if a batch fails."""
+    gradients, on the model's device), as HR-NAS's search before each validation and DetNAS's before scoring a
+    candidate (REFERENCE §1.3, §3.3); the BN momenta are restored and the model left in eval mode even if a batch
+    fails. Under ``torchrun`` each rank passes its share of every batch and the statistics are all-reduced (the
+    layers synchronised for the pass), so every rank ends with those of the whole batches, as one process would."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [bn.momentum for bn in norms]
+    classes = [type(bn) for bn in norms]
     for bn in norms:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative moving average
+    if distributed.is_distributed():
+        distributed.convert_sync_bn(model)
+    device = device_of(model)
     model.train()
     try:
         for images in batches:
-            model(images)
+            model(images.to(device))
     finally:
-        for bn, momentum in zip(norms, momenta):
+        for bn, momentum, cls in zip(norms, momenta, classes):
             bn.momentum = momentum
+            bn.__class__ = cls
         model.eval()

@@ -30,8 +30,9 @@ class DataConfig(BaseModel):
 
 
 class LatencyConfig(BaseModel):
-    """How the trial measures the latency of the trained network (batch 1, median): under eager PyTorch (``backend:
-    torch``, on ``train.device``'s kind of machine as today: the CPU) or ONNX Runtime on the CPU (``onnxruntime``)."""
+    """How the trial measures the latency of the trained network (batch 1, median, fp32): under eager PyTorch
+    (``backend: torch``, on the device it trained on, ``train.device``; CUDA timed with CUDA events) or ONNX Runtime
+    on the CPU (``onnxruntime``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
@@ -40,13 +41,13 @@ class LatencyConfig(BaseModel):
     warmup: int = Field(3, ge=0)
     threads: int | None = Field(1, ge=1)
 
-    def measure(self, model: Any, input_shape: tuple[int, ...]) -> float:
+    def measure(self, model: Any, input_shape: tuple[int, ...], device: Any = "cpu") -> float:
         """Median milliseconds of one forward pass of ``model`` (:func:`~hrnas_automl.cost.latency.measure_latency`
-        with these settings)."""
+        with these settings) on ``device`` (the torch backend; ONNX Runtime always runs on the CPU)."""
         from hrnas_automl.cost.latency import measure_latency
 
         return measure_latency(model, input_shape, warmup=self.warmup, repeats=self.repeats, threads=self.threads,
-                               backend=self.backend)
+                               backend=self.backend, device=str(device) if self.backend == "torch" else "cpu")
 
 
 class TrialConfig(BaseModel):

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from hrnas_automl.config import ConfigError, read_yaml_file
 from hrnas_automl.files import OutputLock, save_torch_atomic, write_json_atomic
+from hrnas_automl.runtime import distributed
+from hrnas_automl.runtime.device import runtime_of
 from hrnas_automl.trial.config import TrialConfig, parse_trial_config
 
 if TYPE_CHECKING:
@@ -101,13 +103,14 @@ def run_prune_trial(config: TrialConfig, prune: Mapping[str, Any], *, report_int
     """
     out = os.environ.get("NNI_OUTPUT_DIR") or config.output_dir
     settings = prune_settings(prune)
-    with OutputLock(out, "prune") if out else nullcontext():
+    with OutputLock(out, "prune") if out and distributed.is_main() else nullcontext():  # rank 0's under torchrun
         return _prune(config, prune, settings, Path(out) if out else None, report_intermediate, report_final)
 
 
 def _prune(config: TrialConfig, prune: Mapping[str, Any], settings: FineGrainedSettings, out: Path | None,
            report_intermediate: Report | None, report_final: Report | None) -> dict[str, Any]:
-    """:func:`run_prune_trial` inside its lock."""
+    """:func:`run_prune_trial` inside its lock; under ``torchrun`` every rank searches, rank 0 alone measures,
+    reports and writes."""
     from hrnas_automl.strategies.fine_grained import PruneStep
 
     t0 = time.perf_counter()
@@ -119,6 +122,8 @@ def _prune(config: TrialConfig, prune: Mapping[str, Any], settings: FineGrainedS
 
     result = search(config, settings, on_step=on_step, checkpoint=out / CHECKPOINT if out else None)
     metrics = dict(result.metrics)
+    if not distributed.is_main():
+        return {"space": config.space, "arch": result.arch, "metrics": metrics, "prune": dict(prune)}
     if config.latency.enabled:
         from hrnas_automl.arch import freeze
         from hrnas_automl.tasks import get_task
@@ -127,7 +132,7 @@ def _prune(config: TrialConfig, prune: Mapping[str, Any], settings: FineGrainedS
         data = task.build_data(config.data.kind, config.data.options())
         model = freeze(config.space, result.arch, **config.space_args, **task.model_args(data), head=task.head)
         model.load_state_dict(result.state_dict)
-        metrics["latency_ms"] = config.latency.measure(model, data.input_shape)
+        metrics["latency_ms"] = config.latency.measure(model, data.input_shape, runtime_of(config.train).device)
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None:
         report_final(metrics)

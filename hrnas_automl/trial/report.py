@@ -1,7 +1,8 @@
 """Where a run's results go: to the NNI manager inside an nnictl trial, else one JSON line per row on stdout.
 
 Every entry point that runs as an nnictl trial (``trial``, ``prune``, ``tune-trial``, ``oneshot``) reports through
-one :class:`Reporter`, so the NNI-or-stdout choice is made once.
+one :class:`Reporter`, so the NNI-or-stdout choice is made once; under ``torchrun`` only rank 0 reports, and the
+parameters rank 0 was given are broadcast to the others.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from hrnas_automl.runtime import distributed
 
 __all__ = ["Reporter", "reporter", "show"]
 
@@ -25,13 +28,18 @@ class Reporter:
     nni: bool
 
     def parameters(self) -> dict[str, Any]:
-        """The tuner's parameters for this trial (NNI refuses reports before they were asked for)."""
+        """The tuner's parameters for this trial (NNI refuses reports before they were asked for); under
+        ``torchrun``, once the process group is joined, rank 0's for every rank."""
         from hrnas_automl.nni.compat import next_parameter
 
-        return next_parameter()
+        if not distributed.is_distributed():
+            return next_parameter()
+        return distributed.broadcast_object(next_parameter() if distributed.is_main() else None)
 
     def intermediate(self, row: Mapping[str, Any]) -> None:
         """One step's metrics (``row["default"]`` is what the web UI plots)."""
+        if not distributed.is_main():
+            return
         if self.nni:
             from hrnas_automl.nni.compat import report_intermediate
 
@@ -41,6 +49,8 @@ class Reporter:
 
     def final(self, row: Mapping[str, Any]) -> None:
         """The final metric dict (the web UI sorts trials by ``default``)."""
+        if not distributed.is_main():
+            return
         if self.nni:
             from hrnas_automl.nni.compat import report_final
 

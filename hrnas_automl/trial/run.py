@@ -109,6 +109,9 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
         report_final: called once with the final metric dict.
         progress: show tqdm progress bars (a run by hand).
 
+    Under ``torchrun`` every rank trains (:func:`hrnas_automl.tasks.training.fit` in DDP) and only rank 0 measures
+    latency, reports and writes ``result.json``.
+
     Raises:
         DivergedError: the training loss or a final metric is not finite; nothing final is reported, so under
             nnictl the trial ends FAILED (``hrnas-automl trial`` exits 2 with that one line).
@@ -118,10 +121,14 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     import torch
 
     from hrnas_automl.arch import freeze
+    from hrnas_automl.runtime import distributed
+    from hrnas_automl.runtime.device import runtime_of
     from hrnas_automl.tasks.training import torch_threads
     from hrnas_automl.tasks import get_task
 
     task = get_task(config.task)  # the config was validated: the space has the task's head
+    runtime = runtime_of(config.train)  # a missing device fails before the data is built
+    main = distributed.is_main()
     t0 = time.perf_counter()
     data = task.build_data(config.data.kind, config.data.options())
     space_args = {**config.space_args, **task.model_args(data), "head": task.head}
@@ -135,22 +142,22 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
         row = {"default": metrics[task.metric], "epoch": epoch, **metrics}
         _check_finite(row, f"epoch {epoch}")
         epochs.append(row)
-        if report_intermediate is not None:
+        if report_intermediate is not None and main:
             report_intermediate(row)
 
     with torch_threads(config.threads):
         final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
     metrics: dict[str, float] = {"default": final[task.metric], **final, **costs}
     _check_finite(metrics, "final")
-    if config.latency.enabled:
-        metrics.update({f"{prefix}latency_ms": config.latency.measure(net, data.input_shape)
+    if config.latency.enabled and main:
+        metrics.update({f"{prefix}latency_ms": config.latency.measure(net, data.input_shape, runtime.device)
                         for prefix, net in nets.items()})
     metrics["trial_s"] = time.perf_counter() - t0
-    if report_final is not None:
+    if report_final is not None and main:
         report_final(metrics)
     result = TrialResult(config.space, dict(arch), metrics, epochs)
     out = _output_dir(config)
-    if out is not None:
+    if out is not None and main:
         from hrnas_automl.files import write_json_atomic
 
         write_json_atomic({"space": result.space, "arch": result.arch, "metrics": metrics, "epochs": epochs},

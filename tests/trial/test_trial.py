@@ -25,7 +25,8 @@ TINY = {"space": "detnas-small",
 @pytest.mark.parametrize(("patch", "message"), [
     ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: "
                    r"space, space_args, task, task_args, data, train, arch, threads, latency"),
-    ({"train": {"epoch": 3}}, r"unknown key 'train.epoch'; allowed keys here: epochs, steps, batch_size, lr"),
+    ({"train": {"epoch": 3}}, r"unknown key 'train.epoch'; allowed keys here: device, amp, channels_last, epochs, "
+                              r"steps, batch_size, lr"),
     ({"train": {"lr": 0}}, r"train: Value error, train.lr must be > 0, got 0.0"),
     ({"train": {"epochs": "many"}}, r"train.epochs: Input should be a valid integer"),
     ({"latency": {"repeats": 0}}, r"latency.repeats: Input should be greater than or equal to 1"),
