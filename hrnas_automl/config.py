@@ -136,6 +136,13 @@ class TrainSettings:
     seed: int = 0
     device: str = "cpu"
     progress: bool = False  # tqdm bars when run by hand
+    # How batches are loaded (hrnas_automl.data.loading.make_loader, every DataLoader of the package): worker
+    # processes (0: in the training process), page-locked batches (null: when training on CUDA), workers kept
+    # between passes, and batches each worker loads ahead.
+    num_workers: int = 0
+    pin_memory: bool | None = None
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
 
     def checks(self) -> tuple[tuple[str, bool, str], ...]:
         """``(field, holds, what it must be)`` per field; a subclass adding fields extends them."""
@@ -147,6 +154,8 @@ class TrainSettings:
             ("momentum", self.momentum >= 0, ">= 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("num_workers", self.num_workers >= 0, ">= 0"),
+            ("prefetch_factor", self.prefetch_factor >= 1, ">= 1"),
             ("device", re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device) is not None, "cpu, cuda, cuda:N or mps"),
         )
 

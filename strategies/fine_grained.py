@@ -48,6 +48,7 @@ from hrnas_automl.config import TrainSettings, parse_number
 from hrnas_automl.cost.backends import BACKENDS
 from hrnas_automl.cost.limits import check_limit
 from hrnas_automl.cost.tables import CostTable
+from hrnas_automl.data.loading import make_loader
 from hrnas_automl.files import load_torch_checkpoint, save_torch_atomic
 from hrnas_automl.spaces.common import OptimizerState
 from hrnas_automl.spaces.hrnas import PrunableUnit
@@ -372,8 +373,7 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
     loss_fn, evaluate = _task_hooks(task_obj, data)
     shape, n = tuple(data.input_shape), len(data.train)
     # Unlike a task's loader (training.train_loader): any last partial batch is dropped, no seed drawn per pass.
-    loader = DataLoader(data.train, batch_size=train.batch_size, shuffle=True, drop_last=n > train.batch_size,
-                        generator=torch.Generator().manual_seed(train.seed))
+    loader = make_loader(data.train, train, shuffle=True, drop_last=n > train.batch_size)
     epochs, _ = training.run_length(train, len(loader))
     settings.check_epochs(epochs)
     path = Path(checkpoint) if checkpoint is not None else None
@@ -392,7 +392,7 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
                         f"at {'x'.join(map(str, shape))}, every prunable unit at its smallest width")
         penalty_table = (macs_table if settings.cost == "macs" else
                          latency_table(space, shape, threads=threads, backend=settings.backend))
-        calib = DataLoader(data.train, batch_size=train.batch_size, shuffle=False)
+        calib = make_loader(data.train, train)
         run = _Pruning(model, settings, train, epochs, grids, penalty_table, macs_table, calib, evaluate,
                        task_obj.metric, on_step)
         if resumed is not None:

@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from hrnas_automl.config import TrainSettings
 from hrnas_automl.data import ClassificationData
+from hrnas_automl.data.loading import IN_PROCESS, make_loader
 from hrnas_automl.tasks import EpochCallback, Task, training
 
 __all__ = ["evaluate_classifier", "ClassificationTask", "TASK"]
@@ -22,13 +23,14 @@ __all__ = ["evaluate_classifier", "ClassificationTask", "TASK"]
 
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, dataset: Dataset, *, batch_size: int = 256,
-                        device: str = "cpu") -> dict[str, float]:
-    """Top-1 ``accuracy`` in [0, 1] and mean cross-entropy ``loss`` of ``model`` (eval mode) on ``dataset``."""
+                        device: str = "cpu", loading: TrainSettings = IN_PROCESS) -> dict[str, float]:
+    """Top-1 ``accuracy`` in [0, 1] and mean cross-entropy ``loss`` of ``model`` (eval mode) on ``dataset``, loaded
+    as ``loading`` (train settings: workers, pinning) says."""
     if len(dataset) == 0:
         raise ValueError("cannot evaluate on an empty dataset; give the validation split at least one image")
     model.eval().to(device)
     correct, loss_sum, seen = 0, 0.0, 0
-    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+    for images, labels in make_loader(dataset, loading, batch_size=batch_size):
         images, labels = images.to(device), labels.to(device)
         logits = model(images)
         loss_sum += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
@@ -52,7 +54,7 @@ class ClassificationTask(Task):
             on_epoch: EpochCallback) -> dict[str, Any]:
         return training.fit(model, training.train_loader(data.train, settings), settings, on_epoch,
                             evaluate=lambda net: evaluate_classifier(net, data.val, batch_size=settings.batch_size,
-                                                                     device=settings.device))
+                                                                     device=settings.device, loading=settings))
 
 
 TASK = ClassificationTask()

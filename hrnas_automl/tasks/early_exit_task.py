@@ -119,8 +119,8 @@ def train_for_thresholds(model: nn.Module, data: ClassificationData, settings: T
     ``(fit_probs, fit_labels, test_probs, test_labels)``, as :func:`collect_exit_probs` gives them."""
     train, held_out = hold_out(data.train, holdout, settings.seed)
     train_multi_exit(model, replace(data, train=train), settings, exit_weights=exit_weights)
-    return (*collect_exit_probs(model, held_out, settings.batch_size, device=settings.device),
-            *collect_exit_probs(model, data.val, settings.batch_size, device=settings.device))
+    return (*collect_exit_probs(model, held_out, settings.batch_size, device=settings.device, loading=settings),
+            *collect_exit_probs(model, data.val, settings.batch_size, device=settings.device, loading=settings))
 
 
 class EarlyExitTask(ClassificationTask):
@@ -147,8 +147,10 @@ class EarlyExitTask(ClassificationTask):
 
         def score(epoch: int, metrics: dict[str, Any]) -> None:
             nonlocal final
-            fit_probs, fit_labels = collect_exit_probs(model, held_out, settings.batch_size, device=settings.device)
-            probs, labels = collect_exit_probs(model, data.val, settings.batch_size, device=settings.device)
+            fit_probs, fit_labels = collect_exit_probs(model, held_out, settings.batch_size, device=settings.device,
+                                                       loading=settings)
+            probs, labels = collect_exit_probs(model, data.val, settings.batch_size, device=settings.device,
+                                               loading=settings)
             row: dict[str, Any] = {"accuracy": metrics["accuracy"], "loss": metrics["loss"],
                                    "train_loss": metrics["train_loss"]}
             for k, (accuracy, macs) in enumerate(zip(anytime_accuracy(probs, labels), anytime_macs), start=1):

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from hrnas_automl.config import TrainSettings
+from hrnas_automl.data.loading import make_loader
 from hrnas_automl.tasks import EpochCallback
 
 __all__ = ["Loss", "Schedule", "Batches", "torch_threads", "resolve_device", "to_device", "run_length", "train_loader",
@@ -95,26 +96,16 @@ def run_length(settings: TrainSettings, batches_per_epoch: int) -> tuple[int, in
     return math.ceil(steps / batches_per_epoch), steps
 
 
-class _TaskLoader(DataLoader):
-    """A shuffling loader that draws one seed from its generator and drops it before each pass: the tasks' loop
-    always did (its progress bar, ``tqdm.auto``, made an unused iterator of the loader, and each iterator draws a
-    seed), so the tasks' seeded results stay as they were."""
-
-    def __iter__(self) -> Iterator[Any]:
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        return super().__iter__()
-
-
 def train_loader(dataset: Dataset, settings: TrainSettings) -> DataLoader:
     """The training split of a task in shuffled batches of ``settings.batch_size``, the order seeded by
     ``settings.seed``; a last batch of one image is dropped (it breaks BatchNorm over 1x1 features in train mode)."""
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
         raise ValueError("cannot train on an empty dataset; give the training split at least one image")
-    return _TaskLoader(dataset, batch_size=settings.batch_size, shuffle=True, num_workers=0,
-                       drop_last=n > settings.batch_size and n % settings.batch_size == 1,
-                       generator=torch.Generator().manual_seed(settings.seed),
-                       pin_memory=resolve_device(settings.device).type == "cuda")
+    # skip_draws=1: the tasks' loop always drew one seed per pass (its progress bar, ``tqdm.auto``, made an unused
+    # iterator of the loader), so the tasks' seeded results stay as they were.
+    last_of_one = n > settings.batch_size and n % settings.batch_size == 1
+    return make_loader(dataset, settings, shuffle=True, drop_last=last_of_one, skip_draws=1)
 
 
 def sgd(model: nn.Module, settings: TrainSettings, *, decay_1d: bool = True,
