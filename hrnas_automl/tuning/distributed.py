@@ -1,0 +1,121 @@
+"""Optuna trials under ``torchrun``: every rank trains, rank 0 alone talks to the study.
+
+Each rank of a torchrun job runs :func:`optimize_distributed` with the same objective. For every trial, rank 0 asks
+the study (``study.ask(search_space)``: all parameters drawn up front) and broadcasts them; every rank runs
+``objective(trial)`` on a :class:`DistributedTrial` holding those parameters (and trains its share of a DDP run);
+:meth:`DistributedTrial.report` records intermediate values on rank 0 only; :meth:`DistributedTrial.should_prune`
+is decided by rank 0's pruner and broadcast, so a pruned trial stops on every rank at the same step; rank 0 tells
+the study the outcome. This is the pattern optuna-integration's ``TorchDistributedTrial`` does not give: there each
+rank's sampler may draw different parameters unless every ``suggest_*`` call is broadcast in the same order.
+
+Every call that talks to the other ranks (:func:`optimize_distributed`, :meth:`DistributedTrial.should_prune`) is
+a collective: all ranks must make it, in the same order. Without an initialised process group (a plain
+``python`` run) everything runs on this one process, as rank 0.
+
+Example (``examples/detnas/optuna_ddp.py``)::
+
+    torchrun --nproc-per-node 2 examples/detnas/optuna_ddp.py --storage sqlite:///ddp.db --trials 8
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import optuna
+import torch.distributed as dist
+from optuna.distributions import BaseDistribution
+from optuna.trial import TrialState
+
+__all__ = ["rank", "broadcast", "DistributedTrial", "optimize_distributed"]
+
+
+def rank() -> int:
+    """This process's rank in the default process group (0 without one)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (``broadcast_object_list``: any picklable object; with NCCL the current CUDA
+    device must be this rank's, ``torch.cuda.set_device``)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class DistributedTrial:
+    """One trial as every rank sees it: rank 0's parameters; intermediate values go to rank 0's Optuna trial, and
+    the pruning decision comes from it (``trial`` is None on the other ranks)."""
+
+    def __init__(self, number: int, params: Mapping[str, Any], trial: optuna.Trial | None) -> None:
+        self.number = number
+        self.params = dict(params)
+        self._trial = trial
+
+    def report(self, value: float, step: int) -> None:
+        """Record ``value`` at ``step`` for the pruner (rank 0; a no-op elsewhere, no communication)."""
+        if self._trial is not None:
+            self._trial.report(value, step)
+
+    def should_prune(self) -> bool:
+        """Rank 0's pruner's decision on the values reported so far, on every rank (a collective call)."""
+        return bool(broadcast(self._trial.should_prune() if self._trial is not None else None))
+
+
+Value = float | Sequence[float]  # one objective, or one value per direction of a multi-objective study
+
+
+def optimize_distributed(study: optuna.Study | None, objective: Callable[[DistributedTrial], Value],
+                         search_space: Mapping[str, BaseDistribution], n_trials: int) -> list[tuple[str, Any]]:
+    """Run ``n_trials`` trials of ``objective`` on every rank of the process group; ``study`` is used on rank 0 only
+    (the other ranks may pass None: they never open the storage). Returns each trial's ``(state, value)`` as rank 0
+    told it, on every rank.
+
+    An objective raising :class:`optuna.TrialPruned` (after :meth:`DistributedTrial.should_prune`) ends the trial
+    PRUNED. When the objective raises anything else on any rank, the trial is told FAIL and every rank raises a
+    ``RuntimeError`` naming the ranks that failed (the ranks compare outcomes after each trial, so none waits for
+    a rank that is gone). Rank 0's value is told: an objective should return the same on every rank (an
+    all-reduced metric, or one evaluated on the full validation split with the synchronised weights).
+    """
+    leader = rank() == 0
+    if leader and study is None:
+        raise ValueError("rank 0 needs the study: open it there (the other ranks may pass None)")
+    outcomes: list[tuple[str, Any]] = []
+    for _ in range(n_trials):
+        trial = study.ask(dict(search_space)) if leader else None  # type: ignore[union-attr]
+        number, params = broadcast((trial.number, trial.params) if trial is not None else None)
+        try:
+            value = objective(DistributedTrial(number, params, trial))
+            outcome: tuple[str, Any] = ("complete", [float(v) for v in value] if isinstance(value, Sequence)
+                                        else float(value))
+        except optuna.TrialPruned:
+            outcome = ("pruned", None)
+        except Exception as exc:  # reported to the other ranks, then raised on every rank below
+            outcome = ("fail", f"{type(exc).__name__}: {exc}")
+        everyone = _gather(outcome)
+        failed = {r: o[1] for r, o in enumerate(everyone) if o[0] == "fail"}
+        if not failed and len({o[0] for o in everyone}) > 1:  # pruned on some ranks only: a broken collective
+            failed = {r: f"ended {o[0]}, rank 0 {everyone[0][0]}" for r, o in enumerate(everyone) if r}
+        if failed:
+            if trial is not None:
+                study.tell(trial, state=TrialState.FAIL)  # type: ignore[union-attr]
+            raise RuntimeError(f"trial {number} failed on rank(s) {sorted(failed)}: "
+                               + "; ".join(f"rank {r}: {why}" for r, why in failed.items()))
+        state, value = outcome
+        if trial is not None:
+            if state == "pruned":
+                study.tell(trial, state=TrialState.PRUNED)  # type: ignore[union-attr]
+            else:
+                study.tell(trial, value)  # type: ignore[union-attr]
+        outcomes.append((state, value))
+    return outcomes
+
+
+def _gather(outcome: tuple[str, Any]) -> list[tuple[str, Any]]:
+    """Every rank's outcome of a trial, in rank order, on every rank."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [outcome]
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, outcome)
+    return everyone
