@@ -26,7 +26,9 @@ import torch.distributed as dist
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-__all__ = ["rank", "broadcast", "DistributedTrial", "optimize_distributed"]
+__all__ = ["TrialPruned", "rank", "broadcast", "DistributedTrial", "optimize_distributed"]
+
+TrialPruned = optuna.TrialPruned  # what an objective raises when should_prune() says so (no optuna import needed)
 
 
 def rank() -> int:
@@ -67,10 +69,10 @@ Value = float | Sequence[float]  # one objective, or one value per direction of 
 
 
 def optimize_distributed(study: optuna.Study | None, objective: Callable[[DistributedTrial], Value],
-                         search_space: Mapping[str, BaseDistribution], n_trials: int) -> list[tuple[str, Any]]:
+                         search_space: Mapping[str, BaseDistribution], n_trials: int) -> list[tuple[int, str, Any]]:
     """Run ``n_trials`` trials of ``objective`` on every rank of the process group; ``study`` is used on rank 0 only
-    (the other ranks may pass None: they never open the storage). Returns each trial's ``(state, value)`` as rank 0
-    told it, on every rank.
+    (the other ranks may pass None: they never open the storage). Returns each trial's ``(number, state, value)``
+    (``complete``: the objective's value, ``pruned``: None), the same on every rank.
 
     An objective raising :class:`optuna.TrialPruned` (after :meth:`DistributedTrial.should_prune`) ends the trial
     PRUNED. When the objective raises anything else on any rank, the trial is told FAIL and every rank raises a
@@ -81,7 +83,7 @@ def optimize_distributed(study: optuna.Study | None, objective: Callable[[Distri
     leader = rank() == 0
     if leader and study is None:
         raise ValueError("rank 0 needs the study: open it there (the other ranks may pass None)")
-    outcomes: list[tuple[str, Any]] = []
+    outcomes: list[tuple[int, str, Any]] = []
     for _ in range(n_trials):
         trial = study.ask(dict(search_space)) if leader else None  # type: ignore[union-attr]
         number, params = broadcast((trial.number, trial.params) if trial is not None else None)
@@ -108,7 +110,7 @@ def optimize_distributed(study: optuna.Study | None, objective: Callable[[Distri
                 study.tell(trial, state=TrialState.PRUNED)  # type: ignore[union-attr]
             else:
                 study.tell(trial, value)  # type: ignore[union-attr]
-        outcomes.append((state, value))
+        outcomes.append((number, state, value))
     return outcomes
 
 

@@ -68,7 +68,7 @@ def main(storage: str, out: Path) -> None:
         return objective(trial)
 
     outcomes = optimize_distributed(study, recorded, SPACE, n_trials=len(LEARNING_RATES))
-    for row, (state, value) in zip(seen, outcomes):
+    for row, (_, state, value) in zip(seen, outcomes):
         row.update(state=state, value=value)
     (out / f"rank{rank}.json").write_text(json.dumps({"trials": seen, "told": told}))
     dist.destroy_process_group()

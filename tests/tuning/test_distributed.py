@@ -30,10 +30,10 @@ def test_without_a_process_group_it_is_an_ordinary_study() -> None:
         return trial.params["x"]
 
     outcomes = optimize_distributed(study, objective, {"x": FloatDistribution(0, 1)}, n_trials=6)
-    assert [t.state.name.lower() for t in study.trials] == [s for s, _ in outcomes]
+    assert [(t.number, t.state.name.lower()) for t in study.trials] == [(n, s) for n, s, _ in outcomes]
     complete = [t.value for t in study.trials if t.state == TrialState.COMPLETE]
-    assert complete == [v for s, v in outcomes if s == "complete"]
-    assert {s for s, _ in outcomes} == {"complete", "pruned"}
+    assert complete == [v for _, s, v in outcomes if s == "complete"]
+    assert {s for _, s, _ in outcomes} == {"complete", "pruned"}
     assert all((v <= 0.5) == (s == "complete") for s, v in ((t.state.name.lower(), t.params["x"])
                                                           for t in study.trials))
 
