@@ -6,9 +6,11 @@ built by :func:`hrnas_automl.data.loading.make_loader` as training builds it (sh
 starts the workers, then one timed pass is the steady state of an epoch. The worker counts alternate (0, 1, 2, 0,
 1, 2, ...) for ``--rounds`` rounds and the figures are medians, so a load change on the shared machine hits every
 count alike; the speed-up is the ratio of medians to 0 workers. The main process uses one torch thread, as a trial.
+Each batch is followed by ``--step-ms`` of sleep, a training step on an accelerator (the CPU is free meanwhile, as
+while a GPU computes; 0: pure loading): workers load the next batches during it, the training process cannot.
 The JSON is written only with ``--out``.
 
-    .venv/bin/python bench/loaders.py [--images 96] [--size 256] [--rounds 3] [--out]
+    .venv/bin/python bench/loaders.py [--images 96] [--size 256] [--rounds 3] [--step-ms 0 100] [--out]
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,8 +57,9 @@ def datasets(work: Path, images: int, size: int) -> dict[str, Dataset]:
     }
 
 
-def measure(dataset: Dataset, batch_size: int, rounds: int) -> dict:
-    """Images/s of one steady-state pass over ``dataset`` at each worker count, interleaved over ``rounds``."""
+def measure(dataset: Dataset, batch_size: int, rounds: int, step_s: float) -> dict:
+    """Images/s of one steady-state pass over ``dataset`` at each worker count, interleaved over ``rounds``, with
+    ``step_s`` seconds of sleep after each batch."""
     loaders = {w: make_loader(dataset, TrainSettings(batch_size=batch_size, num_workers=w), shuffle=True)
                for w in WORKERS}
     for loader in loaders.values():
@@ -65,7 +69,7 @@ def measure(dataset: Dataset, batch_size: int, rounds: int) -> dict:
     def one_pass(workers: int) -> Callable[[int], None]:
         def run(_round: int) -> None:
             for _ in loaders[workers]:
-                pass
+                time.sleep(step_s)
         return run
 
     times = interleaved({str(w): one_pass(w) for w in WORKERS}, rounds)
@@ -82,17 +86,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="generated image side (keypoint crops: size x 3/4)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved passes per worker count")
+    parser.add_argument("--step-ms", type=float, nargs="+", default=[0.0, 100.0],
+                        help="accelerator step per batch (a sleep), one measurement each")
     add_out_argument(parser, "loaders")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="loaders_bench_") as scratch:
-        results = {name: measure(dataset, args.batch_size, args.rounds)
-                   for name, dataset in datasets(Path(scratch), args.images, args.size).items()}
-    emit({"what": "images/s of one steady-state pass (persistent workers started), median of interleaved rounds",
+        data = datasets(Path(scratch), args.images, args.size)
+        results = {f"step_{step:g}ms": {name: measure(dataset, args.batch_size, args.rounds, step / 1000)
+                                         for name, dataset in data.items()} for step in args.step_ms}
+    emit({"what": "images/s of one steady-state pass (persistent workers started), median of interleaved rounds; "
+                  "step_Nms: N ms of sleep per batch (an accelerator step)",
           "cores": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__,
-          "note": "2 cores shared with other engineers' jobs while measured: absolute figures are noisy",
+          "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
           "images": args.images, "size": args.size, "batch_size": args.batch_size, "rounds": args.rounds,
-          "loaders": results}, args)
+          "results": results}, args)
 
 
 if __name__ == "__main__":
