@@ -48,21 +48,37 @@ def broadcast(value: Any) -> Any:
 
 class DistributedTrial:
     """One trial as every rank sees it: rank 0's parameters; intermediate values go to rank 0's Optuna trial, and
-    the pruning decision comes from it (``trial`` is None on the other ranks)."""
+    the pruning decision comes from it (``trial`` is None on the other ranks).
+
+    An error of rank 0's Optuna trial (e.g. ``report`` on a multi-objective study) is kept in :attr:`error` and
+    raised on every rank at the next :meth:`should_prune`, so no rank leaves a collective call alone."""
 
     def __init__(self, number: int, params: Mapping[str, Any], trial: optuna.Trial | None) -> None:
         self.number = number
         self.params = dict(params)
+        self.error: Exception | None = None
         self._trial = trial
 
     def report(self, value: float, step: int) -> None:
         """Record ``value`` at ``step`` for the pruner (rank 0; a no-op elsewhere, no communication)."""
-        if self._trial is not None:
-            self._trial.report(value, step)
+        if self._trial is not None and self.error is None:
+            try:
+                self._trial.report(value, step)
+            except Exception as exc:  # raised on every rank by should_prune
+                self.error = exc
 
     def should_prune(self) -> bool:
         """Rank 0's pruner's decision on the values reported so far, on every rank (a collective call)."""
-        return bool(broadcast(self._trial.should_prune() if self._trial is not None else None))
+        decision: Any = None
+        if self._trial is not None and self.error is None:
+            try:
+                decision = self._trial.should_prune()
+            except Exception as exc:
+                self.error = exc
+        decision = broadcast(self.error or decision)
+        if isinstance(decision, Exception):
+            raise decision
+        return bool(decision)
 
 
 Value = float | Sequence[float]  # one objective, or one value per direction of a multi-objective study
@@ -88,7 +104,10 @@ def optimize_distributed(study: optuna.Study | None, objective: Callable[[Distri
         trial = study.ask(dict(search_space)) if leader else None  # type: ignore[union-attr]
         number, params = broadcast((trial.number, trial.params) if trial is not None else None)
         try:
-            value = objective(DistributedTrial(number, params, trial))
+            shared = DistributedTrial(number, params, trial)
+            value = objective(shared)
+            if shared.error is not None:  # rank 0's trial failed after the last should_prune
+                raise shared.error
             outcome: tuple[str, Any] = ("complete", [float(v) for v in value] if isinstance(value, Sequence)
                                         else float(value))
         except optuna.TrialPruned:

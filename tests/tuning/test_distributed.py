@@ -70,3 +70,20 @@ def test_two_gloo_ranks_share_each_trial(tmp_path: Path) -> None:
     assert [t.intermediate_values for t in trials] == [{step: v for step, v in row["reported"]} for row in seen]
     assert len(seen[1]["reported"]) < 4 and seen[1]["reported"][-1][1] > 50.0  # stopped where it crossed 50
 
+
+
+def test_an_error_of_rank_0s_optuna_trial_fails_the_trial_on_every_rank() -> None:
+    """report() on a multi-objective study raises in Optuna; the error waits for should_prune, the next call every
+    rank makes, and fails the trial there."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+
+    def objective(trial: DistributedTrial) -> list[float]:
+        trial.report(0.5, 0)
+        trial.should_prune()
+        return [0.5, 1.0]
+
+    with pytest.raises(RuntimeError, match=r"trial 0 failed on rank\(s\) \[0\]: rank 0: NotImplementedError"):
+        optimize_distributed(study, objective, {"x": FloatDistribution(0, 1)}, n_trials=1)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    (outcome,) = optimize_distributed(study, lambda t: [t.params["x"], 1.0], {"x": FloatDistribution(0, 1)}, 1)
+    assert outcome[1] == "complete" and study.trials[1].values == outcome[2]  # multi-objective, without report
