@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError, ValidationInfo
 
 __all__ = ["ConfigError", "read_yaml_file", "yaml_problem", "one_line_error", "parse_number", "Budget", "TrainSettings",
-           "train_with_defaults"]
+           "LOADING_KEYS", "train_with_defaults"]
 
 
 class ConfigError(ValueError):
@@ -163,6 +163,11 @@ class TrainSettings:
         for name, ok, need in self.checks():
             if not ok:
                 raise ValueError(f"train.{name} must be {need}, got {getattr(self, name)!r}")
+
+
+# The train: keys of how batches are loaded: they change no result (hrnas_automl.data.loading), so a checkpoint
+# written with other values resumes.
+LOADING_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
 
 
 def train_with_defaults(value: Any, defaults: TrainSettings) -> Any:

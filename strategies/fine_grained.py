@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hrnas_automl.config import TrainSettings, parse_number
+from hrnas_automl.config import LOADING_KEYS, TrainSettings, parse_number
 from hrnas_automl.cost.backends import BACKENDS
 from hrnas_automl.cost.limits import check_limit
 from hrnas_automl.cost.tables import CostTable
@@ -380,7 +380,8 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
     # What a checkpoint must match to be resumed: the whole search but the progress bars and the thread count.
     fingerprint = json.dumps({"space": space.name, "space_args": dict(space_args or {}), "task": task,
                               "data": [data_kind, dict(data_options or {})], "settings": dataclasses.asdict(settings),
-                              "train": {**dataclasses.asdict(train), "progress": None}}, sort_keys=True, default=str)
+                              "train": {k: v for k, v in {**dataclasses.asdict(train), "progress": None}.items()
+                                        if k not in LOADING_KEYS}}, sort_keys=True, default=str)
     resumed = _read_checkpoint(path, fingerprint) if path is not None and path.exists() else None
     with training.torch_threads(threads), torch.random.fork_rng():
         torch.manual_seed(train.seed)  # the widest network's weights, then the dropout of its training

@@ -5,11 +5,12 @@ fine-grained search's) is built by :func:`make_loader` from the ``train:`` setti
 
 Seeding: a shuffling loader draws from a ``torch.Generator`` seeded with the run's seed; each pass takes from it the
 base seed from which torch seeds ``random``, ``torch`` and ``numpy`` in every worker process (``base_seed + worker
-id``), then the permutation. The same seed thus gives the same batches and the same per-worker random streams for
-a given ``num_workers``. A pass over persistent workers draws no base seed (its workers keep theirs), so
-:func:`make_loader`'s loader draws one in its place: the permutations, and a resumed run's, do not depend on
-``num_workers`` or ``persistent_workers``, and a loader whose dataset draws no random numbers gives the same
-batches whatever the worker count.
+id``), then the permutation (an unshuffled loader takes the base seed from torch's global RNG). The same seed thus
+gives the same batches and the same per-worker random streams for a given ``num_workers``. A pass over persistent
+workers draws no base seed (its workers keep theirs), so :func:`make_loader`'s loader draws one in its place: the
+permutations, torch's global RNG stream (dropout, initialisations after a pass) and a resumed run's do not depend on
+``num_workers`` or ``persistent_workers``, and with a dataset that draws no random numbers a run gives the same
+results whatever the worker count.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class _SeededLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         reused = self.persistent_workers and self._iterator is not None  # no base seed drawn by this pass
-        for _ in range(self.skip_draws + int(reused and self.generator is not None)):
+        for _ in range(self.skip_draws + int(reused)):  # without a generator: from torch's global RNG, as a pass
             torch.empty((), dtype=torch.int64).random_(generator=self.generator)
         return super().__iter__()
 
@@ -50,15 +51,16 @@ def pins_memory(settings: TrainSettings) -> bool:
 
 
 def make_loader(dataset: Dataset, settings: TrainSettings = IN_PROCESS, *, batch_size: int | None = None,
-                shuffle: bool = False, seed: int | None = None, drop_last: bool = False,
-                skip_draws: int = 0) -> DataLoader:
+                shuffle: bool = False, drop_last: bool = False, skip_draws: int = 0) -> DataLoader:
     """Batches of ``dataset`` loaded as ``settings`` say, ``batch_size`` (default ``settings.batch_size``) at a time.
 
-    ``shuffle`` draws the order from a generator seeded with ``seed`` (default ``settings.seed``); an unshuffled
-    loader takes its workers' base seed from torch's global RNG (seeded by the trainer), as DataLoader does.
-    ``skip_draws`` numbers are drawn from the generator before each pass (a caller keeping an older seed stream).
+    ``shuffle`` draws the order from a generator seeded with ``settings.seed``; an unshuffled loader takes its
+    workers' base seed from torch's global RNG (seeded by the trainer), as DataLoader does. ``skip_draws`` numbers
+    are drawn from the generator before each pass (a caller keeping an older seed stream).
+
+        >>> loader = make_loader(dataset, TrainSettings(batch_size=32, num_workers=2), shuffle=True)  # doctest: +SKIP
     """
-    generator = torch.Generator().manual_seed(settings.seed if seed is None else seed) if shuffle else None
+    generator = torch.Generator().manual_seed(settings.seed) if shuffle else None
     workers = settings.num_workers
     return _SeededLoader(dataset, batch_size=batch_size or settings.batch_size, shuffle=shuffle, drop_last=drop_last,
                          generator=generator, skip_draws=skip_draws, num_workers=workers,

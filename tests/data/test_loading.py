@@ -42,16 +42,21 @@ def test_same_seed_same_batches_with_workers_and_every_pass_reshuffled() -> None
 
 
 @pytest.mark.parametrize("persistent", [True, False])
-def test_the_order_does_not_depend_on_workers(persistent: bool) -> None:
-    """Persistent workers draw no base seed on later passes; the loader draws one in its place."""
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_the_order_and_torchs_stream_do_not_depend_on_workers(persistent: bool, shuffle: bool) -> None:
+    """Persistent workers draw no base seed on later passes (from the loader's generator, or from torch's global RNG
+    when it has none); the loader draws one in its place."""
     data = TensorDataset(torch.arange(20))
 
-    def order(workers: int) -> list[torch.Tensor]:
+    def order(workers: int) -> tuple[torch.Tensor, torch.Tensor]:
         settings = TrainSettings(batch_size=4, num_workers=workers, persistent_workers=persistent)
-        loader = make_loader(data, settings, shuffle=True, skip_draws=1)
-        return [x for _ in range(3) for (x,) in loader]
+        loader = make_loader(data, settings, shuffle=shuffle, skip_draws=int(shuffle))
+        torch.manual_seed(0)
+        batches = torch.cat([x for _ in range(3) for (x,) in loader])
+        return batches, torch.rand(3)  # what dropout would draw after the passes
 
-    assert torch.equal(torch.cat(order(0)), torch.cat(order(2)))
+    (batches, after), (batches_2, after_2) = order(0), order(2)
+    assert torch.equal(batches, batches_2) and torch.equal(after, after_2)
 
 
 def test_in_process_loading_keeps_the_order_of_before() -> None:
