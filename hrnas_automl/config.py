@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ValidationError, ValidationInfo
 
 __all__ = ["ConfigError", "read_yaml_file", "yaml_problem", "one_line_error", "parse_number", "Budget", "AMP_MODES",
-           "DeviceSettings", "TrainSettings", "train_with_defaults"]
+           "DeviceSettings", "TrainSettings", "LOADING_KEYS", "train_with_defaults"]
 
 
 class ConfigError(ValueError):
@@ -172,6 +172,13 @@ class TrainSettings(DeviceSettings):
     seed: int = 0
     sync_bn: bool = False
     progress: bool = False  # tqdm bars when run by hand
+    # How batches are loaded (hrnas_automl.data.loading.make_loader, every DataLoader of the package): worker
+    # processes (0: in the training process), page-locked batches (null: when training on CUDA), workers kept
+    # between passes, and batches each worker loads ahead.
+    num_workers: int = 0
+    pin_memory: bool | None = None
+    persistent_workers: bool = True
+    prefetch_factor: int = 2
 
     def checks(self) -> tuple[tuple[str, bool, str], ...]:
         """``(field, holds, what it must be)`` per field; a subclass adding fields extends them."""
@@ -185,7 +192,14 @@ class TrainSettings(DeviceSettings):
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("sync_bn", isinstance(self.sync_bn, bool), "true or false"),
+            ("num_workers", self.num_workers >= 0, ">= 0"),
+            ("prefetch_factor", self.prefetch_factor >= 1, ">= 1"),
         )
+
+
+# The train: keys of how batches are loaded: they change no result (hrnas_automl.data.loading), so a checkpoint
+# written with other values resumes.
+LOADING_KEYS = ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor")
 
 
 def train_with_defaults(value: Any, defaults: TrainSettings) -> Any:

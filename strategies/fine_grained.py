@@ -44,10 +44,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hrnas_automl.config import TrainSettings, parse_number
+from hrnas_automl.config import LOADING_KEYS, TrainSettings, parse_number
 from hrnas_automl.cost.backends import BACKENDS
 from hrnas_automl.cost.limits import check_limit
 from hrnas_automl.cost.tables import CostTable
+from hrnas_automl.data.loading import make_loader
 from hrnas_automl.files import load_torch_checkpoint, save_torch_atomic
 from hrnas_automl.runtime import distributed
 from hrnas_automl.runtime.device import runtime_of
@@ -376,8 +377,7 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
     loss_fn, evaluate = _task_hooks(task_obj, data)
     shape, n = tuple(data.input_shape), len(data.train)
     # Unlike a task's loader (training.train_loader): any last partial batch is dropped, no seed drawn per pass.
-    loader = training.batches_of(data.train, train.batch_size, generator=torch.Generator().manual_seed(train.seed),
-                                 drop_last=n > train.batch_size, pin_memory=runtime.is_cuda)
+    loader = make_loader(data.train, train, shuffle=True, drop_last=n > train.batch_size, shard=True)
     epochs, _ = training.run_length(train, len(loader))
     settings.check_epochs(epochs)
     path = Path(checkpoint) if checkpoint is not None else None
@@ -385,7 +385,8 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
     # device it ran on.
     fingerprint = json.dumps({"space": space.name, "space_args": dict(space_args or {}), "task": task,
                               "data": [data_kind, dict(data_options or {})], "settings": dataclasses.asdict(settings),
-                              "train": {**dataclasses.asdict(train), "progress": None, "device": None}},
+                              "train": {k: v for k, v in {**dataclasses.asdict(train), "progress": None,
+                                                          "device": None}.items() if k not in LOADING_KEYS}},
                              sort_keys=True, default=str)
     resumed = _read_checkpoint(path, fingerprint) if path is not None and path.exists() else None
     with training.torch_threads(threads), torch.random.fork_rng():
@@ -401,7 +402,7 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
             latency_table(space, shape, threads=threads, backend=settings.backend,
                           device=str(runtime.device) if settings.backend == "torch" else "cpu")
             if distributed.is_main() else None))
-        calib = training.batches_of(data.train, train.batch_size)
+        calib = make_loader(data.train, train, shard=True)
         run = _Pruning(model, settings, train, epochs, grids, penalty_table, macs_table, calib, evaluate,
                        task_obj.metric, on_step)
         if resumed is not None:

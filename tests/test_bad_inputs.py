@@ -22,6 +22,8 @@ FILES: dict[str, str | bytes] = {
     "gpu99.yml": "space: detnas-small\nspace_args: {num_classes: 4}\ntask: classification\n"
                  "data: {kind: synthetic, train_size: 8, val_size: 4, image_size: 32}\ntrain: {device: 'cuda:99'}\n",
     "banana.yml": "space: detnas-small\ntask: classification\ndata: {kind: synthetic}\ntrain: {device: banana}\n",
+    # data loading (issue 19): the loader settings of train:
+    "workers.yml": "space: detnas-small\ntask: classification\ndata: {kind: synthetic}\ntrain: {num_workers: -1}\n",
     # nnictl experiments (search): tuner classArgs typos, found by building the tuner before nnictl starts
     "tuner_typo.yml": "trialCommand: 'true'\ntrialConcurrency: 1\ntrainingService: {platform: local}\n"
                       "tuner: {className: hrnas_automl.nni.StrategyTuner, codeDirectory: .,\n"
@@ -86,6 +88,7 @@ CASES = [
      r"str_arch.json: 'arch' must be a \{label: value\} mapping, got str 'k3k3'"),
     (("trial", "--config", "{tmp}/gpu99.yml"), r"train.device is 'cuda:99' but this machine has \d+ CUDA device"),
     (("trial", "--config", "{tmp}/banana.yml"), r"train.device must be auto, cpu, cuda, cuda:N or mps, got 'banana'"),
+    (("trial", "--config", "{tmp}/workers.yml"), r"train.num_workers must be >= 0, got -1"),
     (("export-space", "detnas-small", "-o", "{tmp}/banana.yml/space.json"),
      r"cannot write .*banana.yml/space.json \(Not a directory\); choose a writable path with -o"),
     # search: a tuner classArgs typo is refused before nnictl starts (it killed the dispatcher, and `search` waited

@@ -20,6 +20,7 @@ from hrnas_automl.strategies import Evolution
 from hrnas_automl.tasks import get_task
 from hrnas_automl.trial.config import load_trial_config
 
+DETNAS = EXAMPLES / "detnas"
 EXAMPLES = sorted((EXAMPLES).glob("*/*.yml"))
 EXPERIMENTS = [p for p in EXAMPLES  # architecture searches; the Optuna tuning examples: test_tune_examples.py
                if yaml.safe_load(p.read_text()).get("trialCommand", "").startswith("hrnas-automl trial ")]
@@ -66,3 +67,25 @@ def test_experiment_config_is_consistent(path: Path) -> None:
             assert not isinstance(hosted, StrategyTuner) or hosted.strategy is not None  # builds it: valid arguments
     tags = list(getattr(built_tuner, "tuners", {})) if "className" in tuner else []
     assert space_file == to_nni_search_space(choices_of(trial.space, **space_args), strategies=tags)
+
+
+@pytest.mark.parametrize("name", ["gpu_local.yml", "remote.yml"])
+def test_gpu_and_remote_experiments_validate_with_nni(name: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """NNI's own config classes accept them as nnictl would (``ExperimentConfig.load`` + its canonical validation:
+    search space read, GPU settings consistent, the SSH key file present: a placeholder under a temporary HOME)."""
+    from nni.experiment.config import ExperimentConfig
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "id_ed25519").write_text("placeholder\n")
+    config = ExperimentConfig.load(DETNAS / name).canonical_copy()
+    service = config.training_service
+    if name == "gpu_local.yml":
+        assert service.platform == "local" and config.trial_gpu_number == 1 and service.use_active_gpu is False
+        assert config.trial_concurrency == len(service.gpu_indices) * service.max_trial_number_per_gpu
+    else:
+        assert service.platform == "remote" and config.nni_manager_ip is not None
+        assert all(m.python_path and Path(m.ssh_key_file) == tmp_path / ".ssh" / "id_ed25519"
+                   for m in service.machine_list)
+    assert config.search_space == json.loads((DETNAS / "search_space_small.json").read_text())

@@ -25,7 +25,7 @@ from hrnas_automl.data import _check_option, check_size
 from hrnas_automl.data.generated import add_noise, generated_folder, gradient_background
 from hrnas_automl.data.segmentation import IGNORE_INDEX, SegmentationData, build_ade20k, build_cityscapes
 
-__all__ = ["SHAPE_CLASSES", "LAYOUTS", "draw_shapes", "write_shapes", "build_shapes"]
+__all__ = ["SHAPE_CLASSES", "LAYOUTS", "draw_shapes", "write_shapes", "write_shape_folder", "build_shapes"]
 
 SHAPE_CLASSES: tuple[str, ...] = ("background", "ellipse", "rectangle", "triangle")
 LAYOUTS: tuple[str, ...] = ("cityscapes", "ade20k")
@@ -107,6 +107,21 @@ def write_shapes(root: str | Path, *, layout: str = "cityscapes", seed: int = 0,
         rng = np.random.default_rng([seed, split])  # val does not change with train_size
         for index in range(count):
             _write_sample(root, layout, split, index, *draw_shapes(rng, height, width))
+    return root
+
+
+def write_shape_folder(root: str | Path, *, seed: int = 0, count: int = 64, image_size: int = 64) -> Path:
+    """Write ``count`` generated JPEGs as an image folder for classification (``root/<class>/<image>.jpg``), each
+    filed under the shape class covering most of its pixels; returns ``root``. Data for the folder loader in
+    benchmarks and tests."""
+    root = Path(root)
+    rng = np.random.default_rng([seed, 2])
+    for index in range(count):
+        image, mask = draw_shapes(rng, image_size, image_size)
+        counts = np.bincount(mask[mask != IGNORE_INDEX], minlength=len(SHAPE_CLASSES))
+        folder = root / SHAPE_CLASSES[int(counts[1:].argmax()) + 1]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index:06d}.jpg", quality=90)
     return root
 
 

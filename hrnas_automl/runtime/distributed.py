@@ -20,7 +20,7 @@ from torch import nn
 
 __all__ = ["launched", "init_from_env", "is_distributed", "rank", "world_size", "is_main", "local_rank",
            "broadcast_object", "all_reduce_sum", "all_reduce_mean", "wrap_ddp", "convert_sync_bn", "SyncBatchNorm",
-           "shard", "ShardedBatches", "barrier"]
+           "shard", "ShardedBatches", "barrier", "all_gather_object"]
 
 
 def launched() -> bool:
@@ -77,6 +77,15 @@ def broadcast_object(value: Any, src: int = 0) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_object(value: Any) -> list[Any]:
+    """Every rank's ``value`` (a picklable object), in rank order, on every rank (``[value]`` in a single process)."""
+    if not is_distributed():
+        return [value]
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, value)
+    return everyone
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
 
 from hrnas_automl.data.coco_detection import CocoDetection, DetectionData
 from hrnas_automl.runtime.device import device_of
 from hrnas_automl.tasks import EpochCallback, Task, training
 from hrnas_automl.config import TrainSettings
+from hrnas_automl.data.loading import IN_PROCESS, make_loader
 
 __all__ = ["FPN", "FCOSHead", "Detector", "fcos_loss", "detect", "evaluate_map", "DetectionTask", "TASK"]
 
@@ -215,9 +215,10 @@ def detect(outputs: Mapping[str, torch.Tensor], *, score_thresh: float = 0.05, n
 
 
 @torch.no_grad()
-def evaluate_map(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 16) -> dict[str, float]:
-    """COCO bbox ``map`` (AP@[.5:.95]) and ``map50`` of ``model`` (eval mode) on ``dataset``, by pycocotools
-    COCOeval."""
+def evaluate_map(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 16,
+                 loading: TrainSettings = IN_PROCESS) -> dict[str, float]:
+    """COCO bbox ``map`` (AP@[.5:.95]) and ``map50`` of ``model`` (eval mode) on ``dataset`` (loaded as ``loading``
+    says), by pycocotools COCOeval."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -225,7 +226,7 @@ def evaluate_map(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 
     device = device_of(model)
     detections: list[dict[str, Any]] = []
     index = 0
-    for images, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+    for images, _ in make_loader(dataset, loading, batch_size=batch_size):
         for boxes, scores, classes in detect(model(images.to(device))):
             h, w = dataset.sizes[index]
             scale = boxes.new_tensor([w, h, w, h]) / dataset.image_size
@@ -283,7 +284,8 @@ class DetectionTask(Task):
             on_epoch: EpochCallback) -> dict[str, Any]:
         detector = self.deployed(model, data, options)
         return training.fit(detector, training.train_loader(data.train, settings), settings, on_epoch, loss=fcos_loss,
-                            evaluate=lambda m: evaluate_map(m, data.val, batch_size=settings.batch_size))
+                            evaluate=lambda m: evaluate_map(m, data.val, batch_size=settings.batch_size,
+                                                            loading=settings))
 
 
 TASK = DetectionTask()

@@ -24,12 +24,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from hrnas_automl.cost import count_cost
 from hrnas_automl.data import ClassificationData
 from hrnas_automl.spaces.ranet import RANet, exit_macs
 from hrnas_automl.config import TrainSettings
+from hrnas_automl.data.loading import IN_PROCESS, make_loader
 from hrnas_automl.runtime.device import device_of
 from hrnas_automl.tasks import training
 
@@ -95,7 +96,7 @@ def train_multi_exit(model: nn.Module, data: ClassificationData, settings: Train
     def evaluate(net: nn.Module) -> dict[str, Any]:
         if len(data.val) == 0:
             raise ValueError("cannot evaluate on an empty dataset; give the validation split at least one image")
-        probs, labels = collect_exit_probs(net, data.val, batch_size=settings.batch_size)
+        probs, labels = collect_exit_probs(net, data.val, batch_size=settings.batch_size, loading=settings)
         exit_accuracy = anytime_accuracy(probs, labels)
         # Cross-entropy from the softmax (clamped: a probability that underflowed to 0 would give inf).
         true_probs = probs.gather(2, labels.view(1, -1, 1).expand(probs.shape[0], -1, 1)).squeeze(2)
@@ -136,15 +137,16 @@ def early_exit_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> lis
 
 @torch.no_grad()
 def collect_exit_probs(model: nn.Module, dataset: Dataset, batch_size: int = 256, *,
-                       device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities of every exit on ``dataset`` (eval mode): ``probs`` ``(E, N, K)`` and ``labels``
-    ``(N,)``, both on the CPU, in dataset order."""
+                       device: str | torch.device | None = None, loading: TrainSettings = IN_PROCESS
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities of every exit on ``dataset`` (eval mode, loaded as ``loading`` says): ``probs``
+    ``(E, N, K)`` and ``labels`` ``(N,)``, both on the CPU, in dataset order."""
     if len(dataset) == 0:
         raise ValueError("cannot evaluate on an empty dataset; give the split at least one image")
     device = device_of(model) if device is None else device
     model.eval().to(device)
     chunks, targets = [], []
-    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+    for images, labels in make_loader(dataset, loading, batch_size=batch_size):
         logits = _as_exit_list(model(images.to(device)), model)
         chunks.append(torch.stack([y.float().softmax(dim=1) for y in logits]).cpu())
         targets.append(labels)

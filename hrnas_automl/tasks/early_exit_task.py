@@ -121,8 +121,8 @@ def train_for_thresholds(model: nn.Module, data: ClassificationData, settings: T
     train, held_out = hold_out(data.train, holdout, settings.seed)
     train_multi_exit(model, replace(data, train=train), settings, exit_weights=exit_weights)
     with runtime_of(settings).autocast():  # on the device the trainer placed the model on
-        return (*collect_exit_probs(model, held_out, settings.batch_size),
-                *collect_exit_probs(model, data.val, settings.batch_size))
+        return (*collect_exit_probs(model, held_out, settings.batch_size, loading=settings),
+                *collect_exit_probs(model, data.val, settings.batch_size, loading=settings))
 
 
 class EarlyExitTask(ClassificationTask):
@@ -150,8 +150,8 @@ class EarlyExitTask(ClassificationTask):
         def score(epoch: int, metrics: dict[str, Any]) -> None:
             nonlocal final
             with runtime_of(settings).autocast():  # on the device the trainer placed the model on
-                fit_probs, fit_labels = collect_exit_probs(model, held_out, settings.batch_size)
-                probs, labels = collect_exit_probs(model, data.val, settings.batch_size)
+                fit_probs, fit_labels = collect_exit_probs(model, held_out, settings.batch_size, loading=settings)
+                probs, labels = collect_exit_probs(model, data.val, settings.batch_size, loading=settings)
             row: dict[str, Any] = {"accuracy": metrics["accuracy"], "loss": metrics["loss"],
                                    "train_loss": metrics["train_loss"]}
             for k, (accuracy, macs) in enumerate(zip(anytime_accuracy(probs, labels), anytime_macs), start=1):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from hrnas_automl.data.coco_keypoints import HEATMAP_STRIDE, KeypointData
 from hrnas_automl.data.heatmaps import decode_heatmaps
@@ -25,6 +25,7 @@ from hrnas_automl.runtime.device import device_of
 from hrnas_automl.tasks import EpochCallback, Task, training
 from hrnas_automl.tasks.training import to_device
 from hrnas_automl.config import TrainSettings
+from hrnas_automl.data.loading import IN_PROCESS, make_loader
 from hrnas_automl.tasks.metrics.keypoints import oks_ap, pck
 
 __all__ = ["heatmap_loss", "predict_keypoints", "evaluate_keypoints", "KeypointTask", "TASK"]
@@ -57,9 +58,10 @@ def _person_score(maxvals: np.ndarray) -> float:
 
 @torch.no_grad()
 def evaluate_keypoints(model: nn.Module, data: KeypointData, *, batch_size: int = 32,
-                       device: str | torch.device | None = None,
-                       pck_threshold: float = 0.05) -> dict[str, float]:
-    """OKS ``ap`` (and ``ap50``, ``ap75``, ``ar``), ``pck`` and the heatmap ``loss`` on ``data.val``."""
+                       device: str | torch.device | None = None, pck_threshold: float = 0.05,
+                       loading: TrainSettings = IN_PROCESS) -> dict[str, float]:
+    """OKS ``ap`` (and ``ap50``, ``ap75``, ``ar``), ``pck`` and the heatmap ``loss`` on ``data.val`` (loaded as
+    ``loading`` says)."""
     dataset: Dataset = data.val
     if len(dataset) == 0:
         raise ValueError("cannot evaluate on an empty dataset; give the validation split at least one person")
@@ -68,7 +70,7 @@ def evaluate_keypoints(model: nn.Module, data: KeypointData, *, batch_size: int 
     input_size = tuple(data.input_shape[1:])
     results, predicted, truth, boxes = [], [], [], []
     loss_sum, seen = 0.0, 0
-    for images, target in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+    for images, target in make_loader(dataset, loading, batch_size=batch_size):
         heatmaps = model(images.to(device))
         loss_sum += heatmap_loss(heatmaps, to_device(target, device)).item() * images.shape[0]
         seen += images.shape[0]
@@ -99,7 +101,7 @@ class KeypointTask(Task):
             on_epoch: EpochCallback) -> dict[str, Any]:
         return training.fit(
             model, training.train_loader(data.train, settings), settings, on_epoch, loss=heatmap_loss,
-            evaluate=lambda net: evaluate_keypoints(net, data, batch_size=settings.batch_size))
+            evaluate=lambda net: evaluate_keypoints(net, data, batch_size=settings.batch_size, loading=settings))
 
 
 TASK = KeypointTask()

@@ -12,12 +12,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from hrnas_automl.data.segmentation import IGNORE_INDEX, SegmentationData
 from hrnas_automl.runtime.device import device_of
 from hrnas_automl.tasks import EpochCallback, Task, training
 from hrnas_automl.config import TrainSettings
+from hrnas_automl.data.loading import IN_PROCESS, make_loader
 from hrnas_automl.tasks.metrics.segmentation import confusion_matrix, miou, pixel_accuracy
 
 __all__ = ["segmentation_loss", "evaluate_segmentation", "SegmentationTask", "TASK"]
@@ -41,16 +42,17 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
 
 @torch.no_grad()
 def evaluate_segmentation(model: nn.Module, dataset: Dataset, num_classes: int, *, batch_size: int = 16,
-                          device: str | torch.device | None = None,
-                          ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
-    """``miou``, ``pixel_accuracy`` and the per-pixel ``loss`` of ``model`` (eval mode) on ``dataset``."""
+                          device: str | torch.device | None = None, ignore_index: int = IGNORE_INDEX,
+                          loading: TrainSettings = IN_PROCESS) -> dict[str, float]:
+    """``miou``, ``pixel_accuracy`` and the per-pixel ``loss`` of ``model`` (eval mode) on ``dataset`` (loaded as
+    ``loading`` says)."""
     if len(dataset) == 0:
         raise ValueError("cannot evaluate on an empty dataset; give the validation split at least one image")
     device = device_of(model) if device is None else device
     model.eval().to(device)
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     loss_sum, pixels = 0.0, 0
-    for images, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+    for images, labels in make_loader(dataset, loading, batch_size=batch_size):
         logits = _at_label_size(model(images.to(device)), labels).cpu()
         counted = int((labels != ignore_index).sum())
         if counted:
@@ -75,7 +77,7 @@ class SegmentationTask(Task):
             model, training.train_loader(data.train, settings), settings, on_epoch,
             loss=lambda logits, labels: segmentation_loss(logits, labels, data.ignore_index),
             evaluate=lambda net: evaluate_segmentation(net, data.val, data.num_classes, batch_size=settings.batch_size,
-                                                       ignore_index=data.ignore_index))
+                                                       ignore_index=data.ignore_index, loading=settings))
 
 
 TASK = SegmentationTask()

@@ -29,15 +29,16 @@ import torch
 from torch import nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from hrnas_automl.config import TrainSettings
+from hrnas_automl.data.loading import make_loader
 from hrnas_automl.runtime import distributed
 from hrnas_automl.runtime.device import Runtime, device_of, runtime_of
 from hrnas_automl.tasks import EpochCallback
 
-__all__ = ["Loss", "Schedule", "Batches", "torch_threads", "to_device", "run_length", "train_loader", "batches_of",
+__all__ = ["Loss", "Schedule", "Batches", "torch_threads", "to_device", "run_length", "train_loader",
            "sgd", "cosine", "cosine_closed_form", "linear_decay", "DivergedError", "train_step", "fit",
            "recalibrate_bn"]
 
@@ -86,43 +87,16 @@ def run_length(settings: TrainSettings, batches_per_epoch: int) -> tuple[int, in
     return math.ceil(steps / batches_per_epoch), steps
 
 
-class _TaskLoader(DataLoader):
-    """A shuffling loader that draws one seed from its generator and drops it before each pass: the tasks' loop
-    always did (its progress bar, ``tqdm.auto``, made an unused iterator of the loader, and each iterator draws a
-    seed), so the tasks' seeded results stay as they were."""
-
-    def __iter__(self) -> Iterator[Any]:
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
-        return super().__iter__()
-
-
 def train_loader(dataset: Dataset, settings: TrainSettings) -> DataLoader:
     """The training split of a task in shuffled batches of ``settings.batch_size``, the order seeded by
     ``settings.seed``; a last batch of one image is dropped (it breaks BatchNorm over 1x1 features in train mode)."""
     n = len(dataset)  # type: ignore[arg-type]
     if n == 0:
         raise ValueError("cannot train on an empty dataset; give the training split at least one image")
-    return batches_of(dataset, settings.batch_size, generator=torch.Generator().manual_seed(settings.seed),
-                      drop_last=n > settings.batch_size and n % settings.batch_size == 1,
-                      pin_memory=runtime_of(settings).is_cuda, loader=_TaskLoader)
-
-
-def batches_of(dataset: Dataset, batch_size: int, *, generator: torch.Generator | None = None,
-               drop_last: bool = False, pin_memory: bool = False, loader: type[DataLoader] = DataLoader) -> DataLoader:
-    """``dataset`` in batches of ``batch_size``, shuffled by ``generator`` (None: in order). Under ``torchrun``
-    ``batch_size`` is the global batch and each rank loads its share of every batch
-    (:class:`~hrnas_automl.runtime.distributed.ShardedBatches`): the ranks together train on the batches of a
-    one-process run, in its seeded order."""
-    world = distributed.world_size()
-    if world == 1:
-        return loader(dataset, batch_size=batch_size, shuffle=generator is not None, num_workers=0,
-                      drop_last=drop_last, generator=generator, pin_memory=pin_memory)
-    if batch_size % world:
-        raise ValueError(f"train.batch_size {batch_size} is the global batch of {world} processes and must divide "
-                         f"among them; set it to a multiple of {world}")
-    order = RandomSampler(dataset, generator=generator) if generator is not None else SequentialSampler(dataset)
-    sharded = distributed.ShardedBatches(BatchSampler(order, batch_size, drop_last), distributed.rank(), world)
-    return loader(dataset, batch_sampler=sharded, num_workers=0, generator=generator, pin_memory=pin_memory)
+    # skip_draws=1: the tasks' loop always drew one seed per pass (its progress bar, ``tqdm.auto``, made an unused
+    # iterator of the loader), so the tasks' seeded results stay as they were.
+    last_of_one = n > settings.batch_size and n % settings.batch_size == 1
+    return make_loader(dataset, settings, shuffle=True, drop_last=last_of_one, skip_draws=1, shard=True)
 
 
 def sgd(model: nn.Module, settings: TrainSettings, *, decay_1d: bool = True,

@@ -4,6 +4,8 @@ recalibration re-estimates statistics, runs are seeded, the budget is met, and t
 prune trial and as a tuning objective."""
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import io
 from pathlib import Path
@@ -121,7 +123,8 @@ def test_a_search_stopped_in_its_third_epoch_resumes_from_its_checkpoint_bit_ide
     assert len(state["steps"]) == 2 and state["trainer"]["epoch"] == 2
     assert state["arch"] == reference.steps[1].arch  # the widths the network is rebuilt to
     resumed = []
-    result = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=TRAIN, space_args=args,
+    workers = dataclasses.replace(TRAIN, num_workers=2)  # loading settings change no result: the checkpoint resumes
+    result = fine_grained_search("hrnas", "segmentation", "shapes", DATA, settings, train=workers, space_args=args,
                                  on_step=resumed.append, checkpoint=checkpoint)
     assert [s.epoch for s in resumed] == [2, 3]
     assert result.arch == reference.arch and result.metrics == reference.metrics and result.steps == reference.steps
