@@ -30,8 +30,11 @@ class DataConfig(BaseModel):
 
 
 class LatencyConfig(BaseModel):
-    """How the trial measures the latency of the trained network (batch 1, median): under eager PyTorch (``backend:
-    torch``, on ``train.device``'s kind of machine as today: the CPU) or ONNX Runtime on the CPU (``onnxruntime``)."""
+    """The latency a trial reports, batch 1, under eager PyTorch (``backend: torch``, on the CPU) or ONNX Runtime on
+    the CPU (``onnxruntime``): ``latency_ms`` is predicted by the space's latency table, which is timed once per
+    machine (while no other trial of it runs) and cached, so it does not depend on what runs next to the trial;
+    the network is also timed in the trial, ``repeats`` runs after ``warmup``, as ``latency_measured_ms`` (median)
+    and ``latency_measured_iqr_ms`` (their interquartile range): noisy when trials share the cores."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
@@ -40,13 +43,25 @@ class LatencyConfig(BaseModel):
     warmup: int = Field(3, ge=0)
     threads: int | None = Field(1, ge=1)
 
-    def measure(self, model: Any, input_shape: tuple[int, ...]) -> float:
-        """Median milliseconds of one forward pass of ``model`` (:func:`~hrnas_automl.cost.latency.measure_latency`
-        with these settings)."""
-        from hrnas_automl.cost.latency import measure_latency
+    def metrics(self, space: str, arch: Mapping[str, Any], space_args: Mapping[str, Any],
+                input_shape: tuple[int, ...], nets: Mapping[str, Any]) -> dict[str, float]:
+        """The latency keys of a trial of ``arch``: ``latency_ms``, the searched network's prediction
+        (:func:`~hrnas_automl.cost.latency.predicted_latency`, the table the tuners' ``max_latency_ms`` reads), and
+        for each network of ``nets`` (``{key prefix: module}``) ``{prefix}latency_measured_ms`` and
+        ``{prefix}latency_measured_iqr_ms`` (:func:`~hrnas_automl.cost.latency.latency_times`)."""
+        import statistics
 
-        return measure_latency(model, input_shape, warmup=self.warmup, repeats=self.repeats, threads=self.threads,
-                               backend=self.backend)
+        from hrnas_automl.cost.latency import latency_times, predicted_latency
+
+        out = {"latency_ms": predicted_latency(space, arch, input_shape, threads=self.threads, backend=self.backend,
+                                               **space_args)}
+        for prefix, net in nets.items():
+            times = latency_times(net, input_shape, warmup=self.warmup, repeats=self.repeats, threads=self.threads,
+                                  backend=self.backend)
+            q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else times * 3
+            out.update({f"{prefix}latency_measured_ms": statistics.median(times),
+                        f"{prefix}latency_measured_iqr_ms": q3 - q1})
+        return out
 
 
 class TrialConfig(BaseModel):

@@ -125,9 +125,10 @@ def _prune(config: TrialConfig, prune: Mapping[str, Any], settings: FineGrainedS
 
         task = get_task(config.task)
         data = task.build_data(config.data.kind, config.data.options())
-        model = freeze(config.space, result.arch, **config.space_args, **task.model_args(data), head=task.head)
+        space_args = {**config.space_args, **task.model_args(data), "head": task.head}
+        model = freeze(config.space, result.arch, **space_args)
         model.load_state_dict(result.state_dict)
-        metrics["latency_ms"] = config.latency.measure(model, data.input_shape)
+        metrics.update(config.latency.metrics(config.space, result.arch, space_args, data.input_shape, {"": model}))
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None:
         report_final(metrics)

@@ -3,7 +3,9 @@
 Under nnictl (``trialCommand: hrnas-automl trial --config trial.yml``) the architecture comes from
 the tuner and results go to the NNI manager; by hand it runs one architecture (a file, a preset or a
 seeded random sample) and prints the same metrics. Every strategy reports the same keys, so the web
-UI sorts and plots them alike: ``default`` (the task metric), ``macs``, ``params``, ``latency_ms``.
+UI sorts and plots them alike: ``default`` (the task metric), ``macs``, ``params``, ``latency_ms`` (predicted by
+the space's latency table: comparable between trials, whatever runs next to them; the trial's own timing is
+``latency_measured_ms``).
 """
 from __future__ import annotations
 
@@ -143,8 +145,7 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     metrics: dict[str, float] = {"default": final[task.metric], **final, **costs}
     _check_finite(metrics, "final")
     if config.latency.enabled:
-        metrics.update({f"{prefix}latency_ms": config.latency.measure(net, data.input_shape)
-                        for prefix, net in nets.items()})
+        metrics.update(config.latency.metrics(config.space, arch, space_args, data.input_shape, nets))
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None:
         report_final(metrics)
