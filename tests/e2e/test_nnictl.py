@@ -17,15 +17,21 @@ from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
 
 EXAMPLES = EXAMPLES / "detnas"
+# an example's search has signal (issue 18 item 6): a few of its trials' `default` differ by this much, and the
+# best is this far above chance
+SPREAD, ABOVE_CHANCE = 0.02, 0.05
 
 
-def shrunk_example(name: str, dest: Path, trials: int, trial_config: str = "trial.yml", **class_args: Any) -> Path:
-    """Copy an example experiment (and its trial config) with tiny data and few trials, keeping its tuner and search
-    space; ``class_args`` are set in its tuner's classArgs."""
+def shrunk_example(name: str, dest: Path, trials: int, trial_config: str = "trial.yml", keep_data: bool = False,
+                   **class_args: Any) -> Path:
+    """Copy an example experiment (and its trial config) with tiny data (or, ``keep_data``, the example's data and
+    training, whose trials must differ) and few trials, keeping its tuner and search space; ``class_args`` are set
+    in its tuner's classArgs."""
     shutil.copy(EXAMPLES / "search_space_small.json", dest)
     trial = yaml.safe_load((EXAMPLES / trial_config).read_text())
-    trial["data"].update(train_size=128, val_size=64)
-    trial["train"].update(epochs=2, batch_size=32)
+    if not keep_data:
+        trial["data"].update(train_size=128, val_size=64)
+        trial["train"].update(epochs=2, batch_size=32)
     trial["latency"].update(repeats=3, warmup=1)
     (dest / trial_config).write_text(yaml.safe_dump(trial))
     config = yaml.safe_load((EXAMPLES / name).read_text())
@@ -95,18 +101,25 @@ def test_create_retries_only_a_manager_too_slow_to_answer(outputs: list[tuple[in
 @pytest.mark.slow
 @pytest.mark.parametrize("example", ["evolution.yml", "random.yml", "tpe.yml"])
 def test_example_experiment_runs_and_reports_common_keys(example: str, tmp_path: Path, nni_home: Path) -> None:
-    config = shrunk_example(example, tmp_path, trials=3)
+    """The random search runs on the example's own data and training (issue 18: every example is a search with
+    signal): its trials' ``default`` differ and the best is above chance (10 classes: 0.1)."""
+    signal = example == "random.yml"
+    config = shrunk_example(example, tmp_path, trials=3, keep_data=signal)
     with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     limit = yaml.safe_load(config.read_text())["tuner"].get("classArgs", {}).get("max_macs")
+    epochs = yaml.safe_load((tmp_path / "trial.yml").read_text())["train"]["epochs"]
     for t in trials:
         assert {"default", "macs", "params", "latency_ms"} <= set(t.metrics)
         assert 0.0 <= t.metrics["default"] <= 1.0
         # the metrics belong to this arch: its MACs, counted again here, match what the trial reported
         assert t.metrics["macs"] == arch_cost("detnas-small", t.arch, (3, 32, 32), num_classes=10).macs
         assert limit is None or t.metrics["macs"] <= limit
-        assert [row["epoch"] for row in t.intermediate] == [0, 1]
+        assert [row["epoch"] for row in t.intermediate] == list(range(epochs))
+    if signal:
+        scores = [t.metrics["default"] for t in trials]
+        assert max(scores) - min(scores) >= SPREAD and max(scores) >= 0.1 + ABOVE_CHANCE, scores
     assert (nni_home / "nni-experiments" / exp.id).is_dir()  # the registry went to the private HOME
 
 
