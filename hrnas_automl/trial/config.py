@@ -72,6 +72,9 @@ class TrialConfig(BaseModel):
     space_args: dict[str, Any] = Field(default_factory=dict)
     task: str = "classification"  # `hrnas_automl.tasks.task_names()`
     task_args: dict[str, Any] = Field(default_factory=dict)  # options of that task (budgets, loss weights)
+    # which of the task's metrics NNI ranks as `default` (the task's own when None, e.g. keypoints' OKS AP): for a
+    # short search whose trials all score 0 on the task's metric (AP) but differ on another (PCK)
+    metric: str | None = None
     data: DataConfig
     train: TrainSettings = TrainSettings()  # train.seed also seeds the random arch of a standalone run
     arch: str | None = None

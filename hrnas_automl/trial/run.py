@@ -132,9 +132,13 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
         model = freeze(config.space, arch, **space_args)
     nets, costs = _deployed_costs(config, task, model, data)
     epochs: list[dict[str, float]] = []
+    ranked = config.metric or task.metric
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        row = {"default": metrics[task.metric], "epoch": epoch, **metrics}
+        if ranked not in metrics:
+            raise ConfigError(f"metric: task {task.name} reports no metric {ranked!r}; use one of: "
+                              f"{', '.join(sorted(metrics))}")
+        row = {"default": metrics[ranked], "epoch": epoch, **metrics}
         _check_finite(row, f"epoch {epoch}")
         epochs.append(row)
         if report_intermediate is not None:
@@ -142,7 +146,7 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
 
     with torch_threads(config.threads):
         final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
-    metrics: dict[str, float] = {"default": final[task.metric], **final, **costs}
+    metrics: dict[str, float] = {"default": final[ranked], **final, **costs}
     _check_finite(metrics, "final")
     if config.latency.enabled:
         metrics.update(config.latency.metrics(config.space, arch, space_args, data.input_shape, nets))

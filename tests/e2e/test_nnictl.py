@@ -125,11 +125,12 @@ def test_example_experiment_runs_and_reports_common_keys(example: str, tmp_path:
 
 @pytest.mark.slow
 def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_home: Path) -> None:
+    """On the example's own data and training (issue 18 item 6): the trials' `default` (PCK) differ and the best is
+    above what guessing reaches (a keypoint within 0.05 of the box size: about 1% of uniform guesses)."""
     examples = EXAMPLES.parent / "lite_hrnet"
     shutil.copy(examples / "search_space.json", tmp_path)
     trial = yaml.safe_load((examples / "trial_kpt.yml").read_text())
-    trial["data"].update(train_size=8, val_size=4, cache_dir=str(tmp_path / "data"))
-    trial["train"].update(epochs=1)
+    trial["data"].update(cache_dir=str(tmp_path / "data"))
     trial["latency"].update(repeats=2, warmup=0)
     (tmp_path / "trial_kpt.yml").write_text(yaml.safe_dump(trial))
     config = yaml.safe_load((examples / "evolution.yml").read_text())
@@ -141,8 +142,10 @@ def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_ho
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     for t in trials:
         assert {"default", "ap", "pck", "macs", "params", "latency_ms"} <= set(t.metrics)
-        assert t.metrics["default"] == t.metrics["ap"] and t.metrics["latency_ms"] > 0
+        assert t.metrics["default"] == t.metrics["pck"] and t.metrics["latency_ms"] > 0
         assert t.metrics["macs"] == arch_cost("lite-hrnet", t.arch, (3, 64, 48), head="keypoints").macs
+    scores = [t.metrics["default"] for t in trials]
+    assert max(scores) - min(scores) >= SPREAD and max(scores) >= 0.01 + ABOVE_CHANCE / 2, scores
 
 
 @pytest.mark.slow

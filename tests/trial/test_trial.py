@@ -26,7 +26,7 @@ TINY = {"space": "detnas-small",
 
 @pytest.mark.parametrize(("patch", "message"), [
     ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: "
-                   r"space, space_args, task, task_args, data, train, arch, threads, latency"),
+                   r"space, space_args, task, task_args, metric, data, train, arch, threads, latency"),
     ({"train": {"epoch": 3}}, r"unknown key 'train.epoch'; allowed keys here: epochs, steps, batch_size, lr"),
     ({"train": {"lr": 0}}, r"train: Value error, train.lr must be > 0, got 0.0"),
     ({"train": {"epochs": "many"}}, r"train.epochs: Input should be a valid integer"),
@@ -80,6 +80,18 @@ def test_run_trial_reports_every_epoch_and_the_common_keys() -> None:
     assert measured > 0 and iqr >= 0
     again = run_trial(config, arch)
     assert again.metrics["default"] == result.metrics["default"]  # same seed, same result
+
+
+def test_the_config_names_which_metric_is_default() -> None:
+    """``metric:`` ranks another of the task's metrics as ``default`` (Lite-HRNet's short searches: OKS AP is 0 for
+    every trial, PCK differs); a metric the task does not report fails at the first epoch, naming those it does."""
+    one_epoch = {**TINY, "train": {**TINY["train"], "epochs": 1}, "latency": {"enabled": False}}
+    arch = dict(get_preset("detnas-coco-fpn-300m").arch)
+    result = run_trial(parse_trial_config({**one_epoch, "metric": "loss"}), arch)
+    assert result.metrics["default"] == result.metrics["loss"] == result.epochs[0]["default"]
+    with pytest.raises(ConfigError, match=r"^metric: task classification reports no metric 'pck'; use one of: "
+                                          r"accuracy, loss, train_loss$"):
+        run_trial(parse_trial_config({**one_epoch, "metric": "pck"}), arch)
 
 
 def test_standalone_arch_resolution(tmp_path: Path) -> None:
