@@ -75,7 +75,7 @@ def test_quick_python_snippets_run_as_printed() -> None:
 def test_training_and_export_snippets_run_as_printed(tmp_path: Path) -> None:
     """The fine-grained search and the export chain (the shell block that exports, then the Python blocks that load
     what it wrote), in a scratch folder as a user's working directory."""
-    (export,) = [code for code in SHELL if "hrnas-automl export" in code]
+    (export,) = [code for code in SHELL if "hrnas-automl export " in code]
     (argv,) = commands(export)
     subprocess.run([str(Path(sys.executable).parent / "hrnas-automl"), *argv[1:]], cwd=tmp_path, check=True,
                    capture_output=True, timeout=600)

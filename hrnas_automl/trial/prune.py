@@ -45,6 +45,8 @@ def parse_prune_config(data: Any, source: str = "prune config") -> tuple[TrialCo
     data = dict(data)
     prune = data.pop("prune", None) or {}
     config, options = parse_trial_config(data, source), check_prune_options(prune, source)
+    if config.metric is not None:
+        raise ConfigError(f"{source}: metric: the fine-grained search ranks the task's own metric; remove metric")
     try:  # the values too, before anything runs, naming the file
         prune_settings(options)
     except ConfigError as exc:
