@@ -71,16 +71,26 @@ def test_quick_python_snippets_run_as_printed() -> None:
         exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
 
 
+def run_snippet(code: str, folder: Path) -> None:
+    """Run a Python snippet in its own process, in ``folder`` as a user's working directory."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.slow
-def test_training_and_export_snippets_run_as_printed(tmp_path: Path) -> None:
-    """The fine-grained search and the export chain (the shell block that exports, then the Python blocks that load
-    what it wrote), in a scratch folder as a user's working directory."""
+def test_export_snippets_run_as_printed(tmp_path: Path) -> None:
+    """The shell block that exports, then the Python blocks that load what it wrote."""
     (export,) = [code for code in SHELL if "hrnas-automl export " in code]
     (argv,) = commands(export)
     subprocess.run([str(Path(sys.executable).parent / "hrnas-automl"), *argv[1:]], cwd=tmp_path, check=True,
                    capture_output=True, timeout=600)
-    slow = [code for code in PYTHON if any(mark in code for mark in SLOW)]
-    assert len(slow) >= 3
-    for code in slow:
-        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
+    loading = [code for code in PYTHON if "runs/export_detnas" in code]
+    assert len(loading) == 2
+    for code in loading:
+        run_snippet(code, tmp_path)
+
+
+@pytest.mark.slow
+def test_fine_grained_snippet_runs_as_printed(tmp_path: Path) -> None:
+    (code,) = [code for code in PYTHON if "fine_grained_search" in code]
+    run_snippet(code, tmp_path)
