@@ -571,6 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hrnas-automl`` console script."""
     args = build_parser().parse_args(argv)
+    from hrnas_automl.nni.compat import in_nni_trial, trial_log_output
+
+    if in_nni_trial():  # an nnictl trial: its errors reach the web UI's trial log, even a bad config's
+        trial_log_output()
     try:
         args.func(args)
     except (ValueError, KeyError, FileNotFoundError, PermissionError, RuntimeError, TimeoutError) as exc:

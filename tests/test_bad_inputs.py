@@ -341,6 +341,16 @@ CASES.extend([
      r"onnxruntime$"),
 ])
 
+# --- the trial's ranked metric (issue 18 item 6) ---------------------------------------------------------------------
+FILES.update({
+    "prune_metric.yml": "space: hrnas\nspace_args: {setting: tiny}\ntask: segmentation\ndata: {kind: shapes}\n"
+                        "metric: loss\nprune: {lam: 1.0}\n",
+})
+CASES.extend([
+    (("prune", "--config", "{tmp}/prune_metric.yml"),
+     r"prune_metric.yml: metric: the fine-grained search ranks the task's own metric; remove metric$"),
+])
+
 
 @pytest.mark.parametrize(("argv", "pattern"), CASES, ids=[" ".join(argv[:2]) + f" #{i}" for i, (argv, _) in
                                                           enumerate(CASES)])

@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from hrnas_automl.arch import Space
     from hrnas_automl.cost.tables import CostTable
 
-__all__ = ["BACKENDS", "check_backend", "measure_latency", "onnx_latency", "torch_threads", "latency_table",
-           "raw_latency_table", "predicted_latency"]
+__all__ = ["BACKENDS", "check_backend", "measure_latency", "latency_times", "onnx_latency", "torch_threads",
+           "latency_table", "raw_latency_table", "predicted_latency"]
 
 CALIBRATION_SAMPLES = 8
 """Whole networks timed to fit a table's correction (seeded draws, so every table sees the same ones)."""
@@ -63,15 +63,22 @@ def onnx_latency(path: str | Path, input_shape: Sequence[int], *, batch_size: in
     (:func:`hrnas_automl.export.onnx.ort_session`: ``threads`` intra-op threads, default torch's count; one inter-op
     thread; sequential), timed as :func:`measure_latency` times backend onnxruntime: export once, time several
     thread counts."""
+    return statistics.median(_onnx_times(path, input_shape, batch_size=batch_size, warmup=warmup, repeats=repeats,
+                                         threads=threads))
+
+
+def _onnx_times(path: str | Path, input_shape: Sequence[int], *, batch_size: int, warmup: int, repeats: int,
+                threads: int | None) -> list[float]:
+    """Milliseconds of each timed ONNX Runtime run (:func:`onnx_latency`)."""
     from hrnas_automl.export.onnx import ort_session
 
     session = ort_session(Path(path), threads or torch.get_num_threads())
     feed = {session.get_inputs()[0].name: torch.randn(batch_size, *input_shape).numpy()}
-    return _timed(lambda: session.run(None, feed), warmup, repeats)
+    return _times(lambda: session.run(None, feed), warmup, repeats)
 
 
-def _timed(run: Callable[[], Any], warmup: int, repeats: int) -> float:
-    """Median milliseconds of ``repeats`` calls of ``run`` after ``warmup`` untimed ones."""
+def _times(run: Callable[[], Any], warmup: int, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``run`` after ``warmup`` untimed ones."""
     for _ in range(warmup):
         run()
     times = []
@@ -79,10 +86,9 @@ def _timed(run: Callable[[], Any], warmup: int, repeats: int) -> float:
         t0 = time.perf_counter()
         run()
         times.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(times)
+    return times
 
 
-@torch.no_grad()
 def measure_latency(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1, warmup: int = 3,
                     repeats: int = 10, threads: int | None = None, device: str = "cpu",
                     backend: str = "torch") -> float:
@@ -90,6 +96,20 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], *, batch_size:
 
     ``threads`` pins torch's intra-op thread count (restored afterwards), or ONNX Runtime's session
     (``intra_op_num_threads``; default torch's count). CUDA runs are timed with CUDA events after a synchronize.
+
+    Raises:
+        ValueError: an unknown backend, onnxruntime on a GPU, or a network that does not export to ONNX.
+    """
+    return statistics.median(latency_times(model, input_shape, batch_size=batch_size, warmup=warmup, repeats=repeats,
+                                           threads=threads, device=device, backend=backend))
+
+
+@torch.no_grad()
+def latency_times(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1, warmup: int = 3,
+                  repeats: int = 10, threads: int | None = None, device: str = "cpu",
+                  backend: str = "torch") -> list[float]:
+    """Milliseconds of each of the ``repeats`` timed forward passes :func:`measure_latency` takes the median of
+    (its spread tells how loaded the machine was while measuring).
 
     Raises:
         ValueError: an unknown backend, onnxruntime on a GPU, or a network that does not export to ONNX.
@@ -107,19 +127,19 @@ def measure_latency(model: nn.Module, input_shape: Sequence[int], *, batch_size:
             with tempfile.TemporaryDirectory(prefix="hrnas-latency-") as tmp:
                 path = Path(tmp) / "model.onnx"
                 _to_onnx(model, shape, path, batch_size)
-                return onnx_latency(path, shape, batch_size=batch_size, warmup=warmup, repeats=repeats,
-                                    threads=threads)
+                return _onnx_times(path, shape, batch_size=batch_size, warmup=warmup, repeats=repeats,
+                                   threads=threads)
         x = torch.randn(batch_size, *shape, device=device)
         with torch_threads(threads):
             if not runtime.is_cuda:
-                return _timed(lambda: model(x), warmup, repeats)
+                return _times(lambda: model(x), warmup, repeats)
             for _ in range(warmup):
                 model(x)
             times: list[float] = []
             for _ in range(repeats):
                 with runtime.timed(times):  # CUDA events, after a synchronize
                     model(x)
-            return statistics.median(times)
+            return times
     finally:
         model.train(was_training)
 

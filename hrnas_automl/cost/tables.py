@@ -287,14 +287,21 @@ def cached_table(key: Mapping[str, Any], compile_table: Callable[[], CostTable])
 
     Tables are stored sealed (:func:`hrnas_automl.files.sealed_json`, atomically); a stored file that is
     truncated, altered or unreadable is reported in a warning naming it, then recompiled and overwritten.
+    Processes that miss the same table at once (two nnictl trials starting together) compile it once: the
+    first compiles under a lock (``<file>.lock``), the others wait, then read it, so a latency table is timed
+    while they idle and every process predicts from the same table.
     """
+    import fcntl
+
     canonical = table_key(key)
     shipped = _stored_table(table_path(SHIPPED_DIR, key), canonical)
     if shipped is not None:
         return shipped
     path = table_path(cache_dir(), key)
-    table = _stored_table(path, canonical)
-    if table is None:
-        table = compile_table()
-        sealed_json({"key": canonical, "table": table.to_json()}, path)
+    with open(path.with_name(f"{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, or by the kernel when the holder dies
+        table = _stored_table(path, canonical)  # perhaps compiled by the process this one waited for
+        if table is None:
+            table = compile_table()
+            sealed_json({"key": canonical, "table": table.to_json()}, path)
     return table

@@ -10,16 +10,17 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import io
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["quiet_nni", "import_nas", "check_pins", "init_parameters", "init_defaults", "to_nni_search_space",
-           "in_nni_trial", "next_parameter", "report_intermediate", "report_final", "STRATEGY_KEY"]
+           "in_nni_trial", "trial_log_output", "next_parameter", "report_intermediate", "report_final", "STRATEGY_KEY"]
 
 STRATEGY_KEY = "strategy"
 """The parameter with which a tuner hosting several strategies (:class:`hrnas_automl.nni.tuners.MultiStrategyTuner`)
@@ -149,6 +150,34 @@ def to_nni_search_space(choices: Mapping[str, list[Any]], *, strategies: Sequenc
 def in_nni_trial() -> bool:
     """True inside a trial launched by the NNI manager (nnictl sets NNI_PLATFORM for its trials)."""
     return os.environ.get("NNI_PLATFORM", "unittest") not in ("", "unittest")
+
+
+class _Tee(io.TextIOBase):
+    """A text stream writing to each of ``streams``."""
+
+    def __init__(self, *streams: TextIO) -> None:
+        super().__init__()
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def trial_log_output() -> None:
+    """Make what an nnictl trial prints reach its log in the web UI ("View trial log" shows ``trial.log``): NNI's
+    import points ``sys.stdout`` of a local trial at ``trial.log`` (one ``PRINT`` line per printed line), and
+    ``sys.stderr`` (a failing trial's error line and traceback, warnings) is copied there too, while still going
+    to ``trial.stderr`` ("View trial error")."""
+    import nni  # noqa: F401  (imported for its side effect: a local trial's stdout goes to trial.log)
+
+    if not isinstance(sys.stderr, _Tee) and sys.stdout is not sys.__stdout__:
+        sys.stderr = _Tee(sys.stderr, sys.stdout)
 
 
 def next_parameter() -> dict[str, Any]:

@@ -30,9 +30,12 @@ class DataConfig(BaseModel):
 
 
 class LatencyConfig(BaseModel):
-    """How the trial measures the latency of the trained network (batch 1, median, fp32): under eager PyTorch
-    (``backend: torch``, on the device it trained on, ``train.device``; CUDA timed with CUDA events) or ONNX Runtime
-    on the CPU (``onnxruntime``)."""
+    """The latency a trial reports, batch 1, fp32, under eager PyTorch (``backend: torch``, on the device it trained
+    on, ``train.device``; CUDA timed with CUDA events) or ONNX Runtime on the CPU (``onnxruntime``): ``latency_ms`` is
+    predicted by the space's latency table, which is timed once per machine (while no other trial of it runs) and
+    cached, so it does not depend on what runs next to the trial; the network is also timed in the trial,
+    ``repeats`` runs after ``warmup``, as ``latency_measured_ms`` (median) and ``latency_measured_iqr_ms`` (their
+    interquartile range): noisy when trials share the cores."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = True
@@ -41,13 +44,27 @@ class LatencyConfig(BaseModel):
     warmup: int = Field(3, ge=0)
     threads: int | None = Field(1, ge=1)
 
-    def measure(self, model: Any, input_shape: tuple[int, ...], device: Any = "cpu") -> float:
-        """Median milliseconds of one forward pass of ``model`` (:func:`~hrnas_automl.cost.latency.measure_latency`
-        with these settings) on ``device`` (the torch backend; ONNX Runtime always runs on the CPU)."""
-        from hrnas_automl.cost.latency import measure_latency
+    def metrics(self, space: str, arch: Mapping[str, Any], space_args: Mapping[str, Any],
+                input_shape: tuple[int, ...], nets: Mapping[str, Any], device: Any = "cpu") -> dict[str, float]:
+        """The latency keys of a trial of ``arch`` on ``device`` (the torch backend; ONNX Runtime always runs on the
+        CPU): ``latency_ms``, the searched network's prediction (:func:`~hrnas_automl.cost.latency.predicted_latency`,
+        the table the tuners' ``max_latency_ms`` reads), and for each network of ``nets`` (``{key prefix: module}``)
+        ``{prefix}latency_measured_ms`` and ``{prefix}latency_measured_iqr_ms``
+        (:func:`~hrnas_automl.cost.latency.latency_times`)."""
+        import statistics
 
-        return measure_latency(model, input_shape, warmup=self.warmup, repeats=self.repeats, threads=self.threads,
-                               backend=self.backend, device=str(device) if self.backend == "torch" else "cpu")
+        from hrnas_automl.cost.latency import latency_times, predicted_latency
+
+        device = str(device) if self.backend == "torch" else "cpu"
+        out = {"latency_ms": predicted_latency(space, arch, input_shape, threads=self.threads, device=device,
+                                               backend=self.backend, **space_args)}
+        for prefix, net in nets.items():
+            times = latency_times(net, input_shape, warmup=self.warmup, repeats=self.repeats, threads=self.threads,
+                                  device=device, backend=self.backend)
+            q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else times * 3
+            out.update({f"{prefix}latency_measured_ms": statistics.median(times),
+                        f"{prefix}latency_measured_iqr_ms": q3 - q1})
+        return out
 
 
 class TrialConfig(BaseModel):
@@ -58,6 +75,9 @@ class TrialConfig(BaseModel):
     space_args: dict[str, Any] = Field(default_factory=dict)
     task: str = "classification"  # `hrnas_automl.tasks.task_names()`
     task_args: dict[str, Any] = Field(default_factory=dict)  # options of that task (budgets, loss weights)
+    # which of the task's metrics NNI ranks as `default` (the task's own when None, e.g. keypoints' OKS AP): for a
+    # short search whose trials all score 0 on the task's metric (AP) but differ on another (PCK)
+    metric: str | None = None
     data: DataConfig
     train: TrainSettings = TrainSettings()  # train.seed also seeds the random arch of a standalone run
     arch: str | None = None

@@ -47,6 +47,8 @@ def parse_prune_config(data: Any, source: str = "prune config") -> tuple[TrialCo
     data = dict(data)
     prune = data.pop("prune", None) or {}
     config, options = parse_trial_config(data, source), check_prune_options(prune, source)
+    if config.metric is not None:
+        raise ConfigError(f"{source}: metric: the fine-grained search ranks the task's own metric; remove metric")
     try:  # the values too, before anything runs, naming the file
         prune_settings(options)
     except ConfigError as exc:
@@ -130,9 +132,11 @@ def _prune(config: TrialConfig, prune: Mapping[str, Any], settings: FineGrainedS
 
         task = get_task(config.task)
         data = task.build_data(config.data.kind, config.data.options())
-        model = freeze(config.space, result.arch, **config.space_args, **task.model_args(data), head=task.head)
+        space_args = {**config.space_args, **task.model_args(data), "head": task.head}
+        model = freeze(config.space, result.arch, **space_args)
         model.load_state_dict(result.state_dict)
-        metrics["latency_ms"] = config.latency.measure(model, data.input_shape, runtime_of(config.train).device)
+        metrics.update(config.latency.metrics(config.space, result.arch, space_args, data.input_shape, {"": model},
+                                              runtime_of(config.train).device))
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None:
         report_final(metrics)

@@ -3,7 +3,9 @@
 Under nnictl (``trialCommand: hrnas-automl trial --config trial.yml``) the architecture comes from
 the tuner and results go to the NNI manager; by hand it runs one architecture (a file, a preset or a
 seeded random sample) and prints the same metrics. Every strategy reports the same keys, so the web
-UI sorts and plots them alike: ``default`` (the task metric), ``macs``, ``params``, ``latency_ms``.
+UI sorts and plots them alike: ``default`` (the task metric), ``macs``, ``params``, ``latency_ms`` (predicted by
+the space's latency table: comparable between trials, whatever runs next to them; the trial's own timing is
+``latency_measured_ms``).
 """
 from __future__ import annotations
 
@@ -137,9 +139,13 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
         model = freeze(config.space, arch, **space_args)
     nets, costs = _deployed_costs(config, task, model, data)
     epochs: list[dict[str, float]] = []
+    ranked = config.metric or task.metric
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        row = {"default": metrics[task.metric], "epoch": epoch, **metrics}
+        if ranked not in metrics:
+            raise ConfigError(f"metric: task {task.name} reports no metric {ranked!r}; use one of: "
+                              f"{', '.join(sorted(metrics))}")
+        row = {"default": metrics[ranked], "epoch": epoch, **metrics}
         _check_finite(row, f"epoch {epoch}")
         epochs.append(row)
         if report_intermediate is not None and main:
@@ -147,11 +153,10 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
 
     with torch_threads(config.threads):
         final = task.fit(model, data, replace(config.train, progress=progress), config.task_args, on_epoch)
-    metrics: dict[str, float] = {"default": final[task.metric], **final, **costs}
+    metrics: dict[str, float] = {"default": final[ranked], **final, **costs}
     _check_finite(metrics, "final")
     if config.latency.enabled and main:
-        metrics.update({f"{prefix}latency_ms": config.latency.measure(net, data.input_shape, runtime.device)
-                        for prefix, net in nets.items()})
+        metrics.update(config.latency.metrics(config.space, arch, space_args, data.input_shape, nets, runtime.device))
     metrics["trial_s"] = time.perf_counter() - t0
     if report_final is not None and main:
         report_final(metrics)

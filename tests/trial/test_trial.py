@@ -11,11 +11,13 @@ import yaml
 
 from hrnas_automl.cli import main
 from hrnas_automl.cost import arch_cost
+from hrnas_automl.cost.latency import predicted_latency
 from hrnas_automl.registry import get_preset
 from hrnas_automl.trial import resolve_arch, run_trial
 from hrnas_automl.config import ConfigError
 from hrnas_automl.trial.config import load_trial_config, parse_trial_config
 
+ARCH = "preset:detnas-coco-fpn-300m"
 TINY = {"space": "detnas-small",
         "data": {"kind": "synthetic", "num_classes": 4, "image_size": 32, "train_size": 64, "val_size": 32},
         "train": {"epochs": 2, "batch_size": 32, "lr": 0.05, "seed": 0},
@@ -24,7 +26,7 @@ TINY = {"space": "detnas-small",
 
 @pytest.mark.parametrize(("patch", "message"), [
     ({"epoch": 3}, r"unknown key 'epoch'; allowed keys here: "
-                   r"space, space_args, task, task_args, data, train, arch, threads, latency"),
+                   r"space, space_args, task, task_args, metric, data, train, arch, threads, latency"),
     ({"train": {"epoch": 3}}, r"unknown key 'train.epoch'; allowed keys here: device, amp, channels_last, epochs, "
                               r"steps, batch_size, lr"),
     ({"train": {"lr": 0}}, r"train: Value error, train.lr must be > 0, got 0.0"),
@@ -72,8 +74,25 @@ def test_run_trial_reports_every_epoch_and_the_common_keys() -> None:
     assert {"default", "macs", "params", "latency_ms"} <= set(result.metrics)
     assert result.metrics["default"] == seen[-1]["default"]
     assert result.metrics["macs"] == arch_cost("detnas-small", arch, (3, 32, 32), num_classes=4).macs
+    # latency_ms is the table's prediction for this arch (threads 1: the trial config's default), not a timing
+    assert result.metrics["latency_ms"] == predicted_latency("detnas-small", arch, (3, 32, 32), threads=1,
+                                                             num_classes=4, head="classifier", in_channels=3)
+    measured, iqr = result.metrics["latency_measured_ms"], result.metrics["latency_measured_iqr_ms"]
+    assert measured > 0 and iqr >= 0
     again = run_trial(config, arch)
     assert again.metrics["default"] == result.metrics["default"]  # same seed, same result
+
+
+def test_the_config_names_which_metric_is_default() -> None:
+    """``metric:`` ranks another of the task's metrics as ``default`` (Lite-HRNet's short searches: OKS AP is 0 for
+    every trial, PCK differs); a metric the task does not report fails at the first epoch, naming those it does."""
+    one_epoch = {**TINY, "train": {**TINY["train"], "epochs": 1}, "latency": {"enabled": False}}
+    arch = dict(get_preset("detnas-coco-fpn-300m").arch)
+    result = run_trial(parse_trial_config({**one_epoch, "metric": "loss"}), arch)
+    assert result.metrics["default"] == result.metrics["loss"] == result.epochs[0]["default"]
+    with pytest.raises(ConfigError, match=r"^metric: task classification reports no metric 'pck'; use one of: "
+                                          r"accuracy, loss, train_loss$"):
+        run_trial(parse_trial_config({**one_epoch, "metric": "pck"}), arch)
 
 
 def test_standalone_arch_resolution(tmp_path: Path) -> None:
@@ -105,3 +124,22 @@ def test_a_trial_process_imports_neither_lightning_nor_nni_strategies(tmp_path: 
     out = subprocess.run([sys.executable, "-c", script, "trial", "--config", str(cfg), "--arch",
                           "preset:detnas-coco-retinanet-300m"], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
+def test_two_trials_started_together_report_the_same_latency(tmp_path: Path) -> None:
+    """Two trial processes of one architecture started at once on a fresh cache (as nnictl starts two trials):
+    the latency table is compiled once, by one of them while the other waits, so both report the same
+    ``latency_ms`` however they disturb each other's timing (issue 18: measured, it varied 3x)."""
+    import os
+
+    cfg = tmp_path / "trial.yml"
+    cfg.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"], "image_size": 16, "train_size": 32,
+                                                    "val_size": 16}, "train": {**TINY["train"], "epochs": 1}}))
+    env = {**os.environ, "HRNAS_AUTOML_CACHE": str(tmp_path / "cache")}
+    argv = [sys.executable, "-m", "hrnas_automl", "trial", "--config", str(cfg), "--arch", ARCH]
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    finals = [json.loads(proc.communicate(timeout=300)[0].splitlines()[-1]) for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert finals[0]["latency_ms"] == finals[1]["latency_ms"] > 0
+    assert len(list((tmp_path / "cache" / "tables").glob("*.json"))) == 2  # the raw table and its calibration
