@@ -205,7 +205,7 @@ def latency_table(space: str | Space, input_shape: Sequence[int] | None = None, 
     """
     from hrnas_automl import __version__
     from hrnas_automl.arch import resolve_space
-    from hrnas_automl.cost.tables import cached_table
+    from hrnas_automl.cost.tables import cache_dir, cached_table
 
     space = resolve_space(space, **space_args)
     shape = space.input_shape(input_shape)
@@ -226,7 +226,14 @@ def latency_table(space: str | Space, input_shape: Sequence[int] | None = None, 
 
     def load_or_fit() -> CostTable:
         with torch.random.fork_rng():  # freezing networks draws initial weights: the caller's stream is kept
-            return cached_table(key, fit)
+            table = cached_table(key, fit)
+        (fastest,), _ = table.bounds()
+        if fastest <= 0:  # per-group differences of whole networks timed while the machine was busy
+            raise ValueError(f"the latency table of {space.name} at input {list(shape)} ({kind}) predicts "
+                             f"{fastest:.3g} ms for its fastest network: its timings were too noisy (the machine was "
+                             f"busy while it compiled); remove the cached tables in {cache_dir()} and compile it again "
+                             f"on an idle machine")
+        return table
 
     return space.memo(("latency-calibrated", kind, tuple(shape)), load_or_fit)
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from hrnas_automl.arch import choices_of
 from hrnas_automl.cost import cost_limit
+from hrnas_automl.cost import latency
 from hrnas_automl.cost.latency import (
     _ratio,
     _to_onnx,
@@ -91,6 +92,21 @@ def test_calibrated_table_scales_every_value_and_stays_additive() -> None:
         assert fixed.evaluate(arch)[0] == pytest.approx(0.5 * table.evaluate(arch)[0])
     assert fixed.bounds() == ((0.5 * 2.0,), (0.5 * 6.0,))
     assert fixed.marginal({"a": 0, "b": 0}, "a", 1) == (1.0,)
+
+
+def test_a_table_predicting_no_time_for_some_network_is_refused(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole networks timed per group on a busy machine can give differences that sum below zero: such a table is
+    refused in one line naming the cache to clear, never used as a negative latency."""
+    monkeypatch.setenv("HRNAS_AUTOML_CACHE", str(tmp_path))
+    label, values = next(iter(choices_of("detnas-small", **ARGS).items()))
+    noisy = CostTable(("latency_ms",), ((label,),), (1.0,),
+                      ({(value,): (-2.0 if i == 0 else 0.5,) for i, value in enumerate(values)},))
+    monkeypatch.setattr(latency, "raw_latency_table", lambda *args, **kwargs: noisy)
+    monkeypatch.setattr(latency, "measure_latency", lambda *args, **kwargs: 1.0)
+    with pytest.raises(ValueError, match=rf"predicts -[0-9.]+ ms for its fastest network: .* remove the cached tables in "
+                                         rf"{tmp_path}"):
+        latency_table("detnas-small", SMALL, threads=1, **ARGS, **FAST)
 
 
 @pytest.fixture(scope="module")
