@@ -1,0 +1,152 @@
+"""Random, evolution, the Optuna tuner and NNI's TPE on ``detnas-small`` over 5 seeds with the same trial budget,
+each run an nnictl experiment through the real tuner, compared by ``hrnas-automl report``.
+
+    python bench/compare_strategies.py [--seeds 0 1 2 3 4] [--trials 6] [--parallel 2] [--out [PATH]]
+    (bare --out: bench/results/compare_strategies.json, with the report's compare_strategies.md and
+    compare_strategies_progress.png / _pareto.png beside it; without --out nothing is kept)
+
+Setup (issue 18 item 3): one experiment per strategy and seed (trialConcurrency 1, ``--parallel`` experiments at a
+time, each under a private HOME in a temporary folder removed at the end), the same search space
+(examples/detnas/search_space_small.json) and the same cheap trial: examples/detnas/trial.yml with the analytic
+MACs / params, a short training on generated data (``--train-size`` images, ``--epochs``) and a 3-repeat latency.
+No MACs limit for any strategy (NNI's TPE cannot take one, so none gets one). The strategies:
+
+* ``random``: StrategyTuner, strategy random;
+* ``evolution``: StrategyTuner, population = half the trials (3), 2 parents, the rest of a generation children
+  (2 mutations + 1 crossover): the random first generation and one generation of children;
+* ``optuna-tpe``: OptunaTuner, objective the metric alone, Optuna's TPE with half the trials random start-up;
+* ``tpe``: NNI's built-in TPE with half the trials random start-up jobs (``tpe_args.n_startup_jobs``; its default
+  20 would make it random search at this budget).
+
+The budget: 6 trials a run, 120 trials in all, on 512 generated images for 2 epochs. On the 2 shared cores (load
+8-12 while it was chosen) such a trial took 45-60 s wall, a third of it process start-up, so even this budget
+runs about an hour there; with 256 images or 4 classes every network scored chance (0.10 / 0.25), so the training
+cannot be shorter. It leaves each strategy one step past random sampling: this measures small-budget behaviour
+only, and a difference needs to be large to show.
+
+What counts as evolution beating random, fixed before the run: a one-sided Mann-Whitney U test on the 5 seeds'
+best metrics (evolution's greater than random's) with p < 0.05 (the report's ``p_first_better`` /
+``p_second_better`` of that pair; with 5 seeds each the smallest possible one-sided p is 0.004). A higher median
+best-so-far at the last trial without that p is reported as a tendency, not a win.
+
+Results: see the end of this docstring once run (bench/results/compare_strategies.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script too
+
+from bench.common import add_out_argument, emit, out_path  # noqa: E402
+from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env  # noqa: E402
+from hrnas_automl.report import write_report  # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "detnas"
+STRATEGIES = ("random", "evolution", "optuna-tpe", "tpe")
+
+
+def tuner(strategy: str, seed: int, trials: int) -> dict[str, Any]:
+    """The nnictl ``tuner:`` section of one strategy at one seed (module docstring): the first half of the
+    ``trials`` are random for all but random search, which is random throughout."""
+    start = max(2, trials // 2)
+    own = {"space": "detnas-small", "space_args": {"num_classes": 10}, "seed": seed, "optimize_mode": "maximize",
+           "input_shape": [3, 32, 32]}
+    if strategy == "random":
+        return {"className": "hrnas_automl.nni.StrategyTuner", "codeDirectory": ".",
+                "classArgs": {**own, "strategy": "random"}}
+    if strategy == "evolution":
+        return {"className": "hrnas_automl.nni.StrategyTuner", "codeDirectory": ".",
+                "classArgs": {**own, "strategy": "evolution", "population_size": start, "select_num": 2,
+                              "mutation_num": start - 1, "mutation_prob": 0.1, "crossover_num": 1}}
+    if strategy == "optuna-tpe":
+        return {"className": "hrnas_automl.nni.optuna_tuner.OptunaTuner", "codeDirectory": ".",
+                "classArgs": {"objectives": "metric", "sampler": "tpe", "seed": seed,
+                              "sampler_args": {"n_startup_trials": start}}}
+    return {"name": "TPE", "classArgs": {"optimize_mode": "maximize", "seed": seed,
+                                         "tpe_args": {"n_startup_jobs": start}}}
+
+
+def write_experiment(folder: Path, strategy: str, seed: int, args: argparse.Namespace) -> Path:
+    """An experiment folder: the search space, the shrunk trial config and the nnictl YAML."""
+    folder.mkdir(parents=True)
+    shutil.copy(EXAMPLES / "search_space_small.json", folder)
+    trial = yaml.safe_load((EXAMPLES / "trial.yml").read_text())
+    trial["data"].update(train_size=args.train_size, val_size=args.val_size)
+    trial["train"].update(epochs=args.epochs)
+    trial["latency"].update(repeats=3, warmup=1)
+    (folder / "trial.yml").write_text(yaml.safe_dump(trial))
+    config = {"experimentName": f"compare-{strategy}-seed{seed}", "searchSpaceFile": "search_space_small.json",
+              "trialCommand": "hrnas-automl trial --config trial.yml", "trialCodeDirectory": ".",
+              "trialConcurrency": 1, "maxTrialNumber": args.trials, "maxExperimentDuration": "60m",
+              "tuner": tuner(strategy, seed, args.trials), "trainingService": {"platform": "local"}}
+    (folder / "config.yml").write_text(yaml.safe_dump(config))
+    return folder / "config.yml"
+
+
+def run_one(root: Path, strategy: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One experiment to its end (stopped after); its folder and how it went."""
+    home = root / f"{strategy}-seed{seed}" / "home"
+    home.mkdir(parents=True)
+    config = write_experiment(root / f"{strategy}-seed{seed}" / "exp", strategy, seed, args)
+    t0 = time.perf_counter()
+    with NniExperiment.create(config, port=free_port(), env=nni_env(home=home)) as exp:
+        trials = exp.wait(timeout=3600)
+    wall = time.perf_counter() - t0
+    failed = [t.trial_id for t in trials if t.status != "SUCCEEDED"]
+    print(f"{strategy} seed {seed}: {len(trials)} trials ({len(failed)} not succeeded) in {wall:.0f} s",
+          flush=True)
+    return {"strategy": strategy, "seed": seed, "experiment": exp.id, "folder": str(home / "nni-experiments" / exp.id),
+            "wall_s": round(wall, 1), "not_succeeded": failed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trials", type=int, default=6, help="trials per run (the same for every strategy)")
+    parser.add_argument("--parallel", type=int, default=2, help="experiments at a time (one trial each)")
+    parser.add_argument("--train-size", type=int, default=512)
+    parser.add_argument("--val-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    add_out_argument(parser, "compare_strategies")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="compare-strategies-") as tmp:
+        root = Path(tmp)
+        jobs = [(s, seed) for seed in args.seeds for s in args.strategies]  # seeds outer: the load hits all alike
+        with ThreadPoolExecutor(args.parallel) as pool:
+            runs = list(pool.map(lambda job: run_one(root, *job, args), jobs))
+        report = write_report([r["folder"] for r in runs], root / "report",
+                              title=f"detnas-small: {', '.join(args.strategies)} over seeds {args.seeds}")
+        data = json.loads(report["json"].read_text())
+        pairs = [c for c in data["significance"] if {c["first"], c["second"]} == {"evolution", "random"}]
+        verdict = None
+        if pairs:
+            c = pairs[0]
+            p = c["p_first_better"] if c["first"] == "evolution" else c["p_second_better"]
+            verdict = {"p_evolution_better": p, "evolution_beats_random": p is not None and p < 0.05}
+        result = {"setup": {k: v for k, v in vars(args).items() if k != "out"}, "runs": runs,
+                  "wall_s": round(time.perf_counter() - t0, 1), "evolution_vs_random": verdict, "report": data}
+        out = out_path(args)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            stem = out.with_suffix("")
+            shutil.copy(report["markdown"], stem.with_suffix(".md"))
+            for kind in ("progress", "pareto"):
+                shutil.copy(report[kind], stem.with_name(f"{stem.name}_{kind}.png"))
+        print(report["markdown"].read_text())
+        emit(result, args)
+
+
+if __name__ == "__main__":
+    main()
