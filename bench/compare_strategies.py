@@ -27,8 +27,10 @@ scored chance (0.10 / 0.25): the training cannot be shorter. Each strategy gets 
 random trials, then 2 of its own), so this measures tiny-budget behaviour only, and only a large difference can
 show; expect none.
 
-NNI's manager waits a fixed 10 s for the tuner process to connect; on the loaded machine a tuner once took longer
-(``Tuner did not connect in 10 seconds``), so such an experiment, which ran no trial, is started again afresh.
+NNI's manager waits a fixed 10 s for the tuner process to connect, and nnictl a few seconds for the manager; on
+the loaded machine both were missed (``Tuner did not connect in 10 seconds``; ``nnictl create`` failing on a
+ConnectionError), so experiments start one at a time and one that failed to start (no trial ran) starts again
+afresh.
 
 What counts as evolution beating random, fixed before the run: a one-sided Mann-Whitney U test on the 5 seeds'
 best metrics (evolution's greater than random's) with p < 0.05 (the report's ``p_first_better`` /
@@ -40,10 +42,12 @@ Results: see the end of this docstring once run (bench/results/compare_strategie
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,6 +63,7 @@ from hrnas_automl.report import write_report  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "detnas"
 STRATEGIES = ("random", "evolution", "optuna-tpe", "tpe")
+_STARTING = threading.Lock()  # held while an experiment starts
 
 
 def tuner(strategy: str, seed: int, trials: int) -> dict[str, Any]:
@@ -99,10 +104,11 @@ def write_experiment(folder: Path, strategy: str, seed: int, args: argparse.Name
     return folder / "config.yml"
 
 
-def run_one(root: Path, strategy: str, seed: int, args: argparse.Namespace, attempts: int = 3) -> dict[str, Any]:
+def run_one(root: Path, strategy: str, seed: int, args: argparse.Namespace, attempts: int = 8) -> dict[str, Any]:
     """One experiment to its end (stopped after); its folder and how it went. An experiment whose tuner did not
     connect to the manager within NNI's fixed 10 s (its dispatcher starting on a loaded machine) is run again
-    afresh, up to ``attempts`` times in all: no trial of it ran."""
+    afresh, up to ``attempts`` times in all: no trial of it ran. Experiments start one at a time (a manager that
+    answers nnictl too late fails ``nnictl create``, also retried)."""
     attempt = 0
     while True:
         attempt += 1
@@ -112,12 +118,18 @@ def run_one(root: Path, strategy: str, seed: int, args: argparse.Namespace, atte
         config = write_experiment(root / name / "exp", strategy, seed, args)
         t0 = time.perf_counter()
         try:
-            with NniExperiment.create(config, port=free_port(), env=nni_env(home=home)) as exp:
+            with contextlib.ExitStack() as stack:
+                with _STARTING:  # and past NNI's 10 s window for its tuner, before the next experiment starts
+                    exp = stack.enter_context(NniExperiment.create(config, port=free_port(),
+                                                                   env=nni_env(home=home)))
+                    with contextlib.suppress(TimeoutError):
+                        exp.wait(timeout=20, poll=1)
                 trials = exp.wait(timeout=3600)
         except RuntimeError as exc:
-            if "did not connect" not in str(exc) or attempt >= attempts:
+            if not ("did not connect" in str(exc) or str(exc).startswith("nnictl create failed")) or \
+                    attempt >= attempts:
                 raise
-            print(f"{strategy} seed {seed}: the tuner did not start in time ({exc}); again", flush=True)
+            print(f"{strategy} seed {seed}: the experiment did not start ({str(exc)[:200]}); again", flush=True)
             continue
         wall = time.perf_counter() - t0
         failed = [t.trial_id for t in trials if t.status != "SUCCEEDED"]

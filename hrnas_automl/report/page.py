@@ -198,7 +198,10 @@ def markdown_table(report: Report) -> str:
 
 def _html_table(header: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    def cell(value: Any) -> str:  # numbers right-aligned, text left
+        return f"<td{'' if isinstance(value, (int, float)) else ' class=t'}>{html.escape(_fmt(value))}</td>"
+
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -222,7 +225,7 @@ def _page(report: Report, progress: Path, fronts: Path, title: str) -> str:
     direction = "higher" if report.runs[0].maximize else "lower"
     style = ("body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 16px}"
              "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
-             "td:first-child{text-align:left}img{max-width:100%}")
+             "td.t{text-align:left}img{max-width:100%}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{style}</style></head>
 <body>
