@@ -47,10 +47,6 @@ class Run:
     trials: list[TrialPoint]
     unscored: int = 0  # trials without a final metric (failed, running, killed)
 
-    @property
-    def label(self) -> str:
-        return f"{self.strategy} seed {self.seed if self.seed is not None else '?'}"
-
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
