@@ -77,6 +77,14 @@ class NniExperimentData:
             return f"optuna-{args.get('sampler') or default}", seed
         return class_name, seed
 
+    def seed_of(self, tag: str) -> int | None:
+        """The seed of the strategy a trial is tagged with in a multi-strategy experiment (the classArgs
+        ``strategies`` entry whose ``tag``, else ``strategy``, is ``tag``), else the tuner's own seed."""
+        for entry in self.tuner_args.get("strategies") or []:
+            if isinstance(entry, Mapping) and entry.get("tag", entry.get("strategy")) == tag:
+                return entry["seed"] if isinstance(entry.get("seed"), int) else None
+        return self.strategy[1]
+
     @property
     def maximize(self) -> bool:
         """The tuner's ``optimize_mode`` (NNI's default: maximize)."""

@@ -73,7 +73,8 @@ def _nni_runs(ref: str) -> list[Run]:
     for row in rows:
         own = row.params.get("strategy", (row.metrics or {}).get("strategy"))
         name = str(own) if isinstance(own, str) and own else strategy
-        run = groups.setdefault(name, Run(f"nni:{data.id}", name, seed, data.maximize, []))
+        run = groups.setdefault(name, Run(f"nni:{data.id}", name, data.seed_of(name) if name != strategy else seed,
+                                          data.maximize, []))
         metric = _number((row.metrics or {}).get("default"))
         if metric is None:
             run.unscored += 1

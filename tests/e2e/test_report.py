@@ -3,6 +3,7 @@ and one real Optuna study, its numbers checked against the experiments' SQLite d
 here independently of the report's readers. The experiments are made once for the module."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two experiments run side by side (3 trials each, then stopped) and a 4-trial study in SQLite."""
+    """Two experiments run side by side (3 trials each, then stopped; the second starts once the first's tuner is
+    up) and a 4-trial study in SQLite."""
     root = tmp_path_factory.mktemp("report")
     experiments = {}
     started = []
@@ -29,8 +31,10 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for name in ("random", "evolution"):
             (root / name / "home").mkdir(parents=True)
             config = shrunk_example(f"{name}.yml", root / name, trials=3)
-            started.append((name, root / name / "home",
-                            NniExperiment.create(config, port=free_port(), env=nni_env(home=root / name / "home"))))
+            exp = NniExperiment.create(config, port=free_port(), env=nni_env(home=root / name / "home"))
+            started.append((name, root / name / "home", exp))
+            with contextlib.suppress(TimeoutError):  # one tuner starting at a time: NNI gives it 10 s to connect
+                exp.wait(timeout=15, poll=1)
         for name, home, exp in started:
             trials = exp.wait(timeout=420)
             assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [t.status for t in trials]

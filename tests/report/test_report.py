@@ -57,14 +57,15 @@ def test_rank_test_over_seeds_and_too_few_seeds() -> None:
 
 
 def test_a_multi_strategy_experiment_is_split_by_its_trials_strategy(tmp_path: Path) -> None:
-    tuner = {"className": "hrnas_automl.nni.MultiStrategyTuner", "classArgs": {"seed": 7}}
+    tuner = {"className": "hrnas_automl.nni.MultiStrategyTuner", "classArgs": {"strategies": [
+        {"strategy": "random", "seed": 7}, {"strategy": "evolution", "seed": 8, "population_size": 2}]}}
     trials = [({"strategy": "random", "x": 1}, {"default": 0.2, "macs": 5.0, "latency_ms": 2.0}),
               ({"strategy": "evolution", "x": 2}, {"default": 0.6, "macs": 4.0, "params": 9.0}),
               ({"strategy": "random", "x": 3}, {"default": 0.4, "macs": 3.0}),
               ({"strategy": "evolution", "x": 4}, None)]
     runs = read_runs([str(write_experiment(tmp_path, "multi", tuner, trials))])
     assert [(r.strategy, r.seed, [t.metric for t in r.trials], r.unscored) for r in runs] == [
-        ("random", 7, [0.2, 0.4], 0), ("evolution", 7, [0.6], 1)]
+        ("random", 7, [0.2, 0.4], 0), ("evolution", 8, [0.6], 1)]
     assert [t.time_s for t in runs[0].trials] == [10.0, 30.0]  # from the first trial's start, when results arrived
     assert runs[0].trials[0].costs == {"macs": 5.0, "latency_ms": 2.0}
 
