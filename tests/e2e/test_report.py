@@ -3,7 +3,6 @@ and one real Optuna study, its numbers checked against the experiments' SQLite d
 here independently of the report's readers. The experiments are made once for the module."""
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -13,7 +12,7 @@ import optuna
 import pytest
 
 from hrnas_automl.cli import main
-from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
+from hrnas_automl.nni.experiment import NniExperiment, nni_env
 from hrnas_automl.tuning.study import open_named_study
 from tests.e2e.test_nnictl import shrunk_example
 
@@ -31,10 +30,9 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         for name in ("random", "evolution"):
             (root / name / "home").mkdir(parents=True)
             config = shrunk_example(f"{name}.yml", root / name, trials=3)
-            exp = NniExperiment.create(config, port=free_port(), env=nni_env(home=root / name / "home"))
+            # one after the other, each past NNI's 10 s window for its tuner to connect (started again if missed)
+            exp = NniExperiment.start(config, env=nni_env(home=root / name / "home"))
             started.append((name, root / name / "home", exp))
-            with contextlib.suppress(TimeoutError):  # one tuner starting at a time: NNI gives it 10 s to connect
-                exp.wait(timeout=15, poll=1)
         for name, home, exp in started:
             trials = exp.wait(timeout=420)
             assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [t.status for t in trials]
