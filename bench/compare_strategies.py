@@ -44,7 +44,6 @@ Results: see the end of this docstring once run (bench/results/compare_strategie
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import shutil
 import sys
@@ -60,7 +59,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench.common, run as a script too
 
 from bench.common import add_out_argument, emit, out_path  # noqa: E402
-from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env  # noqa: E402
+from hrnas_automl.nni.experiment import NniExperiment, nni_env  # noqa: E402
 from hrnas_automl.report import write_report  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "detnas"
@@ -107,40 +106,33 @@ def write_experiment(folder: Path, strategy: str, seed: int, args: argparse.Name
 
 
 def run_one(root: Path, strategy: str, seed: int, args: argparse.Namespace, attempts: int = 8) -> dict[str, Any]:
-    """One experiment to its end (stopped after); its folder and how it went. An experiment whose tuner did not
-    connect to the manager within NNI's fixed 10 s (its dispatcher starting on a loaded machine) is run again
-    afresh, up to ``attempts`` times in all: no trial of it ran. Experiments start one at a time (a manager that
-    answers nnictl too late fails ``nnictl create``, also retried)."""
-    attempt = 0
-    while True:
-        attempt += 1
+    """One experiment to its end (stopped after); its folder and how it went. Experiments start one at a time
+    (:meth:`NniExperiment.start`: past NNI's 10 s window for the tuner, created again if the tuner missed it); one
+    that still did not start (or whose manager answered nnictl too late) is tried again afresh, up to ``attempts``
+    times in all, then left out of the report and listed in the results: no trial of it ran."""
+    for attempt in range(1, attempts + 1):
         name = f"{strategy}-seed{seed}-{attempt}"
         home = root / name / "home"
         home.mkdir(parents=True)
         config = write_experiment(root / name / "exp", strategy, seed, args)
         t0 = time.perf_counter()
         try:
-            with contextlib.ExitStack() as stack:
-                with _STARTING:  # and past NNI's 10 s window for its tuner, before the next experiment starts
-                    exp = stack.enter_context(NniExperiment.create(config, port=free_port(),
-                                                                   env=nni_env(home=home)))
-                    with contextlib.suppress(TimeoutError):
-                        exp.wait(timeout=20, poll=1)
-                trials = exp.wait(timeout=3600)
+            with _STARTING:
+                exp = NniExperiment.start(config, env=nni_env(home=home), attempts=1)
         except RuntimeError as exc:
             if not ("did not connect" in str(exc) or str(exc).startswith("nnictl create failed")):
                 raise
             print(f"{strategy} seed {seed}: the experiment did not start ({str(exc)[:200]})", flush=True)
-            if attempt >= attempts:  # left out of the report, and said so in the results
-                return {"strategy": strategy, "seed": seed, "attempts": attempt, "folder": None,
-                        "error": str(exc)[:300]}
             continue
+        with exp:
+            trials = exp.wait(timeout=3600)
         wall = time.perf_counter() - t0
         failed = [t.trial_id for t in trials if t.status != "SUCCEEDED"]
         print(f"{strategy} seed {seed}: {len(trials)} trials ({len(failed)} not succeeded) in {wall:.0f} s",
               flush=True)
         return {"strategy": strategy, "seed": seed, "experiment": exp.id, "attempts": attempt,
                 "folder": str(home / "nni-experiments" / exp.id), "wall_s": round(wall, 1), "not_succeeded": failed}
+    return {"strategy": strategy, "seed": seed, "attempts": attempts, "folder": None}
 
 
 def main() -> None:
