@@ -39,7 +39,16 @@ best metrics (evolution's greater than random's) with p < 0.05 (the report's ``p
 ``p_second_better`` of that pair; with 5 seeds each the smallest possible one-sided p is 0.004). A higher median
 best-so-far at the last trial without that p is reported as a tendency, not a win.
 
-Results: see the end of this docstring once run (bench/results/compare_strategies.md).
+Results (``results/compare_strategies.json`` / ``.md`` / ``_progress.png`` / ``_pareto.png``; one run, 45 min wall,
+load 7-20; the run started its experiments with the inline equivalent of :meth:`NniExperiment.start` of commit
+07411ab, and after 15 minutes its trials were reniced from 10 to 0 by hand, as at nice 10 a trial took 4-5 min
+behind the other sessions' normal-priority work): every network scored near chance (0.10): the seeds' bests were
+random 0.113 0.106 0.188 0.129 0.133, evolution 0.180 0.133 0.152 0.121 0.102, optuna-tpe 0.102 0.113 0.121 0.109
+0.106, tpe 0.156 0.129 0.109 0.106 0.106 (medians 0.129 / 0.133 / 0.109 / 0.109). Evolution did not beat random:
+one-sided p = 0.46 (two-sided 0.92); no pair differs (smallest two-sided p 0.14, random or evolution vs
+optuna-tpe). At 4 trials of 384 images x 2 epochs the trials hold almost no signal, so this run shows the pipeline
+(four real tuners x 5 seeds through nnictl, the report, the rank test), not which strategy is better; one Optuna
+run needed 8 starts (its tuner missed NNI's 10 s window 7 times), two random runs 2 and one Optuna run 3.
 """
 from __future__ import annotations
 
