@@ -115,7 +115,7 @@ def plot_progress(runs: list[Run], path: Path, target: float) -> Path:
             color = f"C{i % 10}"
             xs, med, lo, hi = _band([best_so_far(r.trials, r.maximize) for r in group])
             seeds = f"{len(group)} seed{'s' * (len(group) != 1)}"
-            axes[0].step(xs, med, where="post", color=color, label=f"{name} ({seeds})")
+            axes[0].step(xs, med, where="post", color=color, marker=".", label=f"{name} ({seeds})")
             axes[0].fill_between(xs, lo, hi, step="post", color=color, alpha=0.2)
             timed = _time_band(group)
             if timed is not None:
