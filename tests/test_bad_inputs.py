@@ -303,7 +303,7 @@ CASES.extend([
 
 # report (issue 18): inputs that name no run, or a run without a scored trial
 _REPORT = ("report", "-o", "{tmp}/report")
-FILES.update({"empty_state.json": json.dumps({"kind": "hrnas-automl oneshot search", "evaluated": []}),
+FILES.update({"report_inputs/empty_state.json": json.dumps({"kind": "hrnas-automl oneshot search", "evaluated": []}),
               "empty.db": b""})
 CASES.extend([
     ((*_REPORT, "nni:nope"), r"no NNI experiment 'nope' \(.*nope/db/nni.sqlite does not exist\); `nnictl experiment "
@@ -316,7 +316,8 @@ CASES.extend([
     ((*_REPORT, "optuna:studies.db"), r"optuna:studies.db must look like optuna:STORAGE:STUDY"),
     ((*_REPORT, "{tmp}/latin1.yml"), r"latin1.yml is not a readable JSON file \(UnicodeDecodeError\)"),
     ((*_REPORT, "{tmp}/str_arch.json"), r"str_arch.json is neither a oneshot search state nor the result.json"),
-    ((*_REPORT, "{tmp}/empty_state.json"), r"empty_state.json has no scored trial \(no final metric yet\)"),
+    ((*_REPORT, "{tmp}/report_inputs/empty_state.json"),  # in a folder of its own: export --from {tmp} finds no state
+     r"empty_state.json has no scored trial \(no final metric yet\)"),
 ])
 
 @pytest.mark.parametrize(("argv", "pattern"), CASES, ids=[" ".join(argv[:2]) + f" #{i}" for i, (argv, _) in
