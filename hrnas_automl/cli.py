@@ -447,6 +447,13 @@ def cmd_oneshot(args: argparse.Namespace) -> None:
     out.final({**as_row(result.best), "candidates": len(result.evaluated)})
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from hrnas_automl.report import write_report
+
+    paths = write_report(args.inputs, args.output, target=args.target)
+    print(f"{paths['markdown'].read_text()}\nwrote " + ", ".join(str(p) for p in paths.values()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of every subcommand."""
     parser = argparse.ArgumentParser(prog="hrnas-automl", description=__doc__.splitlines()[0])
@@ -565,6 +572,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the tune YAML naming the objective and its arguments")
     p.add_argument("--params", help="outside nnictl: YAML/JSON mapping {lam, threshold, warmup}")
     p.set_defaults(func=cmd_tune_trial)
+
+    p = sub.add_parser("report", help="compare search strategies over seeds: an offline HTML page, PNGs, a table")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="an NNI experiment id (or nni:ID) or folder, "
+                   "optuna:STORAGE:STUDY, a oneshot search state, or a prune / trial result.json")
+    p.add_argument("-o", "--output", required=True, help="the report folder (report.html, PNGs, JSON, Markdown)")
+    p.add_argument("--target", type=float, help="metric level for 'trials to target' (default: the median of the "
+                   "runs' bests)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -352,6 +352,25 @@ CASES.extend([
 ])
 
 
+# report (issue 18): inputs that name no run, or a run without a scored trial
+_REPORT = ("report", "-o", "{tmp}/report")
+FILES.update({"report_inputs/empty_state.json": json.dumps({"kind": "hrnas-automl oneshot search", "evaluated": []}),
+              "empty.db": b""})
+CASES.extend([
+    ((*_REPORT, "nni:nope"), r"no NNI experiment 'nope' \(.*nope/db/nni.sqlite does not exist\); `nnictl experiment "
+                             r"list --all` lists the experiments"),
+    ((*_REPORT, "{tmp}/missing"), r"missing: no such file or folder; give an NNI experiment id or folder"),
+    ((*_REPORT, "{tmp}"), r"is neither an NNI experiment folder \(db/nni.sqlite\) nor a run folder \(result.json\)"),
+    ((*_REPORT, "optuna:sqlite:///{tmp}/none.db:s"), r"the Optuna storage .*none.db does not exist"),
+    ((*_REPORT, "optuna:sqlite:///{tmp}/empty.db:nostudy"),
+     r"no Optuna study 'nostudy' in sqlite:///.*empty.db \(its studies: none\)"),
+    ((*_REPORT, "optuna:studies.db"), r"optuna:studies.db must look like optuna:STORAGE:STUDY"),
+    ((*_REPORT, "{tmp}/latin1.yml"), r"latin1.yml is not a readable JSON file \(UnicodeDecodeError\)"),
+    ((*_REPORT, "{tmp}/str_arch.json"), r"str_arch.json is neither a oneshot search state nor the result.json"),
+    ((*_REPORT, "{tmp}/report_inputs/empty_state.json"),  # in a folder of its own: export --from {tmp} finds no state
+     r"empty_state.json has no scored trial \(no final metric yet\)"),
+])
+
 @pytest.mark.parametrize(("argv", "pattern"), CASES, ids=[" ".join(argv[:2]) + f" #{i}" for i, (argv, _) in
                                                           enumerate(CASES)])
 def test_bad_input_is_one_clear_line(argv: tuple[str, ...], pattern: str, tmp_path: Path,

@@ -2,8 +2,7 @@
 folder of a ``prune`` / ``trial`` run or a ``oneshot`` search, with the weights the run saved.
 
 * ``nni:EXPERIMENT[:TRIAL]``: a trial of an nnictl experiment (stopped or not), read from its SQLite database
-  (``<experimentWorkingDirectory>/<id>/db/nni.sqlite``; the working directory from NNI's registry
-  ``~/nni-experiments/.experiment``); parameters and final metrics are joined on ``parameterId`` (NNI.md §3). No
+  (:mod:`hrnas_automl.nni.database`; EXPERIMENT an id or the experiment's folder). No
   trial: the best by ``default`` (the tuner's ``optimize_mode``). The space and its arguments come from the
   tuner's classArgs where it names them (``StrategyTuner``); weights from the trial folder's ``weights.pt`` (a
   ``prune`` trial writes one).
@@ -17,7 +16,6 @@ folder of a ``prune`` / ``trial`` run or a ``oneshot`` search, with the weights 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,62 +105,38 @@ def _result_folder(folder: Path) -> Source:
     return Source(result.get("space"), dict(result["arch"]), f"{kind} result {folder}", state_dict=state)
 
 
-def _nni_working_dir(experiment: str) -> Path:
-    """The experiment working directory NNI's registry records for ``experiment`` (default ``~/nni-experiments``)."""
-    home = Path.home() / "nni-experiments"
-    registry = _json_file(home / ".experiment")
-    if isinstance(registry, Mapping) and isinstance(registry.get(experiment), Mapping):
-        log_dir = registry[experiment].get("logDir")
-        if log_dir:
-            return Path(log_dir)
-    return home
-
-
 def _nni_trial(ref: str) -> Source:
+    from hrnas_automl.nni.database import read_experiment
+
     experiment, _, trial = ref.partition(":")
-    db = _nni_working_dir(experiment) / experiment / "db" / "nni.sqlite"
-    if not experiment or not db.is_file():
-        raise ValueError(f"--from nni:{ref}: no NNI experiment {experiment!r} ({db} does not exist); "
-                         "`nnictl experiment list --all` lists the experiments")
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        profile_row = conn.execute("select params from ExperimentProfile order by revision desc limit 1").fetchone()
-        events = conn.execute("select trialJobId, data, logPath from TrialJobEvent").fetchall()
-        finals = conn.execute("select trialJobId, parameterId, data from MetricData where type='FINAL'").fetchall()
-    profile = json.loads(profile_row[0]) if profile_row else {}
-    tuner_args = (profile.get("tuner") or {}).get("classArgs") or {}
-    params: dict[int, dict[str, Any]] = {}
-    folders: dict[str, str] = {}
-    for trial_id, data, log_path in events:
-        if data:
-            hp = json.loads(data)
-            params[int(hp["parameter_id"])] = hp["parameters"]
-        if log_path:
-            folders[trial_id] = log_path
-    scored = []
-    for trial_id, parameter_id, data in finals:
-        value = json.loads(json.loads(data))  # NNI encodes metric data twice
-        metric = value.get("default") if isinstance(value, Mapping) else value
-        if int(parameter_id) in params and isinstance(metric, (int, float)):
-            scored.append((trial_id, float(metric), params[int(parameter_id)]))
+    try:
+        data = read_experiment(experiment) if experiment else None
+    except ValueError as exc:
+        raise ValueError(f"--from nni:{ref}: {exc}") from None
+    if data is None:
+        raise ValueError(f"--from nni:{ref}: give an experiment id; `nnictl experiment list --all` lists them")
+    tuner_args = data.tuner_args
+    finished = sorted((row for row in data.trials if row.final_ms is not None), key=lambda row: row.final_ms)
+    scored = [(row.trial_id, float(row.metrics["default"]), row) for row in finished  # ties: the first to finish
+              if row.metrics is not None and isinstance(row.metrics.get("default"), (int, float))]
     if trial in ("", "best"):
         if not scored:
             raise ValueError(f"NNI experiment {experiment} has no trial with a final metric yet; give a trial id "
                              "(nni:EXPERIMENT:TRIAL) or wait for one to finish")
-        sign = -1.0 if tuner_args.get("optimize_mode") == "minimize" else 1.0
-        trial, metric, arch = max(scored, key=lambda row: sign * row[1])
+        sign = 1.0 if data.maximize else -1.0
+        trial, metric, row = max(scored, key=lambda item: sign * item[1])
     else:
-        found = [row for row in scored if row[0] == trial]
+        found = [item for item in scored if item[0] == trial]
         if not found:
-            known = ", ".join(sorted({row[0] for row in scored})) or "none"
+            known = ", ".join(sorted({item[0] for item in scored})) or "none"
             raise ValueError(f"NNI experiment {experiment} has no finished trial {trial!r} (finished: {known})")
-        _, metric, arch = found[0]
-    folder = Path(folders.get(trial, "").removeprefix("file://localhost:"))
-    weights = folder / "weights.pt" if folders.get(trial) else None
+        _, metric, row = found[0]
+    weights = row.folder / "weights.pt" if row.folder is not None else None
     state = read_weights(weights) if weights is not None and weights.is_file() else None
     origin = f"NNI experiment {experiment} trial {trial} (default {metric:g})"
     from hrnas_automl.nni.compat import STRATEGY_KEY
 
-    arch = {label: value for label, value in arch.items() if label != STRATEGY_KEY}  # a MultiStrategyTuner's tag
+    arch = {label: value for label, value in row.params.items() if label != STRATEGY_KEY}  # a MultiStrategyTuner's tag
     return Source(tuner_args.get("space"), arch, origin,
                   space_args=dict(tuner_args.get("space_args") or {}), state_dict=state)
 

@@ -189,6 +189,27 @@ class NniExperiment:
         return cls._launch(["create", "--config", str(config)], port=port, env=env, timeout=timeout, attempts=attempts)
 
     @classmethod
+    def start(cls, config: str | os.PathLike[str], *, env: Mapping[str, str] | None = None, attempts: int = 3,
+              settle: float = 15) -> NniExperiment:
+        """:meth:`create` on a free port, then watch it ``settle`` seconds: NNI's manager gives the tuner process a
+        fixed 10 s to connect and fails the experiment otherwise (``Tuner did not connect in 10 seconds``, a tuner
+        starting on a loaded machine); such an experiment ran no trial, so it is stopped and created afresh, up to
+        ``attempts`` times in all."""
+        for attempt in range(1, attempts + 1):
+            exp = cls.create(config, port=free_port(), env=env)
+            try:
+                exp.wait(timeout=settle, poll=1)
+            except TimeoutError:
+                return exp  # still running, its tuner connected
+            except RuntimeError as exc:
+                exp.stop()
+                if "did not connect" not in str(exc) or attempt == attempts:
+                    raise
+            else:
+                return exp  # already done
+        raise ValueError("attempts must be >= 1")
+
+    @classmethod
     def resume(cls, experiment_id: str, *, port: int, env: Mapping[str, str] | None = None, timeout: float = 120,
                attempts: int = 3) -> NniExperiment:
         """``nnictl resume ID --port PORT`` of a stopped experiment (retried as :meth:`create` is)."""

@@ -42,8 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Trial", "TrialState", "running_trials", "log_warnings_only", "to_optuna_distributions", "tell_failed",
            "make_sampler", "make_pruner", "open_study", "open_named_study", "load_study", "suggest_params", "run_study",
-           "front_trials", "front_figure", "plot_front", "study_summary", "suggest_choices", "suggest_architecture",
-           "METRIC_ATTR", "MACS_ATTR", "CONSTRAINT_KEY", "FAILS_IN_A_ROW"]
+           "front_trials", "front_figure", "plot_front", "study_summary", "stored_study", "study_history",
+           "suggest_choices", "suggest_architecture", "METRIC_ATTR", "MACS_ATTR", "CONSTRAINT_KEY", "FAILS_IN_A_ROW"]
 
 METRIC_ATTR, MACS_ATTR = "metric", "macs"  # user attributes every finished trial carries, whatever the objectives
 CONSTRAINT_KEY = "max_macs"  # trial.constraints[CONSTRAINT_KEY] = macs - budget (feasible when <= 0)
@@ -367,3 +367,35 @@ def study_summary(study: optuna.Study) -> list[dict[str, Any]]:
              METRIC_ATTR: t.user_attrs.get(METRIC_ATTR, t.value if t.state == TrialState.PRUNED else None),
              MACS_ATTR: t.user_attrs.get(MACS_ATTR), "feasible": _feasible(t), "pareto": t.number in front}
             for t in study.get_trials(deepcopy=False, states=_FINISHED)]
+
+
+def stored_study(storage: str, study_name: str) -> optuna.Study:
+    """A stored study by its storage (an SQLAlchemy URL, or a journal file) and name, creating nothing; one-line
+    ``ValueError`` when the storage file or the study does not exist."""
+    config = StorageConfig(url=storage) if "://" in storage else StorageConfig(journal=storage)
+    file = storage_file(config)
+    if file is not None and not file.is_file():
+        raise ValueError(f"the Optuna storage {file} does not exist; give the file a study was stored in")
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(config), sampler=None)
+    except KeyError:
+        names = ", ".join(s.study_name for s in optuna.get_all_study_summaries(open_storage(config))) or "none"
+        raise ValueError(f"no Optuna study {study_name!r} in {storage} (its studies: {names})") from None
+
+
+def study_history(study: optuna.Study) -> list[dict[str, Any]]:
+    """Completed trials in the order they completed, as plain rows: number, params, the metric and MACs (the
+    user attributes every finished trial carries, else the first objective), the other numeric user attributes,
+    and start / completion as seconds since the epoch."""
+    done = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                  key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+    rows = []
+    for t in done:
+        numeric = {k: float(v) for k, v in t.user_attrs.items() if isinstance(v, (int, float))
+                   and not isinstance(v, bool)}
+        rows.append({**numeric, "number": t.number, "params": dict(t.params),
+                     METRIC_ATTR: numeric.get(METRIC_ATTR, t.values[0] if t.values else None),
+                     MACS_ATTR: numeric.get(MACS_ATTR),
+                     "start_s": t.datetime_start.timestamp() if t.datetime_start else None,
+                     "complete_s": t.datetime_complete.timestamp() if t.datetime_complete else None})
+    return rows

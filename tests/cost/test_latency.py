@@ -104,8 +104,8 @@ def test_a_table_predicting_no_time_for_some_network_is_refused(tmp_path: Path,
                       ({(value,): (-2.0 if i == 0 else 0.5,) for i, value in enumerate(values)},))
     monkeypatch.setattr(latency, "raw_latency_table", lambda *args, **kwargs: noisy)
     monkeypatch.setattr(latency, "measure_latency", lambda *args, **kwargs: 1.0)
-    with pytest.raises(ValueError, match=rf"predicts -[0-9.]+ ms for its fastest network: .* remove the cached tables in "
-                                         rf"{tmp_path}"):
+    with pytest.raises(ValueError, match=rf"predicts -[0-9.]+ ms for its fastest network: .* remove the cached "
+                                         rf"tables in {tmp_path}"):
         latency_table("detnas-small", SMALL, threads=1, **ARGS, **FAST)
 
 

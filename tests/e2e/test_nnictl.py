@@ -101,6 +101,44 @@ def test_create_retries_only_a_manager_too_slow_to_answer(outputs: list[tuple[in
     assert len(calls) == runs
 
 
+@pytest.mark.parametrize(("outcomes", "created", "error"), [
+    (["missed", "running"], 2, None),  # a tuner that missed NNI's 10 s window: created again
+    (["missed"] * 3, 3, "did not connect"),  # up to `attempts` in all, then the error
+    (["died"], 1, "its tuner died"),  # any other failure is not retried
+    (["done"], 1, None),
+])
+def test_start_creates_again_an_experiment_whose_tuner_missed_the_connect_window(
+        outcomes: list[str], created: int, error: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[NniExperiment] = []
+    stopped: list[str] = []
+
+    def fake_create(cls: type, config: str, **_: object) -> NniExperiment:
+        exp = NniExperiment(f"e{len(made)}", port=0, env={})
+        made.append(exp)
+        return exp
+
+    def fake_wait(self: NniExperiment, timeout: float, **_: object) -> list:
+        outcome = outcomes[len(made) - 1]
+        if outcome == "missed":
+            raise RuntimeError(f"experiment {self.id} failed: tuner_command_channel: Tuner did not connect in 10 "
+                               "seconds.")
+        if outcome == "died":
+            raise RuntimeError(f"experiment {self.id} stopped: its tuner died with ValueError")
+        if outcome == "running":
+            raise TimeoutError("still RUNNING")
+        return []
+
+    monkeypatch.setattr(NniExperiment, "create", classmethod(fake_create))
+    monkeypatch.setattr(NniExperiment, "wait", fake_wait)
+    monkeypatch.setattr(NniExperiment, "stop", lambda self: stopped.append(self.id))
+    if error is None:
+        assert NniExperiment.start("config.yml", env={}).id == f"e{created - 1}"
+    else:
+        with pytest.raises(RuntimeError, match=error):
+            NniExperiment.start("config.yml", env={})
+    assert len(made) == created and stopped == [f"e{i}" for i in range(created) if outcomes[i] in ("missed", "died")]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("example", ["evolution.yml", "random.yml", "tpe.yml"])
 def test_example_experiment_runs_and_reports_common_keys(example: str, tmp_path: Path, nni_home: Path) -> None:
