@@ -371,7 +371,8 @@ def fine_grained_search(space: str | Space, task: str, data_kind: str, data_opti
                          f"train.batch_size={train.batch_size}")
     runtime = runtime_of(train)
     task_obj = get_task(task)
-    data = task_obj.build_data(data_kind, dict(data_options or {}))
+    with distributed.main_first():  # rank 0 writes generated data to disk, then the others read it
+        data = task_obj.build_data(data_kind, dict(data_options or {}))
     space = resolve_space(space, **dict(space_args or {}), **task_obj.model_args(data), head=task_obj.head)
     grids = {k: tuple(sorted(v)) for k, v in space.choices.items()}
     loss_fn, evaluate = _task_hooks(task_obj, data)

@@ -165,7 +165,8 @@ def _train(config: SupernetConfig, on_checkpoint: Callable[[int, float], None] |
     settings = config.train
     runtime = runtime_of(settings)
     with training.torch_threads(config.threads):
-        net = build_supernet(config)
+        with distributed.main_first():  # rank 0 writes generated data to disk, then the others read it
+            net = build_supernet(config)
         if settings.macs_bins:
             _check_bins(net, settings.macs_bins)
         model, data = runtime.place(net.model), net.data  # before the optimizer, whose state follows the weights

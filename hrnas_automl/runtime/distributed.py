@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +19,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
-__all__ = ["launched", "init_from_env", "is_distributed", "rank", "world_size", "is_main", "local_rank",
+__all__ = ["launched", "init_from_env", "is_distributed", "rank", "world_size", "is_main", "local_rank", "main_first",
            "broadcast_object", "all_reduce_sum", "all_reduce_mean", "wrap_ddp", "convert_sync_bn", "SyncBatchNorm",
            "shard", "ShardedBatches", "barrier", "all_gather_object"]
 
@@ -68,6 +69,17 @@ def barrier() -> None:
     """Wait for every rank (a no-op in a single process)."""
     if is_distributed():
         dist.barrier()
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Run a block on rank 0 before the other ranks run it (generated data written to disk once, then read by all);
+    a plain block in a single process."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
 
 
 def broadcast_object(value: Any, src: int = 0) -> Any:

@@ -132,7 +132,8 @@ def run_trial(config: TrialConfig, arch: Mapping[str, Any], *, report_intermedia
     runtime = runtime_of(config.train)  # a missing device fails before the data is built
     main = distributed.is_main()
     t0 = time.perf_counter()
-    data = task.build_data(config.data.kind, config.data.options())
+    with distributed.main_first():  # rank 0 writes generated data to disk, then the others read it
+        data = task.build_data(config.data.kind, config.data.options())
     space_args = {**config.space_args, **task.model_args(data), "head": task.head}
     with torch.random.fork_rng():  # initial weights follow train.seed; the caller's RNG state is untouched
         torch.manual_seed(config.train.seed)
