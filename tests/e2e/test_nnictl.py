@@ -146,7 +146,7 @@ def test_example_experiment_runs_and_reports_common_keys(example: str, tmp_path:
     signal): its trials' ``default`` differ and the best is above chance (10 classes: 0.1)."""
     signal = example == "random.yml"
     config = shrunk_example(example, tmp_path, trials=3, keep_data=signal)
-    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
+    with NniExperiment.start(config, env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     limit = yaml.safe_load(config.read_text())["tuner"].get("classArgs", {}).get("max_macs")
@@ -178,7 +178,7 @@ def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_ho
     config.update(maxTrialNumber=3, maxExperimentDuration="10m")
     config["tuner"]["classArgs"].update(population_size=2, select_num=1, mutation_num=1, crossover_num=0)
     (tmp_path / "evolution.yml").write_text(yaml.safe_dump(config))
-    with NniExperiment.create(tmp_path / "evolution.yml", port=free_port(), env=nni_env(home=nni_home)) as exp:
+    with NniExperiment.start(tmp_path / "evolution.yml", env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     for t in trials:
@@ -203,7 +203,7 @@ def test_evolution_under_an_onnxruntime_latency_limit_runs_through_nnictl(tmp_pa
     limit = (lo + hi) / 2
     config = shrunk_example("evolution_ort_latency.yml", tmp_path, trials=3, trial_config="trial_ort_latency.yml",
                             max_latency_ms=limit)
-    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
+    with NniExperiment.start(config, env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     for t in trials:
@@ -214,7 +214,7 @@ def test_evolution_under_an_onnxruntime_latency_limit_runs_through_nnictl(tmp_pa
 @pytest.mark.slow
 def test_strategies_side_by_side_take_equal_turns_and_tag_their_trials(tmp_path: Path, nni_home: Path) -> None:
     config = shrunk_example("compare.yml", tmp_path, trials=4)  # random, evolution, optuna, NNI's TPE: one each
-    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
+    with NniExperiment.start(config, env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert len(trials) == 4 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     tags = [t.arch[STRATEGY_KEY] for t in trials]  # the parameters NNI's REST API lists

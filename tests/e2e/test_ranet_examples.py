@@ -13,7 +13,7 @@ import yaml
 
 from tests import EXAMPLES
 from hrnas_automl.cost import arch_cost
-from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
+from hrnas_automl.nni.experiment import NniExperiment, nni_env
 from tests.e2e.test_nnictl import ABOVE_CHANCE, SPREAD
 
 EXAMPLES = EXAMPLES / "ranet"
@@ -56,7 +56,7 @@ def test_random_search_example_runs_under_nnictl(tmp_path: Path, nni_home: Path)
     config = yaml.safe_load((EXAMPLES / "random.yml").read_text())
     config.update(maxTrialNumber=3, maxExperimentDuration="10m")
     (tmp_path / "random.yml").write_text(yaml.safe_dump(config))
-    with NniExperiment.create(tmp_path / "random.yml", port=free_port(), env=nni_env(home=nni_home)) as exp:
+    with NniExperiment.start(tmp_path / "random.yml", env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     for t in trials:

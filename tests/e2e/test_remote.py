@@ -116,7 +116,7 @@ def test_remote_example_runs_trials_over_ssh(ssh_server: SshServer, tmp_path: Pa
     trial = yaml.safe_load((code / "trial.yml").read_text())
     trial["train"]["epochs"] = 1
     (code / "trial.yml").write_text(yaml.safe_dump(trial))
-    with NniExperiment.create(config_path, port=free_port(), env=nni_env(home=nni_home)) as exp:
+    with NniExperiment.start(config_path, env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert len(trials) == 2 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     assert all({"default", "macs", "latency_ms"} <= set(t.metrics) for t in trials)

@@ -108,7 +108,7 @@ def test_optuna_tuner_runs_under_nnictl(tmp_path: Path, nni_home: Path) -> None:
     Optuna study (in a storage named here) holds every one of them with what the trial reported."""
     import optuna
 
-    from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
+    from hrnas_automl.nni.experiment import NniExperiment, nni_env
 
     tune = yaml.safe_load((HRNAS / "tune_slimming.yml").read_text())
     tune.update(objective_args={"train": {"epochs": 2}, "train_size": 128, "val_size": 64})
@@ -126,7 +126,7 @@ def test_optuna_tuner_runs_under_nnictl(tmp_path: Path, nni_home: Path) -> None:
         study = optuna.load_study(study_name=study_name, storage=storage)
         return [(t.params, t.values) for t in study.trials if t.state.name == "COMPLETE"]
 
-    with NniExperiment.create(tmp_path / "optuna_lambda.yml", port=free_port(), env=nni_env(home=nni_home)) as exp:
+    with NniExperiment.start(tmp_path / "optuna_lambda.yml", env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
         deadline = time.monotonic() + 60  # DONE may come before the dispatcher has told the last results
         while len(told()) < len(trials) and time.monotonic() < deadline:

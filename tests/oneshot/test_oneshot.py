@@ -226,7 +226,7 @@ def test_eval_cli_scores_an_arch_like_the_search(evolution: SearchResult, supern
 def test_nnictl_search_trial_reports_every_candidate(supernet: Path, tmp_path: Path, nni_home: Path) -> None:
     import shutil
 
-    from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
+    from hrnas_automl.nni.experiment import NniExperiment, nni_env
 
     examples = EXAMPLES / "detnas"
     shutil.copy(examples / "nnictl_oneshot_search.yml", tmp_path)
@@ -236,7 +236,7 @@ def test_nnictl_search_trial_reports_every_candidate(supernet: Path, tmp_path: P
         "population_size": 3, "select_num": 1, "mutation_num": 1, "crossover_num": 1})
     (tmp_path / "oneshot_search.yml").write_text(yaml.safe_dump(search))
     config = tmp_path / "nnictl_oneshot_search.yml"
-    with NniExperiment.create(config, port=free_port(), env=nni_env(home=nni_home)) as exp:
+    with NniExperiment.start(config, env=nni_env(home=nni_home)) as exp:
         trials = exp.wait(timeout=420)
     assert [t.status for t in trials] == ["SUCCEEDED"]
     rows = trials[0].intermediate
