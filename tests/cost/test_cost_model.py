@@ -158,6 +158,9 @@ def test_ranet_first_exit_table_equals_the_built_networks_early_exit_costs() -> 
         counted = early_exit_costs(net, shape)
         assert ranet_exit_costs(next(m for m in net.modules() if isinstance(m, RANet)).config, shape) == counted
         assert table.evaluate(arch) == (float(counted[0]),)
+    with pytest.raises(InfeasibleConstraintError, match=r"max_first_exit_macs 1e\+06 is below the smallest "
+                       r"first_exit_macs of ranet at 3x32x32 \(3\.62855e\+06; the largest is 5\.50948e\+07\)"):
+        cost_limit(space, max_first_exit_macs=1e6, input_shape=shape)
 
 
 def detnas_extremes() -> tuple[dict[str, Any], dict[str, Any]]:
