@@ -28,7 +28,7 @@ from typing import Any
 from hrnas_automl.cost.tables import Build, CostTable, Measure, grouped_table
 from hrnas_automl.spaces.ranet import RANet, RANetConfig, ranet_config
 
-__all__ = ["ranet_cost", "ranet_cost_table"]
+__all__ = ["ranet_cost", "ranet_exit_costs", "ranet_cost_table"]
 
 Size = tuple[int, int]
 
@@ -44,6 +44,7 @@ class _Tally:
     def __init__(self) -> None:
         self.macs = 0
         self.params = 0
+        self.exits: list[int] = []  # MACs so far after each exit's head: its early-exit cost
 
     def conv(self, c_in: int, c_out: int, kernel: int, stride: int, size: Size, *, bias: bool = False) -> Size:
         out = _conv_out(size, kernel, stride)
@@ -101,10 +102,25 @@ def _exit_head(t: _Tally, channels: int, size: Size, config: RANetConfig) -> Non
     size = t.conv_bn_relu(width, width, 3, 2, t.conv_bn_relu(channels, width, 3, 2, size))
     t.macs += 2 * width * size[0] * size[1] + width * config.num_classes + config.num_classes
     t.params += width * config.num_classes + config.num_classes
+    t.exits.append(t.macs)
 
 
 def ranet_cost(config: RANetConfig, input_shape: Sequence[int]) -> tuple[int, int]:
     """``(macs, params)`` of ``RANet(config)`` at ``input_shape`` (C, H, W), as ptflops counts them."""
+    t = _tally(config, input_shape)
+    return t.macs, t.params
+
+
+def ranet_exit_costs(config: RANetConfig, input_shape: Sequence[int]) -> list[int]:
+    """MACs of a sample leaving at each exit under early exiting, equal to
+    :func:`~hrnas_automl.tasks.early_exit.early_exit_costs` of ``RANet(config)``: the walk follows
+    ``exit_features``'s order, so the MACs counted after exit ``k``'s head hold exit ``k``'s sub-network and the
+    heads of exits ``0..k``."""
+    return _tally(config, input_shape).exits
+
+
+def _tally(config: RANetConfig, input_shape: Sequence[int]) -> _Tally:
+    """Every layer of ``RANet(config)`` at ``input_shape`` counted in ``exit_features``'s order."""
     t = _Tally()
     inputs = _first_layer(t, config, (input_shape[1], input_shape[2]))
     low: list[list[tuple[int, Size]]] = []  # (channels, size) of the lower flow's block features
@@ -144,20 +160,21 @@ def ranet_cost(config: RANetConfig, input_shape: Sequence[int]) -> tuple[int, in
                 _exit_head(t, channels, size, config)
             flow_features.append(features)
         low = flow_features
-    return t.macs, t.params
+    return t
 
 
 def ranet_cost_table(build: Build, choices: Mapping[str, Sequence[Any]], input_shape: tuple[int, ...],
                      measure: Measure, metrics: tuple[str, ...]) -> CostTable:
-    """The exhaustive table: :func:`ranet_cost` of every network for ptflops' ``(macs, params)``, whole
-    networks measured for any other metric."""
-    if tuple(metrics) != ("macs", "params"):
+    """The exhaustive table: :func:`ranet_cost` of every network for ptflops' ``(macs, params)``,
+    :func:`ranet_exit_costs`'s first exit for ``first_exit_macs``, whole networks measured for any other metric."""
+    closed_form = {("macs", "params"): ranet_cost,
+                   ("first_exit_macs",): lambda config, shape: ranet_exit_costs(config, shape)[:1]}.get(tuple(metrics))
+    if closed_form is None:
         return grouped_table(build, choices, [list(choices)], input_shape, measure, metrics)
     net = next(m for m in build({label: values[0] for label, values in choices.items()}).modules()
                if isinstance(m, RANet))
     fixed = {"data": net.config.data, "num_classes": net.config.num_classes, "in_channels": net.config.in_channels}
     delta = {}
     for combo in itertools.product(*choices.values()):
-        macs, params = ranet_cost(ranet_config(dict(zip(choices, combo)), **fixed), input_shape)
-        delta[combo] = (float(macs), float(params))
-    return CostTable(tuple(metrics), (tuple(choices),), (0.0, 0.0), (delta,))
+        delta[combo] = tuple(map(float, closed_form(ranet_config(dict(zip(choices, combo)), **fixed), input_shape)))
+    return CostTable(tuple(metrics), (tuple(choices),), (0.0,) * len(metrics), (delta,))

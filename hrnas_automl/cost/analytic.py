@@ -16,8 +16,8 @@ if TYPE_CHECKING:  # torch is imported where a table is compiled: reading a ship
     from torch import nn
 
 __all__ = ["arch_cost", "compile_space_table", "space_table_key", "space_table", "MEASURES", "SHIPPED_TABLES",
-           "shipped_tables", "ship_tables", "cost_table", "conv_macs_table", "analytic_cost", "cost_bounds",
-           "marginal_cost"]
+           "shipped_tables", "ship_tables", "cost_table", "conv_macs_table", "first_exit_macs_table", "analytic_cost",
+           "cost_bounds", "marginal_cost"]
 
 
 def arch_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,
@@ -134,8 +134,16 @@ def _conv_macs_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple
     return (count_conv_macs(module.to("meta"), input_shape),)
 
 
+def _first_exit_measure(module: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, ...]:
+    """MACs of a RANet's first exit (its sub-network and head: the least a sample costs under early exiting)."""
+    from hrnas_automl.spaces.ranet import exit_macs  # a RANet space's own count
+
+    return (float(exit_macs(module, input_shape)[0]),)
+
+
 MEASURES: dict[str, tuple[Measure, tuple[str, ...]]] = {"ptflops": (_ptflops_measure, ("macs", "params")),
-                                                         "conv-macs": (_conv_macs_measure, ("conv_macs",))}
+                                                         "conv-macs": (_conv_macs_measure, ("conv_macs",)),
+                                                         "first-exit-macs": (_first_exit_measure, ("first_exit_macs",))}
 """The exact counts a table is compiled from, by kind: (measure, metrics)."""
 
 # (kind, space, space arguments, input; None: the space's default): the tables the examples and the presets ask for,
@@ -204,6 +212,15 @@ def conv_macs_table(space: str | Space, input_shape: Sequence[int] | None = None
     count, metric ``conv_macs``) of a space at ``input_shape``."""
     space = resolve_space(space, **space_args)
     return space_table(space, space.input_shape(input_shape), *MEASURES["conv-macs"], kind="conv-macs", verify=True)
+
+
+def first_exit_macs_table(space: str | Space, input_shape: Sequence[int] | None = None, **space_args: Any
+                          ) -> CostTable:
+    """The compiled table of a multi-exit space's first-exit MACs (metric ``first_exit_macs``, RANet's
+    :func:`~hrnas_automl.tasks.early_exit.early_exit_costs` ``[0]``): a budget below it fails every sample."""
+    space = resolve_space(space, **space_args)
+    return space_table(space, space.input_shape(input_shape), *MEASURES["first-exit-macs"], kind="first-exit-macs",
+                       verify=True)
 
 
 def analytic_cost(space: str | Space, arch: Mapping[str, Any], input_shape: Sequence[int] | None = None,

@@ -29,12 +29,14 @@ def check_limit(space: str, metric: str, limit: float, lo: float, hi: float, whe
 
 def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params: float | None = None,
                max_latency_ms: float | None = None, max_conv_macs: float | None = None,
-               input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None,
+               max_first_exit_macs: float | None = None, input_shape: Sequence[int] | None = None,
+               space_args: Mapping[str, Any] | None = None,
                threads: int | None = None, device: str = "cpu", backend: str = "torch"
                ) -> Callable[[dict[str, Any]], bool] | None:
-    """A feasibility test for strategies: the analytic MACs/params, the Conv2d-only MACs (DetNAS's budget count) and
-    the latency predicted by the table measured on this machine (``backend`` ``torch`` or ``onnxruntime``,
-    ``threads``, ``device``) are within every limit given. None without limits. ``space_args`` are added to
+    """A feasibility test for strategies: the analytic MACs/params, the Conv2d-only MACs (DetNAS's budget count), a
+    RANet's first-exit MACs (the least any sample costs, so a budget below it fails every sample) and the latency
+    predicted by the table measured on this machine (``backend`` ``torch`` or ``onnxruntime``, ``threads``,
+    ``device``) are within every limit given. None without limits. ``space_args`` are added to
     ``space`` (a name or a resolved :class:`~hrnas_automl.arch.Space`).
 
     Raises:
@@ -43,10 +45,10 @@ def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params:
         ValueError: an unknown latency backend.
     """
     check_backend(backend, device)
-    if max_macs is None and max_params is None and max_latency_ms is None and max_conv_macs is None:
+    if all(limit is None for limit in (max_macs, max_params, max_latency_ms, max_conv_macs, max_first_exit_macs)):
         return None
     from hrnas_automl.arch import resolve_space
-    from hrnas_automl.cost.analytic import conv_macs_table, cost_table  # no torch while the tables are kept
+    from hrnas_automl.cost.analytic import conv_macs_table, cost_table, first_exit_macs_table  # no torch if kept
 
     def latency_table() -> CostTable:
         from hrnas_automl.cost.latency import latency_table  # torch: a latency limit measures on this machine
@@ -60,6 +62,7 @@ def cost_limit(space: str | Space, *, max_macs: float | None = None, max_params:
     limits = ((lambda: cost_table(space, shape), "macs", 0, max_macs, where),
               (lambda: cost_table(space, shape), "params", 1, max_params, where),
               (lambda: conv_macs_table(space, shape), "conv_macs", 0, max_conv_macs, where),
+              (lambda: first_exit_macs_table(space, shape), "first_exit_macs", 0, max_first_exit_macs, where),
               (latency_table, "latency_ms", 0, max_latency_ms, f"{where} on {device} under {backend} (predicted)"))
     for table_of, metric, i, limit, at in limits:
         if limit is not None:

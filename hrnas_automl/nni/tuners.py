@@ -64,11 +64,12 @@ def _check_strategy_options(name: str, strategy_class: type[Strategy], options: 
 
 
 def _limits(max_macs: Any, max_params: Any, max_latency_ms: Any, latency_threads: int | None, latency_backend: str,
-            input_shape: Sequence[int] | None) -> dict[str, Any]:
+            input_shape: Sequence[int] | None, max_first_exit_macs: Any = None) -> dict[str, Any]:
     """The arguments of :func:`~hrnas_automl.cost.cost_limit` from a tuner's classArgs (checked: numbers, backend)."""
     check_backend(latency_backend)
     limits = {name: parse_number(f"tuner classArgs {name}", value) for name, value in
-              (("max_macs", max_macs), ("max_params", max_params), ("max_latency_ms", max_latency_ms))}
+              (("max_macs", max_macs), ("max_params", max_params), ("max_latency_ms", max_latency_ms),
+               ("max_first_exit_macs", max_first_exit_macs))}
     return {**limits, "input_shape": input_shape, "threads": latency_threads, "backend": latency_backend}
 
 
@@ -87,6 +88,8 @@ class StrategyTuner(Orphans[dict[str, Any]], Tuner):
         seed: the strategy's seed (same seed, same proposals).
         optimize_mode: ``maximize`` or ``minimize`` the ``default`` metric.
         max_macs / max_params: only propose networks under these limits (analytic cost at ``input_shape``).
+        max_first_exit_macs: (RANet) only propose networks whose first exit costs at most this (the trial's
+            ``budget_macs``: a network over it fails every sample), counted in closed form at ``input_shape``.
         max_latency_ms: only propose networks whose latency, predicted by the lookup table measured on the
             tuner's machine (:func:`hrnas_automl.cost.latency.latency_table`), is under this limit.
         latency_threads: threads for that table (match the trials' ``latency.threads``).
@@ -100,11 +103,12 @@ class StrategyTuner(Orphans[dict[str, Any]], Tuner):
                  max_macs: float | None = None, max_params: float | None = None, max_latency_ms: float | None = None,
                  latency_threads: int | None = None, latency_backend: str = "torch",
                  input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None,
-                 **strategy_args: Any) -> None:
+                 max_first_exit_macs: float | None = None, **strategy_args: Any) -> None:
         quiet_nni()
         if optimize_mode not in ("maximize", "minimize"):
             raise ValueError(f"optimize_mode must be 'maximize' or 'minimize', got {optimize_mode!r}")
-        self._limits = _limits(max_macs, max_params, max_latency_ms, latency_threads, latency_backend, input_shape)
+        self._limits = _limits(max_macs, max_params, max_latency_ms, latency_threads, latency_backend, input_shape,
+                               max_first_exit_macs)
         self.strategy_class = STRATEGIES.get(strategy)
         _check_strategy_options(strategy, self.strategy_class, strategy_args)
         self.space_name, self.seed, self.sign = space, seed, 1.0 if optimize_mode == "maximize" else -1.0
@@ -230,7 +234,7 @@ class StrategyTuner(Orphans[dict[str, Any]], Tuner):
 
 _MULTI_STATE_FILE = "multi_strategy_tuner.json"
 _SHARED = ("optimize_mode", "max_macs", "max_params", "max_latency_ms", "latency_threads", "latency_backend",
-           "input_shape", "space_args")  # StrategyTuner classArgs every hosted strategy tuner gets from the host
+           "input_shape", "space_args", "max_first_exit_macs")  # StrategyTuner classArgs every hosted tuner gets
 _NNI_PREFIX = "nni:"  # strategies: nni:TPE hosts NNI's built-in tuner of that name
 _MAX_REPEATS = 1000  # suggestions of known or over-limit networks in a row before a hosted NNI tuner is given up
 
@@ -284,22 +288,24 @@ class MultiStrategyTuner(Tuner):
         strategies: one mapping per strategy: ``strategy`` (a registered strategy, ``optuna`` or ``nni:NAME``),
             ``tag`` (optional, unique) and that tuner's options (``seed``, ``population_size``, ``sampler``...).
         optimize_mode, max_macs, max_params, max_latency_ms, latency_threads, latency_backend, input_shape,
-            space_args: as for :class:`StrategyTuner` (shared by the strategies).
+            space_args, max_first_exit_macs: as for :class:`StrategyTuner` (shared by the strategies).
     """
 
     def __init__(self, space: str, *, strategies: Sequence[Mapping[str, Any]], optimize_mode: str = "maximize",
                  max_macs: float | None = None, max_params: float | None = None, max_latency_ms: float | None = None,
                  latency_threads: int | None = None, latency_backend: str = "torch",
-                 input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None) -> None:
+                 input_shape: Sequence[int] | None = None, space_args: Mapping[str, Any] | None = None,
+                 max_first_exit_macs: float | None = None) -> None:
         quiet_nni()
         if isinstance(strategies, (str, Mapping)) or not isinstance(strategies, Sequence) or not strategies:
             raise ValueError("strategies must be a non-empty list of mappings such as {strategy: random, seed: 0}, "
                              f"got {strategies!r}")
         shared = dict(optimize_mode=optimize_mode, max_macs=max_macs, max_params=max_params,
                       max_latency_ms=max_latency_ms, latency_threads=latency_threads, latency_backend=latency_backend,
-                      input_shape=input_shape, space_args=space_args)
+                      input_shape=input_shape, space_args=space_args, max_first_exit_macs=max_first_exit_macs)
         self.space_name, self.space_args = space, dict(space_args or {})
-        self._limits = _limits(max_macs, max_params, max_latency_ms, latency_threads, latency_backend, input_shape)
+        self._limits = _limits(max_macs, max_params, max_latency_ms, latency_threads, latency_backend, input_shape,
+                               max_first_exit_macs)
         optunas = [e for e in strategies if isinstance(e, Mapping) and e.get("strategy") == "optuna"]
         if len(optunas) > 1 and len({e.get("study_name") for e in optunas}) < len(optunas):
             raise ValueError("two optuna strategies would share a study: give each its own study_name")

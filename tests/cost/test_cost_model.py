@@ -31,7 +31,7 @@ from hrnas_automl.cost.latency import latency_table, predicted_latency
 from hrnas_automl.registry import SpaceSpec, list_presets
 from hrnas_automl.spaces.lite_hrnet import lite_hrnet_arch
 from hrnas_automl.spaces.ranet import RANet, RANetConfig
-from hrnas_automl.spaces.ranet_cost import ranet_cost
+from hrnas_automl.spaces.ranet_cost import ranet_cost, ranet_exit_costs
 from hrnas_automl.strategies import Evolution, InfeasibleConstraintError, RandomSearch
 
 SMALL = (3, 32, 32)
@@ -142,6 +142,25 @@ def test_ranet_closed_form_covers_the_imagenet_layout() -> None:
     official = RANetConfig(scale_list=(1, 2, 3, 4), growth_rate=16, step=8, gr_factor=(4, 2, 1, 1),
                            bn_factor=(4, 2, 1, 1), data="imagenet", num_classes=1000)
     assert ranet_cost(official, (3, 224, 224))[1] == 87_972_617
+
+
+def test_ranet_first_exit_table_equals_the_built_networks_early_exit_costs() -> None:
+    # what a sample leaving at each exit costs, in closed form, against ptflops on the built network
+    # (early_exit_costs); the first exit's table (max_first_exit_macs) holds the first of them
+    from hrnas_automl.arch import resolve_space
+    from hrnas_automl.cost.analytic import first_exit_macs_table
+    from hrnas_automl.tasks.early_exit import early_exit_costs
+
+    space, shape = resolve_space("ranet", num_classes=4), (3, 32, 32)
+    table = first_exit_macs_table(space, shape)
+    for arch in random_archs("ranet", 4, seed=1, num_classes=4):
+        net = space.freeze(arch)
+        counted = early_exit_costs(net, shape)
+        assert ranet_exit_costs(next(m for m in net.modules() if isinstance(m, RANet)).config, shape) == counted
+        assert table.evaluate(arch) == (float(counted[0]),)
+    with pytest.raises(InfeasibleConstraintError, match=r"max_first_exit_macs 1e\+06 is below the smallest "
+                       r"first_exit_macs of ranet at 3x32x32 \(3\.62855e\+06; the largest is 5\.50948e\+07\)"):
+        cost_limit(space, max_first_exit_macs=1e6, input_shape=shape)
 
 
 def detnas_extremes() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,6 +16,7 @@ import yaml
 from tests import EXAMPLES
 from hrnas_automl.cli import main
 from hrnas_automl.tuning.config import load_tune_config, tune_search_space
+from tests.e2e.test_nnictl import ABOVE_CHANCE, SPREAD
 
 HRNAS = EXAMPLES / "hrnas"
 
@@ -111,12 +112,12 @@ def test_optuna_tuner_runs_under_nnictl(tmp_path: Path, nni_home: Path) -> None:
     from hrnas_automl.nni.experiment import NniExperiment, nni_env
 
     tune = yaml.safe_load((HRNAS / "tune_slimming.yml").read_text())
-    tune.update(objective_args={"train": {"epochs": 2}, "train_size": 128, "val_size": 64})
+    epochs = tune["objective_args"]["train"]["epochs"]  # the example's own training: trials must differ
     (tmp_path / "tune.yml").write_text(yaml.safe_dump(tune))
     assert main(["tune-space", "--config", str(tmp_path / "tune.yml"), "-o", str(tmp_path / "lambda_space.json")]) == 0
     experiment = yaml.safe_load((HRNAS / "optuna_lambda.yml").read_text())
     storage = f"sqlite:///{tmp_path / 'nni_study.db'}"
-    experiment.update(maxTrialNumber=4, trialConcurrency=2, maxExperimentDuration="10m")
+    experiment.update(maxTrialNumber=6, trialConcurrency=2, maxExperimentDuration="10m")
     experiment["tuner"]["classArgs"].update(storage=storage, sampler_args={"population_size": 2},
                                             max_macs=tune["max_macs"])
     (tmp_path / "optuna_lambda.yml").write_text(yaml.safe_dump(experiment))
@@ -131,9 +132,15 @@ def test_optuna_tuner_runs_under_nnictl(tmp_path: Path, nni_home: Path) -> None:
         deadline = time.monotonic() + 60  # DONE may come before the dispatcher has told the last results
         while len(told()) < len(trials) and time.monotonic() < deadline:
             time.sleep(1)
-    assert len(trials) == 4 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
+    assert len(trials) == 6 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     stored = told()
-    assert len(stored) == 4
+    assert len(stored) == 6
     for t in trials:  # each NNI trial is in the study with the parameters it ran and the result it reported
-        assert set(t.arch) == {"lam", "threshold", "warmup"} and [row["step"] for row in t.intermediate] == [0, 1]
+        assert set(t.arch) == {"lam", "threshold", "warmup"}
+        assert [row["step"] for row in t.intermediate] == list(range(epochs))
         assert (t.arch, [t.metrics["default"], t.metrics["macs"]]) in stored
+    # a search with signal (issue 18 item 6): the λs' accuracies differ, the best is above chance (4 classes: 0.25),
+    # and some trial is within the study's max_macs, so its front is not empty
+    scores = [t.metrics["default"] for t in trials]  # (6 trials: here the first 4 all scored 0.25)
+    assert max(scores) - min(scores) >= SPREAD and max(scores) >= 0.25 + ABOVE_CHANCE, scores
+    assert any(t.metrics["macs"] <= tune["max_macs"] for t in trials), [t.metrics["macs"] for t in trials]

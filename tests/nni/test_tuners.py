@@ -40,7 +40,7 @@ def drive(tuner: StrategyTuner, n_trials: int, concurrency: int) -> list[dict]:
         params = tuner.generate_multiple_parameters(ids, st_callback=lambda i, p: deferred_sends.append((i, p)))
         sent.extend(zip(ids, params))
 
-    tuner.update_search_space(to_nni_search_space(choices_of("detnas-small", **SPACE_ARGS)))
+    tuner.update_search_space(to_nni_search_space(choices_of(tuner.space_name, **tuner.space_args)))
     request(concurrency)
     done = 0
     while done < n_trials:
@@ -100,6 +100,21 @@ def test_no_more_trial_error_is_nni_s() -> None:
     tuner.generate_parameters(0)
     with pytest.raises(nni.NoMoreTrialError):
         tuner.generate_parameters(1)
+
+
+def test_ranet_tuner_never_proposes_a_network_whose_first_exit_is_over_the_budget() -> None:
+    # issue 18: a RANet whose first exit alone costs more than the trial's budget_macs fails every sample
+    from hrnas_automl.arch import resolve_space
+    from hrnas_automl.tasks.early_exit import early_exit_costs
+
+    budget, shape = 1.2e7, (3, 32, 32)  # the space's first exits span 3.6e6 to 5.5e7 MACs
+    args = dict(space="ranet", space_args={"num_classes": 4}, seed=0, max_first_exit_macs=budget,
+                input_shape=list(shape))
+    for strategy, options in (("random", {}), ("evolution", dict(population_size=2, select_num=1, mutation_num=1,
+                                                                 crossover_num=0))):
+        archs = drive(StrategyTuner(strategy=strategy, **args, **options), n_trials=4, concurrency=2)
+        space = resolve_space("ranet", num_classes=4)
+        assert len(archs) == 4 and all(early_exit_costs(space.freeze(a), shape)[0] <= budget for a in archs)
 
 
 def test_limits_given_as_yaml_strings_are_numbers_or_a_clear_error() -> None:
