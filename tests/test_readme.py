@@ -27,8 +27,20 @@ SLOW = ("fine_grained_search", "runs/export_detnas")
 
 
 def commands(code: str) -> list[list[str]]:
-    """The commands of a shell block, one per line, comments dropped."""
-    return [shlex.split(line, comments=True) for line in code.splitlines() if shlex.split(line, comments=True)]
+    """The commands of a shell block, one per (backslash-continued) line, comments dropped."""
+    lines = code.replace("\\\n", " ").splitlines()
+    return [shlex.split(line, comments=True) for line in lines if shlex.split(line, comments=True)]
+
+
+def launched(argv: list[str]) -> list[str]:
+    """What ``torchrun ... (-m hrnas_automl | --no-python hrnas-automl | script.py) ARGS`` runs, as a command line
+    (``hrnas-automl ARGS`` or ``python script.py ARGS``)."""
+    for i, arg in enumerate(argv):
+        if arg == "-m" and argv[i + 1] == "hrnas_automl" or arg == "--no-python" and argv[i + 1] == "hrnas-automl":
+            return ["hrnas-automl", *argv[i + 2:]]
+        if arg.endswith(".py"):
+            return ["python", *argv[i:]]
+    raise AssertionError(f"torchrun line without a program: {argv}")
 
 
 def test_every_snippet_is_fenced_with_its_language() -> None:
@@ -46,12 +58,14 @@ def test_shell_blocks_parse_and_name_what_exists(code: str) -> None:
     parser = build_parser()
     targets = set(re.findall(r"^(\w[\w-]*):", (ROOT / "Makefile").read_text(), re.M))
     for argv in commands(code):
+        if argv[0] == "torchrun":
+            argv = launched(argv)
         if argv[0] == "hrnas-automl":
             parser.parse_args(argv[1:])  # an unknown subcommand or option exits 2 (SystemExit fails the test)
         elif argv[0] == "make":
             assert set(argv[1:]) - {a for a in argv[1:] if "=" in a} <= targets, argv
         else:
-            assert argv[0] in ("nnictl", "python"), f"a command this test does not know: {argv}"
+            assert argv[0] in ("nnictl", "python", "pip"), f"a command this test does not know: {argv}"
         for path in (a.split("=")[-1] for a in argv if a.startswith(("examples/", "bench/"))):
             assert (ROOT / path).exists(), f"{path} does not exist"
 

@@ -15,7 +15,7 @@ import yaml
 
 from tests import EXAMPLES
 from hrnas_automl.cost import arch_cost
-from hrnas_automl.cost.latency import latency_table, predicted_latency
+from hrnas_automl.cost.latency import latency_table
 from hrnas_automl.nni.compat import STRATEGY_KEY
 from hrnas_automl.nni.experiment import NniExperiment, free_port, nni_env
 
@@ -172,7 +172,6 @@ def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_ho
     shutil.copy(examples / "search_space.json", tmp_path)
     trial = yaml.safe_load((examples / "trial_kpt.yml").read_text())
     trial["data"].update(cache_dir=str(tmp_path / "data"))
-    trial["latency"].update(repeats=2, warmup=0)
     (tmp_path / "trial_kpt.yml").write_text(yaml.safe_dump(trial))
     config = yaml.safe_load((examples / "evolution.yml").read_text())
     config.update(maxTrialNumber=3, maxExperimentDuration="10m")
@@ -182,11 +181,8 @@ def test_lite_hrnet_search_runs_under_nnictl_on_keypoints(tmp_path: Path, nni_ho
         trials = exp.wait(timeout=420)
     assert len(trials) == 3 and all(t.status == "SUCCEEDED" for t in trials), [(t.trial_id, t.status) for t in trials]
     for t in trials:
-        assert {"default", "ap", "pck", "macs", "params", "latency_ms"} <= set(t.metrics)
-        assert t.metrics["default"] == t.metrics["pck"] and t.metrics["latency_measured_ms"] > 0
-        # the table's prediction, which a table compiled under load can put below 0 (measured: -78 ms): compare it
-        assert t.metrics["latency_ms"] == predicted_latency("lite-hrnet", t.arch, (3, 64, 48), threads=1,
-                                                            head="keypoints", num_keypoints=17, in_channels=3)
+        assert {"default", "ap", "pck", "macs", "params"} <= set(t.metrics)
+        assert t.metrics["default"] == t.metrics["pck"]
         assert t.metrics["macs"] == arch_cost("lite-hrnet", t.arch, (3, 64, 48), head="keypoints").macs
     scores = [t.metrics["default"] for t in trials]
     assert max(scores) - min(scores) >= SPREAD and max(scores) >= 0.01 + ABOVE_CHANCE / 2, scores
