@@ -69,7 +69,8 @@ def test_tune_trial_outside_nnictl(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["tune-trial", "--config", "{tmp}/bad_args.yml", "--params", "{lam: 1, threshold: 0, warmup: 1}"],
-     "objective_args: unknown key 'epochs'; allowed keys here: space, space_args, task, task_args, metric, data, train"),
+     "objective_args: unknown key 'epochs'; allowed keys here: space, space_args, task, task_args, metric, data, "
+     "train"),
     (["tune-trial", "--config", str(HRNAS / "tune_slimming.yml"), "--params", "{lam: 1}"],
      "must be a mapping with exactly the keys lam, threshold, warmup"),
     (["front", "--config", "{tmp}/t.yml"], "no study 'x': {tmp}/optuna_studies.db does not exist"),
