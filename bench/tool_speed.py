@@ -69,10 +69,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tool_speed_") as scratch:
         env = {**os.environ, "HRNAS_AUTOML_CACHE": str(Path(scratch) / "cache")}
-        result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared: others were running)",
+        result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                  "load_average_1min_at_start": round(os.getloadavg()[0], 2),
                   "cli_wall_s": cli_times(env, args.rounds),
                   "trial_startup": trial_startup(Path(scratch), env, args.pairs),
                   "cold_tables": cold_tables(env)}
+        result["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)  # the machine is shared: how busy it was
     emit(result, args)
 
 
