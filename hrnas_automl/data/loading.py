@@ -75,9 +75,7 @@ def make_loader(dataset: Dataset, settings: TrainSettings = IN_PROCESS, *, batch
     world = distributed.world_size() if shard else 1
     if world == 1:
         return _SeededLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, **how)
-    if batch_size % world:
-        raise ValueError(f"train.batch_size {batch_size} is the global batch of {world} processes and must divide "
-                         f"among them; set it to a multiple of {world}")
+    distributed.check_global_batch(batch_size)
     order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     sharded = distributed.ShardedBatches(BatchSampler(order, batch_size, drop_last), distributed.rank(), world)
     return _SeededLoader(dataset, batch_sampler=sharded, **how)

@@ -21,7 +21,7 @@ from torch import nn
 
 __all__ = ["launched", "init_from_env", "is_distributed", "rank", "world_size", "is_main", "local_rank", "main_first",
            "broadcast_object", "all_reduce_sum", "all_reduce_mean", "wrap_ddp", "convert_sync_bn", "SyncBatchNorm",
-           "shard", "ShardedBatches", "barrier", "all_gather_object"]
+           "check_global_batch", "shard", "ShardedBatches", "barrier", "all_gather_object"]
 
 
 def launched() -> bool:
@@ -185,14 +185,19 @@ def wrap_ddp(model: nn.Module, device: torch.device, *, find_unused_parameters: 
                                    find_unused_parameters=find_unused_parameters)
 
 
+def check_global_batch(size: int, key: str = "train.batch_size") -> None:
+    """Refuse, in one line naming ``key``, a global batch of ``size`` that does not divide among the ranks."""
+    world = world_size()
+    if size % world:
+        raise ValueError(f"{key} {size} is the global batch of {world} processes and must divide among them; "
+                         f"set it to a multiple of {world}")
+
+
 def shard(indices: Sequence[int], key: str = "train.batch_size") -> list[int]:
     """This rank's share of one global batch of dataset ``indices`` (``indices[rank::world]``; all of them in a
-    single process); a batch that does not divide among the ranks is refused in one line naming ``key``."""
-    world = world_size()
-    if len(indices) % world:
-        raise ValueError(f"{key} {len(indices)} is the global batch of {world} processes and must divide among them; "
-                         f"set it to a multiple of {world}")
-    return list(indices)[rank()::world]
+    single process); a batch that does not divide among the ranks is refused (:func:`check_global_batch`)."""
+    check_global_batch(len(indices), key)
+    return list(indices)[rank()::world_size()]
 
 
 class ShardedBatches:
