@@ -101,3 +101,13 @@ def test_outside_torchrun_everything_is_one_process() -> None:
     x = torch.randn(4, 2, 3, 3)
     plain = nn.BatchNorm2d(2)
     assert torch.equal(bn(x), plain(x))  # one process: a plain BatchNorm
+
+
+def test_a_global_batch_that_does_not_divide_among_the_ranks_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sharded loader and the supernet's batches refuse 2 ranks sharing 3 images, naming the setting to fix."""
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match=r"^train.batch_size 3 is the global batch of 2 processes .* multiple of 2$"):
+        distributed.check_global_batch(3)
+    with pytest.raises(ValueError, match="train.batch_size 3 is the global batch of 2"):
+        distributed.shard([0, 1, 2])
+    assert distributed.shard([0, 1, 2, 3]) == [0, 2]  # rank 0's share
