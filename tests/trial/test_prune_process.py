@@ -118,14 +118,15 @@ def _signal_after(tmp_path: Path, steps: int, sig: signal.Signals) -> tuple[Path
 @pytest.mark.slow
 def test_prune_killed_after_3_of_5_steps_resumes_bit_identically(first: FirstRun, tmp_path: Path) -> None:
     config, checkpoint, run, _ = _signal_after(tmp_path, 3, signal.SIGKILL)
-    assert run.returncode == -signal.SIGKILL and _steps_done(checkpoint) == 3
+    done = _steps_done(checkpoint)  # 3, or 4 when the kill landed after the next step (2 busy cores)
+    assert run.returncode == -signal.SIGKILL and done in (3, 4)
     assert not (tmp_path / "out" / "result.json").exists()
     again = _prune(config)
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert err.splitlines()[0] == f"resuming from {checkpoint} (delete it to start afresh)"
     reported = [json.loads(line)["epoch"] for line in out.splitlines() if line.startswith('{"default"')]
-    assert reported == [3, 4]  # resumed after the third step, not started afresh
+    assert reported == list(range(done, 5))  # resumed after the last checkpointed step, not started afresh
     _assert_same(first.out, tmp_path / "out")  # the first run's outputs, intact, equal the resumed run's
 
 
